@@ -1,0 +1,35 @@
+"""The ``litefer`` command line: one subcommand per job, each defined next to the code it drives."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module exposing ``add_arguments(parser)`` and ``main(args) -> int``
+COMMANDS = {
+    "profile": ("litefer.profile", "params, GMac, sizes and latency of registered models"),
+    "train": ("litefer.train.cli", "train a model from a YAML config"),
+    "eval": ("litefer.train.evaluate", "evaluate a checkpoint on a data set split"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="litefer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"litefer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(importlib.import_module(args._module).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
