@@ -1,0 +1,50 @@
+"""Data sets (FERPlus, RAF-DB, image folders) held in memory, and batched tensor augmentation."""
+from __future__ import annotations
+
+import logging
+
+from .base import FERPLUS_CLASSES, RAFDB_CLASSES, DataError, FaceDataset, stratified_split
+from .loader import BatchSampler
+from .transforms import AugmentConfig, Preprocess, augment, preprocess
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AugmentConfig", "BatchSampler", "DataError", "FERPLUS_CLASSES", "FaceDataset", "Preprocess",
+           "RAFDB_CLASSES", "augment", "build_datasets", "load_split", "preprocess", "stratified_split"]
+
+
+def load_split(data_cfg: dict, split: str, channels: int = 3) -> FaceDataset:
+    """Load one split described by a config's ``data`` section."""
+    kind, root = data_cfg["dataset"], data_cfg["root"]
+    if kind == "ferplus":
+        from .ferplus import load_ferplus
+        return load_ferplus(root, split, data_cfg.get("label_mode", "majority"))
+    if kind == "rafdb":
+        from .rafdb import load_rafdb
+        return load_rafdb(root, split, data_cfg["image_size"], channels, data_cfg["val_fraction"],
+                          data_cfg["split_seed"])
+    if kind == "folder":
+        from .folder import load_folder
+        other = data_cfg.get(f"{split}_root") if split in ("val", "test") else None
+        if split == "test" and not other:
+            raise DataError(f"image folder {root}: no test split (set data.test_root)")
+        if other:
+            return load_folder(other, split, data_cfg["image_size"], channels, carve_val=False)
+        carve = not data_cfg.get("val_root")
+        return load_folder(root, split, data_cfg["image_size"], channels, data_cfg["val_fraction"],
+                           data_cfg["split_seed"], carve_val=carve)
+    raise ValueError(f"unknown data set kind {kind!r}")
+
+
+def build_datasets(data_cfg: dict, channels: int = 3, splits=("train", "val", "test")) -> dict:
+    """Every available split; a missing split is logged and returned as None, not fatal."""
+    out = {}
+    for split in splits:
+        try:
+            out[split] = load_split(data_cfg, split, channels)
+        except DataError as e:
+            if split == "train":
+                raise
+            log.warning("split %r unavailable: %s", split, e)
+            out[split] = None
+    return out

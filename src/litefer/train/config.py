@@ -1,0 +1,175 @@
+"""Experiment configuration: nested defaults, YAML files, ``key.sub=value`` overrides, strict keys."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+DEFAULTS: dict = {
+    "model": {
+        "name": "litefer_cpsca",
+        "in_chans": 3,
+        "dropout": 0.4,
+        "attention_gate": None,        # None = the paper's sigmoid; "hardsigmoid" for mobile/INT8
+        "init": None,                  # path to torchvision ImageNet MobileNetV3-Large weights (by name)
+    },
+    "data": {
+        "dataset": "ferplus",          # ferplus | rafdb | folder
+        "root": "../shared/data/fer2013",
+        "label_mode": "majority",      # FERPlus: majority | probability | crossentropy
+        "input_size": 224,             # model input side, 48..224
+        "image_size": 100,             # rafdb/folder: side at which images are held in memory
+        "val_fraction": 0.1,           # rafdb/folder: stratified validation carve-out from train
+        "split_seed": 0,
+        "val_root": None,              # folder: optional separate validation folder
+        "test_root": None,             # folder: optional separate test folder
+    },
+    "augment": {
+        "flip": 0.5, "translate": 0.1, "rotate": 10.0, "scale": 0.0, "contrast": 0.3, "contrast_p": 0.5,
+        "noise_std": 0.03, "noise_p": 0.5, "erase_p": 0.0,
+    },
+    "loss": {
+        "softmax": 1.0,
+        "centre": 0.4,                 # lambda of the joint loss (0.4 FERPlus, 0.1 RAF-DB)
+        "triplet": 0.0,
+        "triplet_margin": 0.3,
+        "centre_lr": 0.5,              # SGD lr of the centres (gradient rescaled by 1/lambda)
+        "label_smoothing": 0.0,
+    },
+    "optim": {
+        "optimizer": "adam",           # adam | adamw | sgd
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "momentum": 0.9,               # sgd only
+        "batch_size": 64,
+        "epochs": 100,
+        "schedule": "plateau",         # plateau (x factor when val loss stalls) | cosine | none
+        "plateau_patience": 10,
+        "plateau_factor": 0.1,
+        "warmup_epochs": 0,
+        "min_lr": 0.0,
+        "grad_clip": 0.0,
+    },
+    "run": {
+        "out_dir": "runs",
+        "name": None,                  # run folder name; default derived from config + seed
+        "seed": 0,
+        "deterministic": False,
+        "device": "auto",              # auto | cpu | cuda | cuda:N
+        "amp": True,                   # bf16 autocast on CUDA (ignored on CPU)
+        "channels_last": True,
+        "compile": False,
+        "threads": 0,                  # torch intra-op threads; 0 = torch default
+        "ema_decay": 0.0,              # model EMA; 0 = off
+        "tta_flip": False,             # horizontal-flip test-time augmentation at evaluation
+        "eval_batch_size": 256,
+        "eval_test": True,             # evaluate the test split once, with the selected checkpoint
+        "tensorboard": True,
+        "progress": "auto",            # auto (bar on a terminal) | always | never
+        "max_batches": 0,              # >0: stop each epoch after this many batches (smoke tests)
+    },
+}
+
+
+class ConfigError(ValueError):
+    """An unknown key or a value of the wrong type in a config or an override."""
+
+
+def _merge(base: dict, update: dict, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        path = f"{where}.{key}" if where else key
+        if key not in base:
+            raise ConfigError(f"unknown config key {path!r}; known keys here: {sorted(base)}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping, got {value!r}")
+            out[key] = _merge(base[key], value, path)
+        else:
+            out[key] = _coerce(value, base[key], path)
+    return out
+
+
+def _coerce(value, default, path):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"config key {path!r} must be true/false, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(value, bool):
+        try:
+            return type(default)(value) if not (isinstance(default, int) and isinstance(value, float)
+                                                and not value.is_integer()) else value
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {path!r} must be a number, got {value!r}") from None
+    return value
+
+
+def parse_override(text: str) -> dict:
+    """``optim.lr=0.001`` -> {"optim": {"lr": 0.001}} (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.sub=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """Defaults <- YAML file (which may name a ``base`` file relative to itself) <- overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = _merge(cfg, read_yaml(path), "")
+    for text in overrides:
+        cfg = _merge(cfg, parse_override(text), "")
+    validate(cfg)
+    return cfg
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a config file, resolving ``base: other.yaml`` chains (later files win)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = read_yaml(path.parent / base)
+    return _deep_update(parent, data)
+
+
+def _deep_update(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate(cfg: dict) -> None:
+    size = cfg["data"]["input_size"]
+    if not 32 <= int(size) <= 512:
+        raise ConfigError(f"data.input_size must be in 32..512 (paper: 224; 48..224 supported), got {size}")
+    if cfg["optim"]["optimizer"] not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"optim.optimizer must be adam, adamw or sgd, got {cfg['optim']['optimizer']!r}")
+    if cfg["optim"]["schedule"] not in ("plateau", "cosine", "none"):
+        raise ConfigError(f"optim.schedule must be plateau, cosine or none, got {cfg['optim']['schedule']!r}")
+    if cfg["data"]["dataset"] not in ("ferplus", "rafdb", "folder"):
+        raise ConfigError(f"data.dataset must be ferplus, rafdb or folder, got {cfg['data']['dataset']!r}")
+    if cfg["run"]["progress"] not in ("auto", "always", "never"):
+        raise ConfigError("run.progress must be auto, always or never")
+
+
+def dump_config(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

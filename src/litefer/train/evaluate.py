@@ -1,0 +1,121 @@
+"""Evaluation: batched prediction (optionally with flip TTA), metrics, and ``litefer eval``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import FaceDataset, Preprocess, preprocess
+from .metrics import classification_report, format_report
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, batch_size: int = 256,
+                   device="cpu", tta_flip: bool = False, channels_last: bool = False,
+                   autocast_dtype=None) -> torch.Tensor:
+    """Logits for every image of ``dataset`` in order (mean of image and mirror when ``tta_flip``)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        x = preprocess(dataset.images[start:start + batch_size], pp, device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            logits = model(x).float()
+            if tta_flip:
+                logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits.cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, dataset.num_classes)
+
+
+def evaluate(model, dataset: FaceDataset, pp: Preprocess, **kwargs) -> dict:
+    """Metrics report plus the cross-entropy on the data set (the scheduler's validation loss)."""
+    logits = predict_logits(model, dataset, pp, **kwargs)
+    report = classification_report(dataset.labels.numpy(), logits.argmax(1).numpy(), dataset.class_names)
+    report["loss"] = float(F.cross_entropy(logits, dataset.labels)) if len(dataset) else float("nan")
+    return report
+
+
+def plot_confusion(report: dict, path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..utils import atomic_write_bytes
+    import io
+
+    cm = np.asarray(report["confusion"], dtype=float)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    names = report["class_names"]
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(names), 1 + 0.7 * len(names)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_title(title or f"accuracy {report['accuracy']:.3f}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run's best.pt / last.pt, or a weights file")
+    p.add_argument("--data", default=None, help="data root (default: the one in the checkpoint's config)")
+    p.add_argument("--dataset", default=None, choices=["ferplus", "rafdb", "folder"])
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--tta-flip", action="store_true", help="average logits of image and mirror image")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON here")
+    p.add_argument("--confusion", default=None, help="write the confusion matrix PNG here")
+
+
+def main(args) -> int:
+    from ..data import load_split
+    from ..utils import atomic_write_json, setup_logging
+    from ..weights import load_checkpoint_model
+
+    setup_logging()
+    model, meta = load_checkpoint_model(args.checkpoint, device=args.device)
+    data_cfg = dict(meta.get("config", {}).get("data", {}))
+    if args.data:
+        data_cfg["root"] = args.data
+    if args.dataset:
+        data_cfg["dataset"] = args.dataset
+    if "root" not in data_cfg:
+        print("error: the checkpoint names no data set; pass --data and --dataset", file=sys.stderr)
+        return 2
+    data_cfg.setdefault("image_size", 100)
+    data_cfg.setdefault("val_fraction", 0.1)
+    data_cfg.setdefault("split_seed", 0)
+    pp = Preprocess.from_dict(meta["preprocess"])
+    ds = load_split(data_cfg, args.split, channels=pp.in_chans if data_cfg["dataset"] != "ferplus" else 1)
+    if tuple(ds.class_names) != tuple(meta["class_names"]):
+        print(f"error: data classes {ds.class_names} differ from the model's {meta['class_names']}", file=sys.stderr)
+        return 2
+    report = evaluate(model, ds, pp, batch_size=args.batch_size, device=args.device, tta_flip=args.tta_flip)
+    report.update({"checkpoint": str(args.checkpoint), "split": args.split, "tta_flip": args.tta_flip,
+                   "data": data_cfg["root"]})
+    print(format_report(report))
+    if args.json_path:
+        atomic_write_json(args.json_path, report)
+    if args.confusion:
+        plot_confusion(report, args.confusion, f"{ds.name}: accuracy {report['accuracy']:.3f}")
+    return 0
