@@ -1,0 +1,93 @@
+"""ONNX export and ONNX Runtime parity, shared by ``litefer profile`` and model export.
+
+``export_onnx`` writes a model with a dynamic batch axis (TorchScript-based exporter, opset 17,
+which has native HardSwish/HardSigmoid); ``onnx_parity`` runs the same input through torch and
+ONNX Runtime and returns the largest absolute difference of the outputs.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .utils import atomic_write_bytes
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def _size_hw(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    return (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+
+
+class _Traced(nn.Module):
+    """Calls the model with the input alone: the TorchScript exporter would otherwise turn keyword
+    defaults such as ``return_embedding=False`` into traced tensors (and warn)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tuple[int, int] = 224,
+                in_chans: int | None = None, opset: int = 17, dynamic_batch: bool = True) -> Path:
+    """Export ``model`` (in eval mode) to ONNX at ``path``, atomically; returns the path.
+
+    Input ``input`` is N x C x H x W float32 (N dynamic when ``dynamic_batch``), output ``logits``.
+    ``in_chans`` defaults to the model's ``in_chans`` attribute (3 when absent).
+    """
+    in_chans = in_chans or getattr(model, "in_chans", 3)
+    dummy = torch.randn(1, in_chans, *_size_hw(input_size))
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # the TorchScript exporter announces its own deprecation; the output is what we check
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(_Traced(model), (dummy,), buffer, dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes=dynamic_axes, do_constant_folding=True)
+    finally:
+        model.train(was_training)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def ort_session(path: str | os.PathLike, threads: int = 1):
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads, sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_parity(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor, session=None) -> float:
+    """Max absolute difference between torch (eval mode) and ONNX Runtime outputs on ``inputs``."""
+    session = session or ort_session(path)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            expected = model(inputs).float().numpy()
+    finally:
+        model.train(was_training)
+    feed = {session.get_inputs()[0].name: inputs.detach().float().numpy()}
+    got = session.run(None, feed)[0]
+    if got.shape != expected.shape:
+        raise ValueError(f"ONNX output shape {got.shape} != torch output shape {expected.shape}")
+    return float(np.abs(got - expected).max())
