@@ -22,12 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as e:
+            # one subcommand whose optional dependency is missing must not break the others
+            p.set_defaults(_unavailable=f"litefer {name} is unavailable: {e}")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "_unavailable", None):
+        print(args._unavailable, file=sys.stderr)
+        return 2
     return int(importlib.import_module(args._module).main(args) or 0)
 
 

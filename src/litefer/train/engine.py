@@ -275,6 +275,7 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         t0 = time.time()
         n_batches = min(len(sampler), max_batches) if max_batches else len(sampler)
         bar = None
+        last_note = t0
         if show_bar:
             from tqdm import tqdm
             bar = tqdm(total=n_batches * o["batch_size"] * world, unit="img", desc=f"epoch {epoch + 1}/{o['epochs']}",
@@ -321,6 +322,13 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
             if bar is not None:
                 bar.update(b * world)
                 bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", acc=f"{sums['correct'] / sums['n']:.3f}")
+            elif is_main and time.time() - last_note > 60:
+                # no terminal (a background run): a progress line in the log every minute instead
+                last_note = time.time()
+                rate = sums["n"] * world / (last_note - t0)
+                eta = (n_batches - step - 1) * o["batch_size"] * world / max(rate, 1e-9)
+                log.info("epoch %d: batch %d/%d, loss %.4f, %.0f img/s, epoch ETA %.0f s", epoch + 1, step + 1,
+                         n_batches, sums["loss"] / sums["n"], rate, eta)
         if bar is not None:
             bar.close()
         seconds = time.time() - t0
