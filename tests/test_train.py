@@ -148,3 +148,20 @@ def test_ddp_two_processes_gloo(tmp_path):
     rows = (tmp_path / "ddp" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 3
     assert (tmp_path / "ddp" / "best.pt").is_file()
+
+
+def test_package_run_writes_weights_and_card(tmp_path):
+    write_ferplus(tmp_path / "fer", {"Training": 48, "PublicTest": 16})
+    cfg = load_config(_tiny_config(tmp_path / "t.yaml", tmp_path / "fer"), ["optim.epochs=1"])
+    from litefer.package import package_run
+    from litefer.train.engine import train
+    from litefer.weights import load_checkpoint_model
+    train(cfg, run_dir=tmp_path / "r")
+    card = package_run(tmp_path / "r", tmp_path / "w", "tiny", data_root=str(tmp_path / "fer"))
+    assert card["classes"][0] == "neutral" and len(card["classes"]) == 8
+    assert card["preprocess"]["input_size"] == 48 and card["selected_epoch"] == 1
+    assert 0 <= card["validation"]["accuracy_no_tta"] <= 1 and card["hardware"]
+    assert json.loads((tmp_path / "w" / "tiny.json").read_text())["sha256"] == card["sha256"]
+    model, meta = load_checkpoint_model(tmp_path / "w" / "tiny.pt")
+    assert meta["card"]["model"] == "litefer_cpsca" and "config" not in meta
+    assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 8)

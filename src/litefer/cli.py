@@ -10,6 +10,7 @@ COMMANDS = {
     "profile": ("litefer.profile", "params, GMac, sizes and latency of registered models"),
     "train": ("litefer.train.cli", "train a model from a YAML config"),
     "eval": ("litefer.train.evaluate", "evaluate a checkpoint on a data set split"),
+    "package": ("litefer.package", "turn a finished run into shippable weights + model card"),
 }
 
 
