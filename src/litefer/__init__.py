@@ -1,5 +1,33 @@
-"""litefer: lightweight facial expression recognition (Liang et al., IET Image Processing 2023)."""
-from .models import create_model, list_models
+"""litefer: lightweight facial expression recognition (Liang et al., IET Image Processing 2023).
+
+Names are imported on first use, so ``litefer.Recognizer(..., backend="onnxruntime")`` runs
+without importing torch.
+"""
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "__version__"]
+
+_LAZY = {
+    "create_model": "litefer.models",
+    "list_models": "litefer.models",
+    "Recognizer": "litefer.recognizer",
+    "FaceResult": "litefer.recognizer",
+    "ImageResult": "litefer.recognizer",
+    "to_dataframe": "litefer.recognizer",
+    "write_csv": "litefer.recognizer",
+    "InputError": "litefer.inputs",
+}
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'litefer' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

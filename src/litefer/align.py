@@ -1,0 +1,176 @@
+"""Face crops framed like the training data (FER2013), with rotation by the eye line.
+
+FER2013's 48 x 48 faces were cut out by an OpenCV-style face detector, roughly upright, and stored
+as grayscale. ``benchmarks/framing.py`` measures that framing on the training images themselves:
+
+* the frontal-face Haar cascade run on (upscaled, padded) FER2013 images returns a box that is the
+  frame itself: median box (0.5, 0.25, 47, 47) in 48-pixel units, i.e. the frame is the Haar box
+  enlarged 48/47 about its centre;
+* YuNet's five landmarks sit at the positions of ``FER2013_TEMPLATE`` (medians over 2,869 training
+  faces, mirrored to be left-right symmetric, in a 48-pixel frame whose pixel i spans [i, i+1));
+* the eye line is level on average (median 0.9 degrees, spread 7 degrees).
+
+So a face found by YuNet is mapped onto the landmark template by a least-squares similarity
+transform; a face found by the Haar cascade is framed by its (enlarged) box and, where both eyes
+are found, rotated about the box centre so that the eye line is level. Large faces are warped to an
+intermediate size and area-averaged down, so the crop is not aliased. Colour is then dropped
+(BT.601 luma, as OpenCV and PIL compute it) for grayscale-trained weights. The crop is what the
+model's own preprocessing (resize, channel replication, normalisation) receives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .detect import Detection
+
+FER_SIZE = 48
+# Subject's right eye, left eye, nose tip, right and left mouth corner; 48-px frame, continuous coords.
+FER2013_TEMPLATE = np.array([[14.9, 18.8], [33.1, 18.8], [24.0, 28.8], [16.6, 36.4], [31.4, 36.4]], np.float32)
+# Frame side / Haar box side (the box is centred on the frame).
+HAAR_FRAME_SCALE = 48.0 / 47.0
+
+# Quality thresholds: about the 1st / 99th percentiles of FER2013 training faces (48 px crops).
+DARK_MEAN, BRIGHT_MEAN = 50.0, 205.0
+LOW_CONTRAST_STD = 25.0
+BLURRY_LAPLACIAN_VAR = 400.0
+CLIPPED_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """The crop a model expects: side in pixels, grayscale or RGB, framing rule, eye-line rotation."""
+
+    size: int = FER_SIZE
+    grayscale: bool = True
+    framing: str = "fer2013"
+    rotate: bool = True
+
+    def to_dict(self) -> dict:
+        return {"size": self.size, "grayscale": self.grayscale, "framing": self.framing, "rotate": self.rotate}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "CropSpec":
+        """From weights metadata: an explicit ``crop`` entry, else inferred from the training data set
+        (a run checkpoint's ``config.data``, a packaged file's ``card.data``)."""
+        if isinstance(meta.get("crop"), dict):
+            c = meta["crop"]
+            return cls(int(c.get("size", FER_SIZE)), bool(c.get("grayscale", True)), str(c.get("framing", "fer2013")),
+                       bool(c.get("rotate", True)))
+        data = ((meta.get("config") or {}).get("data") or (meta.get("card") or {}).get("data") or {})
+        pp = meta.get("preprocess") or {}
+        if data.get("dataset", "ferplus") == "ferplus":
+            return cls(FER_SIZE, True)
+        # other data sets: crops at the stored image size, colour unless the model is grayscale
+        return cls(int(data.get("image_size", pp.get("input_size", FER_SIZE))), int(pp.get("in_chans", 3)) == 1)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src points to dst; 2 x 3."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    # in complex form dst = a * src + t with a = sum(conj(s) d) / sum(|s|^2)
+    zs, zd = s[:, 0] + 1j * s[:, 1], d[:, 0] + 1j * d[:, 1]
+    a = np.vdot(zs, zd) / max(np.vdot(zs, zs).real, 1e-12)
+    A = np.array([[a.real, -a.imag], [a.imag, a.real]])
+    t = mu_d - A @ mu_s
+    return np.hstack([A, t[:, None]])
+
+
+def frame_transform(det: Detection, size: int = FER_SIZE, rotate: bool = True) -> tuple[np.ndarray, bool, float]:
+    """Forward 2 x 3 map from image to crop pixels (OpenCV pixel-centre convention).
+
+    Returns (matrix, whether landmarks or eyes set the rotation, rotation in degrees).
+    """
+    if det.landmarks is not None and len(det.landmarks) == 5:
+        src = np.asarray(det.landmarks, np.float64) + 0.5                  # to continuous coordinates
+        M = _similarity(src, FER2013_TEMPLATE.astype(np.float64) * (size / FER_SIZE))
+        angle = float(np.degrees(np.arctan2(M[1, 0], M[0, 0])))
+        if not rotate:
+            scale = float(np.hypot(M[0, 0], M[1, 0]))
+            centre = src.mean(0)
+            target = (FER2013_TEMPLATE.mean(0) * (size / FER_SIZE))
+            M = np.array([[scale, 0, target[0] - scale * centre[0]], [0, scale, target[1] - scale * centre[1]]])
+        aligned = True
+    else:
+        x, y, w, h = det.box
+        side = max(w, h) * HAAR_FRAME_SCALE
+        cx, cy = x + w / 2.0, y + h / 2.0
+        theta, aligned = 0.0, False
+        if rotate and det.eyes is not None:
+            (rx, ry), (lx, ly) = np.asarray(det.eyes, np.float64)
+            theta, aligned = float(np.arctan2(ly - ry, lx - rx)), True
+        k = size / side
+        c, s = np.cos(-theta) * k, np.sin(-theta) * k
+        A = np.array([[c, -s], [s, c]])
+        t = np.array([size / 2.0, size / 2.0]) - A @ np.array([cx, cy])
+        M = np.hstack([A, t[:, None]])
+        angle = float(np.degrees(-theta))
+    # continuous -> OpenCV pixel centres: dst_cv = A src_cv + t + (A - I) @ [0.5, 0.5]
+    A = M[:, :2]
+    M = np.hstack([A, (M[:, 2] + (A - np.eye(2)) @ np.array([0.5, 0.5]))[:, None]])
+    return M, aligned, angle
+
+
+def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> tuple[np.ndarray, dict]:
+    """The face as the model's training data framed it: uint8 (S, S, 1) grey or (S, S, 3) RGB, plus quality.
+
+    Quality: ``face_px`` (face side in image pixels), ``aligned`` (eye line used), ``angle`` (degrees
+    of rotation applied), and flags ``small`` (face smaller than the crop, so upsampled), ``clipped``
+    (over 5 % of the crop lies outside the image, filled by edge replication), ``dark``, ``bright``,
+    ``low_contrast`` and ``blurry`` (outside the range of 98 % of FER2013 training faces).
+    """
+    if spec.framing != "fer2013":
+        raise ValueError(f"unknown framing {spec.framing!r}; only 'fer2013' is implemented")
+    size = spec.size
+    M, aligned, angle = frame_transform(det, size, spec.rotate)
+    A, t = M[:, :2], M[:, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(A))))                          # crop px per image px
+    inv = cv2.invertAffineTransform(M)
+    corners = np.array([[-1, -1], [size, -1], [-1, size], [size, size]], np.float64)
+    src_corners = corners @ inv[:, :2].T + inv[:, 2]
+    h, w = bgr.shape[:2]
+    x0, y0 = np.floor(src_corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(src_corners.max(0)).astype(int) + 3
+    x0c, y0c, x1c, y1c = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1c <= x0c or y1c <= y0c:
+        raise ValueError(f"face box {det.box} lies outside the {w}x{h} image")
+    roi = bgr[y0c:y1c, x0c:x1c]
+    roi = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY) if spec.grayscale else cv2.cvtColor(roi, cv2.COLOR_BGR2RGB)
+    t = t + A @ np.array([x0c, y0c], np.float64)                            # ROI offset
+    # shrink in two steps when the face is much larger than the crop: warp, then area-average
+    factor = int(min(8, np.floor(1.0 / scale))) if scale < 0.5 else 1
+    big = size * factor
+    Mf = np.hstack([A * factor, (t * factor + (factor - 1) / 2.0)[:, None]])
+    crop = cv2.warpAffine(roi, Mf, (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if factor > 1:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    if crop.ndim == 2:
+        crop = crop[..., None]
+    # share of the crop that maps outside the image
+    g = (np.arange(16) + 0.5) * size / 16 - 0.5
+    gx, gy = np.meshgrid(g, g)
+    pts = np.stack([gx.ravel(), gy.ravel()], 1) @ inv[:, :2].T + inv[:, 2]
+    outside = float(np.mean((pts[:, 0] < -0.5) | (pts[:, 1] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] > h - 0.5)))
+    grey = crop[..., 0] if crop.shape[2] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    g48 = grey if size == FER_SIZE else cv2.resize(grey, (FER_SIZE, FER_SIZE), interpolation=cv2.INTER_AREA)
+    g48 = g48.astype(np.float32)
+    mean, std = float(g48.mean()), float(g48.std())
+    lap = float(cv2.Laplacian(g48, cv2.CV_32F).var())
+    face_px = float(min(det.box[2], det.box[3]))
+    quality = {"face_px": int(round(face_px)), "aligned": aligned, "angle": round(angle, 1),
+               "small": face_px < size, "clipped": outside > CLIPPED_FRACTION,
+               "dark": mean < DARK_MEAN, "bright": mean > BRIGHT_MEAN,
+               "low_contrast": std < LOW_CONTRAST_STD, "blurry": lap < BLURRY_LAPLACIAN_VAR}
+    return crop, quality
+
+
+QUALITY_FLAGS = ("small", "clipped", "dark", "bright", "low_contrast", "blurry")
+
+
+def quality_issues(quality: dict) -> list[str]:
+    """Names of the raised quality flags, in a fixed order."""
+    return [k for k in QUALITY_FLAGS if quality.get(k)]

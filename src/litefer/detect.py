@@ -1,0 +1,189 @@
+"""Face detection behind one small interface.
+
+* ``HaarDetector`` (default): OpenCV's frontal-face Haar cascade, whose model files ship inside the
+  opencv wheel, plus the eye cascade inside each face to find the eye line. FER2013 itself was cut
+  out by this kind of detector: on FER2013 training images the cascade's box is the whole 48 x 48
+  frame (median box x, y, w, h = 0.5, 0.25, 47, 47; see ``benchmarks/framing.py``).
+* ``YuNetDetector``: OpenCV's YuNet CNN (``cv2.FaceDetectorYN``) from a model file the user gives;
+  more robust to pose and light, with five landmarks per face.
+
+Both return boxes in the input image's pixel coordinates. Images larger than ``max_side`` are
+detected on a downscaled copy (boxes are mapped back), so a 30 MP photo costs what a 2 MP one does.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Detection:
+    """One face: box ``(x, y, w, h)`` in image pixels, a detector score, and landmarks when known.
+
+    ``landmarks`` is a (5, 2) array (YuNet order: right eye, left eye, nose tip, right and left
+    mouth corners; "right" is the subject's right, on the image's left) or None; ``eyes`` is a
+    (2, 2) array (subject's right eye first) or None.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None
+    eyes: np.ndarray | None = field(default=None)
+
+    def scaled(self, s: float) -> "Detection":
+        return Detection(tuple(float(v) * s for v in self.box), self.score,
+                         None if self.landmarks is None else self.landmarks * s,
+                         None if self.eyes is None else self.eyes * s)
+
+
+class FaceDetector:
+    """Base class: subclasses implement ``_detect(bgr, min_size)`` on an image of at most ``max_side``."""
+
+    name = "detector"
+
+    def __init__(self, min_size: int = 32, max_side: int = 1600):
+        if min_size < 1:
+            raise ValueError(f"min_size must be >= 1 pixel, got {min_size}")
+        self.min_size = int(min_size)
+        self.max_side = int(max_side)
+
+    def detect(self, bgr: np.ndarray) -> list[Detection]:
+        """Faces in a BGR uint8 image, largest first; boxes in this image's coordinates."""
+        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+            raise ValueError(f"detect expects a BGR uint8 H x W x 3 image, got {bgr.dtype} {bgr.shape}")
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                     interpolation=cv2.INTER_AREA)
+        found = self._detect(small, self.min_size * scale)
+        if scale != 1.0:
+            found = [d.scaled(1.0 / scale) for d in found]
+        found = [d for d in found if min(d.box[2], d.box[3]) >= self.min_size * 0.95]
+        return sorted(found, key=lambda d: -d.box[2] * d.box[3])
+
+    def _detect(self, bgr: np.ndarray, min_size: float) -> list[Detection]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_size={self.min_size}, max_side={self.max_side})"
+
+
+def _cascade(filename: str) -> cv2.CascadeClassifier:
+    path = os.path.join(cv2.data.haarcascades, filename)
+    clf = cv2.CascadeClassifier(path)
+    if clf.empty():
+        raise RuntimeError(f"cannot load OpenCV cascade {path}; is opencv-python(-headless) 4.x installed?")
+    return clf
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV Haar cascade faces; eyes searched in the upper half of each face to level the eye line.
+
+    ``score`` is the number of overlapping raw detections merged into the box (higher = surer).
+    """
+
+    name = "haar"
+
+    def __init__(self, min_size: int = 32, max_side: int = 1600, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 find_eyes: bool = True, cascade: str = "haarcascade_frontalface_default.xml"):
+        super().__init__(min_size, max_side)
+        self.scale_factor, self.min_neighbors, self.find_eyes = scale_factor, min_neighbors, find_eyes
+        self.face = _cascade(cascade)
+        self.eye = _cascade("haarcascade_eye.xml") if find_eyes else None
+
+    def _detect(self, bgr, min_size):
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        m = max(24, int(round(min_size)))          # the cascade's own window is 24 x 24
+        boxes, neighbours = self.face.detectMultiScale2(gray, scaleFactor=self.scale_factor,
+                                                        minNeighbors=self.min_neighbors, minSize=(m, m))
+        out = []
+        for (x, y, w, h), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(neighbours).reshape(-1)):
+            eyes = self._eyes(gray, x, y, w, h) if self.find_eyes else None
+            out.append(Detection((float(x), float(y), float(w), float(h)), float(n), None, eyes))
+        return out
+
+    def _eyes(self, gray, x, y, w, h) -> np.ndarray | None:
+        """The most plausible eye pair in the face's upper part, or None."""
+        top = gray[y + int(0.12 * h): y + int(0.58 * h), x: x + w]
+        if top.size == 0:
+            return None
+        s = 120.0 / w                                   # search at a fixed face width: same cost, same scale
+        roi = cv2.resize(top, (120, max(1, int(round(top.shape[0] * s)))), interpolation=cv2.INTER_AREA if s < 1
+                         else cv2.INTER_LINEAR)
+        found = self.eye.detectMultiScale(roi, scaleFactor=1.1, minNeighbors=3, minSize=(14, 14), maxSize=(60, 60))
+        centres = [(ex + ew / 2.0, ey + eh / 2.0, ew) for ex, ey, ew, eh in np.asarray(found).reshape(-1, 4)]
+        best, best_cost = None, np.inf
+        for i, a in enumerate(centres):
+            for b in centres[i + 1:]:
+                left, right = (a, b) if a[0] < b[0] else (b, a)
+                dx, dy = right[0] - left[0], right[1] - left[1]
+                if not (0.25 * 120 <= dx <= 0.62 * 120) or abs(dy) > 0.5 * dx:   # spacing, < ~27 degrees
+                    continue
+                if left[0] > 60 or right[0] < 60:                                   # one eye per half
+                    continue
+                cost = abs((left[0] + right[0]) / 2 - 60) / 60 + abs(dx / 120 - 0.38) + abs(left[2] - right[2]) / 60
+                if cost < best_cost:
+                    best, best_cost = (left, right), cost
+        if best is None:
+            return None
+        oy = y + int(0.12 * h)
+        return np.array([[x + best[0][0] / s, oy + best[0][1] / s],
+                         [x + best[1][0] / s, oy + best[1][1] / s]], dtype=np.float32)
+
+
+class YuNetDetector(FaceDetector):
+    """OpenCV YuNet (``cv2.FaceDetectorYN``) from a user-supplied ONNX model file."""
+
+    name = "yunet"
+
+    def __init__(self, model_path: str | os.PathLike, min_size: int = 32, max_side: int = 1600,
+                 score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 5000):
+        super().__init__(min_size, max_side)
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"YuNet model {path} not found (give the path of face_detection_yunet*.onnx "
+                                    "from the OpenCV Zoo)")
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
+        except cv2.error as e:
+            raise ValueError(f"{path}: cannot load as a YuNet model ({str(e).strip().splitlines()[-1]})") from None
+        self.model_path = path
+
+    def _detect(self, bgr, min_size):
+        h, w = bgr.shape[:2]
+        self.net.setInputSize((w, h))
+        _, faces = self.net.detect(bgr)
+        out = []
+        for f in (faces if faces is not None else []):
+            x, y, bw, bh = (float(v) for v in f[:4])
+            if min(bw, bh) < min_size:
+                continue
+            lm = np.asarray(f[4:14], dtype=np.float32).reshape(5, 2)
+            out.append(Detection((x, y, bw, bh), float(f[14]), lm, lm[:2].copy()))
+        return out
+
+
+DETECTORS = ("haar", "yunet")
+
+
+def create_detector(spec: "str | FaceDetector" = "haar", min_size: int = 32, model_path=None, **kwargs) -> FaceDetector:
+    """``"haar"``; ``"yunet"`` with ``model_path``; a path to a YuNet ``.onnx``; or a detector instance."""
+    if isinstance(spec, FaceDetector):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"detector must be a name, a YuNet model path or a FaceDetector, got {type(spec).__name__}")
+    s = str(spec)
+    if s == "haar":
+        return HaarDetector(min_size=min_size, **kwargs)
+    if s == "yunet":
+        if model_path is None:
+            raise ValueError("the yunet detector needs a model file: pass model_path= (CLI: --yunet-model PATH), "
+                             "e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo")
+        return YuNetDetector(model_path, min_size=min_size, **kwargs)
+    if s.lower().endswith(".onnx"):
+        return YuNetDetector(s, min_size=min_size, **kwargs)
+    raise ValueError(f"unknown detector {s!r}; expected one of {DETECTORS} or a YuNet .onnx path")

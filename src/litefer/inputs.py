@@ -1,0 +1,275 @@
+"""Turning what users pass (paths, arrays, PIL images, videos, webcams) into BGR uint8 frames.
+
+Every failure is an :class:`InputError` whose message starts with the input's name, so a batch can
+record it and carry on. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
+# Decoding limit: a 30 MP photo is fine (about 90 MB as BGR); beyond this the input is refused
+# before its pixels are decoded.
+MAX_PIXELS = 150_000_000
+
+
+class InputError(ValueError):
+    """An input that cannot be used; the message names it and says why."""
+
+
+def describe(src) -> str:
+    """A short name for an input, used at the start of error messages and in result tables."""
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    if isinstance(src, np.ndarray):
+        return f"<array {'x'.join(map(str, src.shape))} {src.dtype}>"
+    if isinstance(src, Image.Image):
+        return f"<PIL image {src.size[0]}x{src.size[1]} {src.mode}>"
+    return f"<{type(src).__name__}>"
+
+
+def to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
+    """Scale 16-bit, float, boolean or wider integer pixels to uint8."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype == np.uint16:
+        return (arr.astype(np.uint32) * 255 + 32767) // 65535 if arr.size else arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.size and not np.isfinite(arr).all():
+            raise InputError(f"{name}: image has NaN or infinite pixel values")
+        hi = float(arr.max()) if arr.size else 1.0
+        scaled = arr * 255.0 if hi <= 1.0 else arr        # [0, 1] floats, else already 0..255
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        hi = int(arr.max()) if arr.size else 0
+        if hi > 255 and hi <= 65535 and int(arr.min()) >= 0:  # 16-bit values in a wider integer type
+            return to_uint8(arr.astype(np.uint16), name)
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    raise InputError(f"{name}: unsupported pixel type {arr.dtype}")
+
+
+def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    return np.rint(rgb.astype(np.float32) * a + 255.0 * (1.0 - a)).astype(np.uint8)
+
+
+def array_to_bgr(arr, color: str = "bgr", name: str | None = None) -> np.ndarray:
+    """A NumPy image (H,W / H,W,1 / H,W,3 / H,W,4; any common dtype) as contiguous BGR uint8.
+
+    ``color`` states the channel order of 3- and 4-channel arrays: ``"bgr"`` (OpenCV) or ``"rgb"``
+    (PIL, scikit-image, matplotlib). Transparent pixels are composited over white.
+    """
+    name = name or describe(arr)
+    if color not in ("bgr", "rgb"):
+        raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise InputError(f"{name}: expected an H x W, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"{name}: empty image ({arr.shape[1]}x{arr.shape[0]} pixels)")
+    arr = to_uint8(arr, name)
+    if arr.ndim == 2:
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2BGR)
+    if arr.shape[2] == 4:
+        arr = _over_white(arr[..., :3], arr[..., 3])
+    return np.ascontiguousarray(arr[..., ::-1] if color == "rgb" else arr)
+
+
+def pil_to_bgr(im: Image.Image, name: str | None = None) -> np.ndarray:
+    """Any PIL image mode (1, L, P, RGB, RGBA, LA, I;16, I, F, CMYK, ...) as BGR uint8."""
+    name = name or describe(im)
+    if im.width == 0 or im.height == 0:
+        raise InputError(f"{name}: empty image ({im.width}x{im.height} pixels)")
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return array_to_bgr(np.asarray(im), "rgb", name)   # 16-bit / 32-bit grey, scaled to 8 bits
+    if mode == "P" or mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "LA":
+        im = im.convert("RGBA")
+    elif mode not in ("RGB", "RGBA", "L"):
+        im = im.convert("RGB")    # 1, CMYK, YCbCr, LAB, HSV, RGBX, ...
+    return array_to_bgr(np.asarray(im), "rgb", name)
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file as BGR uint8 (EXIF orientation applied); raises InputError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise InputError(f"{path}: {w}x{h} image ({w * h / 1e6:.0f} MP) exceeds the "
+                                     f"{max_pixels / 1e6:.0f} MP limit")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return pil_to_bgr(im, str(path))
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file (format not recognised)") from None
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{path}: image too large ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            raise InputError(f"{path}: truncated or corrupt image ({msg})") from None
+        raise InputError(f"{path}: cannot decode image ({type(e).__name__}: {msg})") from None
+
+
+def load_image(src, color: str = "bgr", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A path, NumPy array (``color`` gives its channel order) or PIL image, as BGR uint8."""
+    if isinstance(src, (str, os.PathLike)):
+        return read_image(src, max_pixels)
+    if isinstance(src, Image.Image):
+        return pil_to_bgr(src)
+    if isinstance(src, np.ndarray):
+        if src.size > max_pixels * 4:
+            raise InputError(f"{describe(src)}: image exceeds the {max_pixels / 1e6:.0f} MP limit")
+        return array_to_bgr(src, color)
+    raise InputError(f"{describe(src)}: expected a file path, a NumPy array or a PIL image")
+
+
+# ----------------------------------------------------------------------------- videos
+
+@dataclass
+class VideoInfo:
+    fps: float
+    frames: int            # as reported by the container; 0 when unknown (webcams, some streams)
+    width: int
+    height: int
+
+
+def open_video(source) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video file (path) or a webcam (int index); raises InputError when it cannot be read."""
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists():
+            raise InputError(f"{p}: no such file")
+        if p.is_dir():
+            raise InputError(f"{p}: is a folder, not a video")
+        cap = cv2.VideoCapture(str(p))
+        what = str(p)
+    else:
+        cap = cv2.VideoCapture(int(source))
+        what = f"webcam {int(source)}"
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(f"{what}: cannot open as a video (unsupported, corrupt or not a video)")
+    info = VideoInfo(fps=float(cap.get(cv2.CAP_PROP_FPS) or 0.0), frames=max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0),
+                     width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
+    return cap, info
+
+
+def iter_frames(source, every: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield ``(frame index, time in s, BGR frame)`` for every ``every``-th frame, decoding only those.
+
+    The video is opened at once (InputError here if it cannot be); frames in between are grabbed,
+    not decoded to pixels. A video whose first frame cannot be decoded raises InputError when
+    iterated; one that ends early just stops.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    cap, info = open_video(source)
+    name = f"webcam {source}" if isinstance(source, int) else describe(source)
+    return _frames(cap, info, name, every, max_frames)
+
+
+def _frames(cap, info: VideoInfo, name: str, every: int, max_frames: int | None):
+    try:
+        index, yielded = 0, 0
+        while max_frames is None or yielded < max_frames:
+            if index % every == 0:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    if index == 0:
+                        raise InputError(f"{name}: cannot decode any frame (corrupt or unsupported video)")
+                    break
+                t = index / info.fps if info.fps > 0 else float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000.0
+                yield index, t, to_bgr_frame(frame)
+                yielded += 1
+            elif not cap.grab():
+                break
+            index += 1
+    finally:
+        cap.release()
+
+
+def to_bgr_frame(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim == 2:
+        return cv2.cvtColor(to_uint8(frame, "frame"), cv2.COLOR_GRAY2BGR)
+    if frame.dtype != np.uint8 or frame.shape[2] != 3:
+        return array_to_bgr(frame, "bgr", "frame")
+    return frame
+
+
+# ----------------------------------------------------------------------------- command-line inputs
+
+def kind_of(path: str | os.PathLike) -> str:
+    """``"video"`` for known video suffixes, else ``"image"`` (unknown suffixes are tried as images)."""
+    return "video" if Path(path).suffix.lower() in VIDEO_SUFFIXES else "image"
+
+
+def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files named by paths, folders (searched recursively for images and videos) and glob patterns.
+
+    Returns (files in a stable order without duplicates, problems such as a pattern matching nothing).
+    Files named explicitly are kept whatever their suffix, so a bad one is reported, not ignored.
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+
+    def add(p: Path):
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append(p)
+
+    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in known
+                           and not q.name.startswith("."))
+            if not found:
+                problems.append(f"{p}: folder has no image or video files")
+            for q in found:
+                add(q)
+        elif p.exists():
+            add(p)
+        elif glob.has_magic(spec):
+            found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
+            if not found:
+                problems.append(f"{spec}: pattern matches no files")
+            for q in found:
+                add(q)
+        else:
+            problems.append(f"{spec}: no such file")
+    return files, problems

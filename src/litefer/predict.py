@@ -1,0 +1,374 @@
+"""``litefer predict``: expressions of the faces in images, folders, globs, videos and webcams.
+
+    litefer predict photo.jpg holiday/ "shots/*.png"            # table on stdout
+    litefer predict clip.mp4 --every 5 --csv clip.csv --save-annotated out/
+    litefer predict --webcam 0 --max-frames 300 --json
+
+Inputs that cannot be used (missing, unreadable, truncated, not an image, an unopenable video) are
+skipped with their reason and counted in the summary on stderr; the rest of the batch goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from .inputs import InputError, expand_inputs, kind_of
+from .utils import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ANNOTATED_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("empty image", "empty image"),
+           ("not an image file", "not an image"), ("truncated or corrupt", "truncated or corrupt image"),
+           ("cannot decode image", "undecodable image"), ("MP limit", "image too large"),
+           ("too large", "image too large"), ("cannot open as a video", "unopenable video"),
+           ("cannot decode any frame", "undecodable video"), ("no image or video files", "empty folder"),
+           ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file")]
+
+
+def sample_photo() -> Path:
+    """scikit-image's astronaut photo (Eileen Collins, NASA, public domain), shipped in its wheel."""
+    try:
+        import skimage
+    except ImportError:  # pragma: no cover - scikit-image is a dependency
+        raise InputError("--sample needs scikit-image (pip install scikit-image)") from None
+    path = Path(skimage.__file__).parent / "data" / "astronaut.png"
+    if not path.is_file():
+        raise InputError(f"{path}: scikit-image's sample photo is missing from this installation")
+    return path
+
+
+def reason_of(message: str) -> str:
+    for needle, reason in REASONS:
+        if needle in message:
+            return reason
+    return "other error"
+
+
+class Output:
+    """Collects results, prints the text table, writes JSON / CSV / annotated files."""
+
+    def __init__(self, args, class_names):
+        self.args, self.class_names = args, class_names
+        self.entries: list[dict] = []          # JSON: one per input
+        self.results = []                      # ImageResults for the CSV
+        self.skipped: list[str] = []
+        self.counts = Counter()
+        self.table = args.json != "-" and args.csv != "-"
+        self.used_names: set[str] = set()
+        self.header_done = False
+
+    # ---------------------------------------------------------------- table
+    def _print(self, text: str):
+        from tqdm.auto import tqdm
+        tqdm.write(text, file=sys.stdout)
+
+    def row(self, r):
+        if not self.table:
+            return
+        if not self.header_done:
+            extra = "".join(f" {n[:9]:>9}" for n in self.class_names) if self.args.scores else ""
+            self._print(f"{'source':<32} {'frame':>6} {'face':>4} {'x':>5} {'y':>5} {'w':>5} {'h':>5} "
+                        f"{'label':<10} {'score':>6}{extra}  issues")
+            self.header_done = True
+        src = r.source if len(r.source) <= 32 else "..." + r.source[-29:]
+        frame = "" if r.frame is None else str(r.frame)
+        if r.error:
+            self._print(f"{src:<32} {frame:>6} {'-':>4}  skipped: {r.error}")
+            return
+        if not r.faces:
+            self._print(f"{src:<32} {frame:>6} {'-':>4}  no face found")
+        for i, f in enumerate(r.faces):
+            x, y, w, h = f.box
+            extra = "".join(f" {f.scores[n]:>9.3f}" for n in self.class_names) if self.args.scores else ""
+            self._print(f"{src:<32} {frame:>6} {i:>4} {x:>5} {y:>5} {w:>5} {h:>5} {f.label:<10} {f.score:>6.3f}"
+                        f"{extra}  {','.join(f.issues) or '-'}")
+
+    # ---------------------------------------------------------------- bookkeeping
+    def skip(self, message: str, kind: str):
+        self.skipped.append(message)
+        self.counts[f"skipped_{kind}"] += 1
+
+    def image(self, r):
+        if r.error:
+            self.skip(r.error, "image")
+        else:
+            self.counts["images"] += 1
+            self.counts["faces"] += len(r.faces)
+            self.counts["images_with_faces"] += bool(r.faces)
+        self.row(r)
+        if r.image is not None and not r.error and self.args.save_annotated:
+            self.save_image(r)
+        self.results.append(_stripped(r))
+        self.entries.append({"kind": "image", **r.to_dict()})
+
+    def annotated_path(self, source: str, suffix: str) -> Path:
+        stem = Path(source).stem if source else "image"
+        stem = re.sub(r"[^\w.-]+", "_", stem) or "image"
+        name, k = stem + suffix, 1
+        while name in self.used_names:
+            name, k = f"{stem}-{k}{suffix}", k + 1
+        self.used_names.add(name)
+        return Path(self.args.save_annotated) / name
+
+    def save_image(self, r):
+        import cv2
+
+        from .draw import annotate
+
+        suffix = Path(r.source).suffix.lower()
+        suffix = suffix if suffix in ANNOTATED_IMAGE_SUFFIXES else ".png"
+        path = self.annotated_path(r.source, suffix)
+        ok, buf = cv2.imencode(suffix, annotate(r.image, r.faces))
+        if ok:
+            atomic_write_bytes(path, buf.tobytes())
+        else:
+            log.warning("%s: could not encode the annotated image", path)
+
+    # ---------------------------------------------------------------- final files and summary
+    def finish(self, interrupted: bool = False) -> int:
+        from .recognizer import to_dataframe
+
+        if self.args.json:
+            text = json.dumps({"inputs": self.entries, "summary": self.summary_dict()}, indent=2) + "\n"
+            if self.args.json == "-":
+                sys.stdout.write(text)
+            else:
+                atomic_write_text(self.args.json, text)
+        if self.args.csv:
+            df = to_dataframe(self.results, class_names=self.class_names)
+            if self.args.csv == "-":
+                sys.stdout.write(df.to_csv(index=False))
+            else:
+                atomic_write_text(self.args.csv, df.to_csv(index=False))
+        print(self.summary_text(interrupted), file=sys.stderr)
+        processed = self.counts["images"] + self.counts["videos"] + self.counts["streams"]
+        return 0 if processed or not self.skipped else 1
+
+    def summary_dict(self) -> dict:
+        return {"images": self.counts["images"], "images_with_faces": self.counts["images_with_faces"],
+                "videos": self.counts["videos"] + self.counts["streams"], "frames": self.counts["frames"],
+                "faces": self.counts["faces"], "skipped": len(self.skipped),
+                "skipped_by_reason": dict(Counter(reason_of(m) for m in self.skipped)),
+                "skipped_inputs": self.skipped}
+
+    def summary_text(self, interrupted: bool) -> str:
+        c = self.counts
+        parts = [f"{c['images']} image(s) ({c['images_with_faces']} with faces)"]
+        if c["videos"] or c["streams"]:
+            parts.append(f"{c['videos'] + c['streams']} video(s)/stream(s), {c['frames']} frame(s) analysed")
+        parts.append(f"{c['faces']} face(s)")
+        line = "litefer predict: " + ", ".join(parts)
+        if self.skipped:
+            by = Counter(reason_of(m) for m in self.skipped)
+            line += f"; skipped {len(self.skipped)}: " + ", ".join(f"{n} {r}" for r, n in by.most_common())
+            shown = self.skipped[:20]
+            line += "\n" + "\n".join(f"  skipped {m}" for m in shown)
+            if len(self.skipped) > len(shown):
+                line += f"\n  ... and {len(self.skipped) - len(shown)} more"
+        if interrupted:
+            line += "\n(interrupted; results up to that point were written)"
+        return line
+
+
+def _stripped(r):
+    """The result without its pixels (results are kept for the CSV; frames are not)."""
+    r.image = None
+    return r
+
+
+class VideoSink:
+    """Annotated video written to a temporary file and renamed into place when complete."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        import cv2
+
+        self.final = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG"))
+        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, max(fps, 1.0), size)
+        if not self.writer.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise OSError(f"{path}: OpenCV cannot write this video format")
+
+    def write(self, frame):
+        self.writer.write(frame)
+
+    def close(self, keep: bool = True):
+        self.writer.release()
+        if keep:
+            os.replace(self.tmp, self.final)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def run_video(rec, source, out: Output, args, bar_factory) -> None:
+    """One video file or webcam: per-frame results, optional annotated video."""
+    from .draw import annotate
+    from .inputs import VideoInfo, open_video
+
+    is_cam = isinstance(source, int)
+    name = f"webcam {source}" if is_cam else str(source)
+    try:
+        if is_cam:      # a camera is opened once, by the recognizer; its frame rate is not known up front
+            info = VideoInfo(fps=0.0, frames=0, width=0, height=0)
+        else:
+            cap, info = open_video(source)
+            cap.release()
+        frames = rec.recognize_video(source, every=args.every, max_frames=args.max_frames,
+                                     keep_images=bool(args.save_annotated))
+    except InputError as e:
+        out.skip(str(e), "video")
+        out.entries.append({"kind": "video", "source": name, "error": str(e), "frames": []})
+        out.row(_error_result(name, str(e)))
+        return
+    total = (info.frames + args.every - 1) // args.every if info.frames else None
+    if args.max_frames:
+        total = min(total, args.max_frames) if total else args.max_frames
+    entry = {"kind": "video", "source": name, "error": None, "fps": info.fps, "width": info.width,
+             "height": info.height, "every": args.every, "frames": []}
+    out.entries.append(entry)
+    sink, n, ok = None, 0, False
+    bar = bar_factory(total=total, unit="frame", desc=Path(name).name if not is_cam else name, leave=False)
+    try:
+        for r in frames:
+            if args.save_annotated and r.image is not None:
+                if sink is None:
+                    suffix = ".mp4"
+                    path = out.annotated_path(f"webcam{source}" if is_cam else name, suffix)
+                    fps = (info.fps or 25.0) / args.every
+                    try:
+                        sink = VideoSink(path, fps, (r.image.shape[1], r.image.shape[0]))
+                    except OSError:
+                        sink = VideoSink(path.with_suffix(".avi"), fps, (r.image.shape[1], r.image.shape[0]))
+                sink.write(annotate(r.image, r.faces))
+            n += 1
+            out.counts["frames"] += 1
+            out.counts["faces"] += len(r.faces)
+            out.row(r)
+            entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
+            out.results.append(_stripped(r))
+            bar.update(1)
+        ok = True
+    except InputError as e:
+        entry["error"] = str(e)
+        out.skip(str(e), "video")
+        out.row(_error_result(name, str(e)))
+    finally:
+        bar.close()
+        if sink is not None:
+            sink.close(keep=n > 0)
+    if ok:
+        out.counts["streams" if is_cam else "videos"] += 1
+
+
+def _error_result(name, message):
+    from .recognizer import ImageResult
+    return ImageResult(name, error=message)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively) "
+                                                             "or glob patterns (quote them)")
+    p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="also read webcam INDEX "
+                                                                             "(until --max-frames or Ctrl-C)")
+    p.add_argument("--sample", action="store_true",
+                   help="add scikit-image's public-domain astronaut photo to the inputs (no download)")
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcam: analyse every N-th frame")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos/webcam: stop after N analysed frames")
+    p.add_argument("--weights", default="default",
+                   help="'default' (packaged FERPlus model), 'default-int8', or a .pt / .ts / .onnx file")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="inference backend (default: onnxruntime for .onnx weights, torch otherwise)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    p.add_argument("--detector", default="haar", help="haar (built in), yunet (needs --yunet-model) or a YuNet .onnx path")
+    p.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet face detector model file")
+    p.add_argument("--min-face", type=int, default=32, metavar="PX", help="smallest face side in pixels (default 32)")
+    p.add_argument("--batch-size", type=int, default=64, help="faces per model call (default 64)")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="average with the mirrored face")
+    tta.add_argument("--no-tta", dest="tta", action="store_false", help="no mirror averaging")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write results as JSON to FILE (stdout when FILE is omitted)")
+    p.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write one row per face as CSV to FILE (stdout when FILE is omitted)")
+    p.add_argument("--save-annotated", default=None, metavar="DIR",
+                   help="write images (and videos) with boxes and labels drawn to DIR")
+    p.add_argument("--scores", action="store_true", help="table: show every class's probability")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.every < 1:
+        print("litefer predict: error: --every must be >= 1", file=sys.stderr)
+        return 2
+    if args.json and args.json == args.csv == "-":
+        print("litefer predict: error: --json and --csv cannot both go to stdout", file=sys.stderr)
+        return 2
+    specs = list(args.paths)
+    if args.sample:
+        try:
+            specs.insert(0, str(sample_photo()))
+        except InputError as e:
+            print(f"litefer predict: error: {e}", file=sys.stderr)
+            return 2
+    if not specs and args.webcam is None:
+        print("litefer predict: error: give at least one PATH, --sample or --webcam INDEX", file=sys.stderr)
+        return 2
+    from tqdm.auto import tqdm
+
+    from .recognizer import Recognizer
+
+    try:
+        rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
+                         min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
+                         yunet_model=args.yunet_model)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"litefer predict: error: {e}", file=sys.stderr)
+        return 2
+    files, problems = expand_inputs(specs)
+    out = Output(args, rec.class_names)
+    for message in problems:
+        out.skip(message, "input")
+    disable = None if args.progress is None else not args.progress     # None: only on a terminal
+
+    def bar_factory(**kw):
+        return tqdm(disable=disable, file=sys.stderr, dynamic_ncols=True, **kw)
+
+    interrupted = False
+    try:
+        overall = bar_factory(total=len(files), unit="file", desc="litefer predict")
+        i = 0
+        while i < len(files):
+            if kind_of(files[i]) == "video":
+                run_video(rec, files[i], out, args, bar_factory)
+                overall.update(1)
+                i += 1
+                continue
+            j = i
+            while j < len(files) and kind_of(files[j]) == "image":
+                j += 1
+            for r in rec.iter_many(files[i:j], keep_images=bool(args.save_annotated)):
+                out.image(r)
+                overall.update(1)
+            i = j
+        overall.close()
+        if args.webcam is not None:
+            run_video(rec, args.webcam, out, args, bar_factory)
+    except KeyboardInterrupt:
+        interrupted = True
+    return out.finish(interrupted)

@@ -1,0 +1,282 @@
+"""``litefer.Recognizer``: faces and expressions from photos, arrays, PIL images, folders and videos.
+
+    rec = litefer.Recognizer()                         # packaged FERPlus weights, Haar detector, CPU
+    faces = rec.recognize("photo.jpg")                 # one FaceResult per face
+    df = litefer.to_dataframe(rec.recognize_video("clip.mp4", every=5))
+
+Pipeline per image: decode to BGR uint8 (any bit depth, grey or alpha), detect faces, crop each face
+the way the training data was framed (``litefer.align``), batch the crops of many images or frames,
+classify them (``litefer.backends``). Class names and preprocessing come from the weights' metadata.
+The ONNX Runtime backend does not import torch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .align import CropSpec, crop_face, quality_issues
+from .backends import create_backend, softmax
+from .detect import Detection, FaceDetector, create_detector
+from .inputs import InputError, describe, iter_frames, load_image
+from .utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceResult:
+    """One face: box ``(x, y, w, h)`` in the input's pixels, the top label and its probability,
+    the probability of every class (model-card order), detector score, and crop quality."""
+
+    box: tuple[int, int, int, int]
+    label: str
+    score: float
+    scores: dict[str, float]
+    detection_score: float
+    quality: dict
+    landmarks: list[list[float]] | None = None
+
+    @property
+    def issues(self) -> list[str]:
+        """Raised quality flags (``small``, ``clipped``, ``dark``, ``bright``, ``low_contrast``, ``blurry``)."""
+        return quality_issues(self.quality)
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "label": self.label, "score": round(self.score, 6),
+                "scores": {k: round(v, 6) for k, v in self.scores.items()},
+                "detection_score": round(self.detection_score, 4), "quality": dict(self.quality),
+                "issues": self.issues, "landmarks": self.landmarks}
+
+
+@dataclass
+class ImageResult:
+    """The faces of one image or video frame; ``error`` says why an input was skipped (then no faces)."""
+
+    source: str
+    faces: list[FaceResult] = field(default_factory=list)
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    frame: int | None = None
+    time: float | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)   # BGR, only when kept
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        d = {"source": self.source, "error": self.error, "width": self.width, "height": self.height,
+             "faces": [f.to_dict() for f in self.faces]}
+        if self.frame is not None:
+            d.update(frame=self.frame, time=None if self.time is None else round(self.time, 4))
+        return d
+
+
+class Recognizer:
+    """Detect faces and recognise their expressions.
+
+    Args:
+        weights: ``"default"`` (the packaged FERPlus model), ``"default-int8"`` (its INT8 ONNX, with
+            the onnxruntime backend), or a path: a weights file / run checkpoint (``.pt``), a
+            TorchScript file or an ONNX file written by ``litefer export``.
+        detector: ``"haar"`` (built in), ``"yunet"`` (with ``yunet_model``), a YuNet ``.onnx`` path,
+            or a :class:`litefer.detect.FaceDetector`.
+        backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
+        min_face: smallest face side, in pixels of the input image.
+        batch_size: faces per model call; crops of several images or frames are batched together.
+        tta: average the prediction with the mirrored face's; None follows the weights' model card.
+        threads: CPU threads for the model (torch's setting is process-wide).
+    """
+
+    def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
+                 min_face: int = 32, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
+                 yunet_model: str | os.PathLike | None = None, max_side: int = 1600):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = create_backend(weights, backend, device, threads)
+        self.meta = self.backend.meta
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.crop_spec = CropSpec.from_meta(self.meta)
+        self.detector: FaceDetector = create_detector(detector, min_size=min_face, model_path=yunet_model,
+                                                      max_side=max_side) \
+            if not isinstance(detector, FaceDetector) else detector
+        self.batch_size = int(batch_size)
+        self.tta = bool(self.meta.get("tta_flip", False)) if tta is None else bool(tta)
+
+    def __repr__(self) -> str:
+        return (f"Recognizer(model={self.meta.get('model_name')!r}, backend={self.backend.name!r}, "
+                f"detector={self.detector!r}, classes={self.class_names})")
+
+    # ------------------------------------------------------------------ single calls
+
+    def recognize(self, image, color: str = "bgr") -> list[FaceResult]:
+        """Faces in one image: a path, a NumPy array (``color="bgr"`` or ``"rgb"``) or a PIL image.
+
+        Raises :class:`litefer.InputError` (naming the input) if it cannot be read; no face is [].
+        """
+        result = next(self.iter_many([image], color=color, on_error="raise"))
+        return result.faces
+
+    def classify_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) for face crops already framed like the training data
+        (uint8 N,S,S,C as returned by :func:`litefer.align.crop_face`)."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[..., None]
+        out = [softmax(self.backend.logits(crops[i:i + self.batch_size], self.tta))
+               for i in range(0, len(crops), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def detect_and_crop(self, bgr: np.ndarray) -> tuple[list[Detection], list[np.ndarray], list[dict]]:
+        """Detections, crops and quality for one BGR image."""
+        dets = self.detector.detect(bgr)
+        crops, quals = [], []
+        for d in dets:
+            c, q = crop_face(bgr, d, self.crop_spec)
+            crops.append(c)
+            quals.append(q)
+        return dets, crops, quals
+
+    # ------------------------------------------------------------------ batches and videos
+
+    def recognize_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
+                       progress: bool = False) -> list[ImageResult]:
+        """One :class:`ImageResult` per input, in order; faces of many images are batched.
+
+        With ``on_error="skip"`` (default) an unreadable input gives a result whose ``error`` says
+        why, and the rest of the batch goes on; ``"raise"`` stops at the first bad input.
+        """
+        images = list(images)
+        it = self.iter_many(images, color=color, on_error=on_error)
+        if progress:
+            from tqdm.auto import tqdm
+            it = tqdm(it, total=len(images), unit="image", desc="recognize")
+        return list(it)
+
+    def iter_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
+                  keep_images: bool = False) -> Iterator[ImageResult]:
+        """Streaming :meth:`recognize_many`: yields results in input order as batches complete."""
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+
+        def items():
+            for src in images:
+                yield ImageResult(describe(src)), (lambda s=src: load_image(s, color))
+
+        yield from self._pipeline(items(), on_error, keep_images)
+
+    def recognize_video(self, source, every: int = 1, max_frames: int | None = None,
+                        keep_images: bool = False) -> Iterator[ImageResult]:
+        """Yield one :class:`ImageResult` per analysed frame (every ``every``-th frame) of a video
+        file or webcam index, with ``frame`` (index) and ``time`` (seconds) set.
+
+        Frames in between are skipped without decoding. Memory stays flat however long the video:
+        at most ``batch_size`` frames' crops are held. Raises InputError if the video cannot be opened.
+        Collect with :func:`litefer.to_dataframe` / :func:`litefer.write_csv`.
+        """
+        frames = iter_frames(source, every=every, max_frames=max_frames)   # raises now if unopenable
+        name = f"webcam {source}" if isinstance(source, int) else describe(source)
+        items = ((ImageResult(name, frame=idx, time=t), (lambda f=frame: f)) for idx, t, frame in frames)
+        return self._pipeline(items, "raise", keep_images)
+
+    def _pipeline(self, items, on_error: str, keep_images: bool) -> Iterator[ImageResult]:
+        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
+        n_crops = 0
+        max_images = 8 if keep_images else max(self.batch_size, 8)
+        for result, load in items:
+            dets, crops, quals = [], [], []
+            try:
+                bgr = load()
+                result.height, result.width = bgr.shape[:2]
+                dets, crops, quals = self.detect_and_crop(bgr)
+                if keep_images:
+                    result.image = bgr
+            except InputError as e:
+                if on_error == "raise":
+                    raise
+                result.error = str(e)
+            except (MemoryError, ValueError, OSError) as e:   # decoder or OpenCV failures on odd inputs
+                if on_error == "raise":
+                    raise InputError(f"{result.source}: {type(e).__name__}: {e}") from e
+                result.error = f"{result.source}: {type(e).__name__}: {e}"
+            except Exception as e:  # noqa: BLE001 - e.g. cv2.error; one input must not end the batch
+                if on_error == "raise":
+                    raise
+                result.error = f"{result.source}: {type(e).__name__}: {str(e).strip()[:300]}"
+            pending.append((result, dets, crops, quals))
+            n_crops += len(crops)
+            if n_crops >= self.batch_size or len(pending) >= max_images:
+                yield from self._flush(pending)
+                pending, n_crops = [], 0
+        yield from self._flush(pending)
+
+    def _flush(self, pending) -> Iterator[ImageResult]:
+        crops = [c for _, _, cs, _ in pending for c in cs]
+        probs = self.classify_crops(np.stack(crops)) if crops else np.zeros((0, len(self.class_names)))
+        k = 0
+        for result, dets, cs, quals in pending:
+            for d, q in zip(dets, quals):
+                p = probs[k]
+                k += 1
+                top = int(np.argmax(p))
+                result.faces.append(FaceResult(
+                    box=tuple(int(round(v)) for v in d.box), label=self.class_names[top], score=float(p[top]),
+                    scores={n: float(v) for n, v in zip(self.class_names, p)}, detection_score=float(d.score),
+                    quality=q, landmarks=None if d.landmarks is None else np.round(d.landmarks, 1).tolist()))
+            yield result
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _rows(results, class_names, include_empty: bool):
+    if isinstance(results, (ImageResult, FaceResult)):
+        results = [results]
+    for r in results:
+        if isinstance(r, FaceResult):
+            r = ImageResult("", [r])
+        if not isinstance(r, ImageResult):
+            raise TypeError(f"expected ImageResult or FaceResult, got {type(r).__name__}")
+        base = {"source": r.source, "frame": r.frame, "time": r.time}
+        if not r.faces and include_empty:
+            yield {**base, "face": None, "error": r.error}
+        for i, f in enumerate(r.faces):
+            x, y, w, h = f.box
+            row = {**base, "face": i, "x": x, "y": y, "w": w, "h": h, "label": f.label, "score": f.score,
+                   "detection_score": f.detection_score}
+            for name in class_names or f.scores:
+                row[name] = f.scores.get(name)
+            row.update(face_px=f.quality.get("face_px"), aligned=f.quality.get("aligned"),
+                       angle=f.quality.get("angle"), issues=";".join(f.issues), error=r.error)
+            yield row
+
+
+def to_dataframe(results, include_empty: bool = True, class_names: list[str] | None = None):
+    """A pandas DataFrame with one row per face (and, with ``include_empty``, one row per image or
+    frame without faces, its ``error`` filled when it was skipped). Accepts ImageResults (from
+    ``recognize_many`` / ``recognize_video``, a generator is consumed) or FaceResults."""
+    import pandas as pd
+
+    rows = list(_rows(results, class_names, include_empty))
+    cols = ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", "detection_score"]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=cols + ["face_px", "aligned", "angle", "issues", "error"])
+    for c in ("frame", "face", "x", "y", "w", "h", "face_px"):
+        if c in df:
+            df[c] = df[c].astype("Int64")
+    if df["frame"].isna().all():
+        df = df.drop(columns=["frame", "time"])
+    return df
+
+
+def write_csv(results, path: str | os.PathLike, include_empty: bool = True) -> "object":
+    """Write :func:`to_dataframe` as CSV, atomically; returns the DataFrame."""
+    df = to_dataframe(results, include_empty)
+    atomic_write_text(path, df.to_csv(index=False))
+    return df
