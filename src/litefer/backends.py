@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -155,7 +156,9 @@ class TorchBackend(Backend):
         if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
             extra = {f"{META_KEY}.json": ""}
             try:
-                self.model = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is deprecated in torch 2.9+
+                    self.model = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
             except Exception as e:
                 raise ValueError(f"{path}: not a readable TorchScript file ({type(e).__name__}: {e})") from None
             if not extra[f"{META_KEY}.json"]:

@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -211,11 +212,12 @@ def torchscript_bytes(model, meta: dict) -> bytes:
 
     pp = meta["preprocess"]
     example = torch.randn(2, pp["in_chans"], pp["input_size"], pp["input_size"])
-    with torch.inference_mode(False), torch.no_grad():
-        traced = torch.jit.trace(_LogitsOnly(model).eval(), example, check_trace=False)
-    traced = torch.jit.freeze(traced) if hasattr(torch.jit, "freeze") else traced
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf, _extra_files={f"{META_KEY}.json": json.dumps(meta)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)    # torch 2.9+ marks TorchScript deprecated
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.freeze(torch.jit.trace(_LogitsOnly(model).eval(), example, check_trace=False))
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={f"{META_KEY}.json": json.dumps(meta)})
     return buf.getvalue()
 
 
@@ -290,7 +292,9 @@ def _onnx_logits(path: Path, crops: np.ndarray, batch: int = 256, threads: int |
 def _ts_logits(data: bytes, crops: np.ndarray, pp: dict, batch: int = 256) -> np.ndarray:
     import torch
 
-    model = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = torch.jit.load(io.BytesIO(data), map_location="cpu")
     return _torch_logits(model, crops, pp, batch)
 
 

@@ -45,7 +45,7 @@ def to_uint8(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8) * 255
     if arr.dtype == np.uint16:
-        return (arr.astype(np.uint32) * 255 + 32767) // 65535 if arr.size else arr.astype(np.uint8)
+        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if np.issubdtype(arr.dtype, np.floating):
         if arr.size and not np.isfinite(arr).all():
             raise InputError(f"{name}: image has NaN or infinite pixel values")

@@ -89,6 +89,8 @@ class Recognizer:
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
         min_face: smallest face side, in pixels of the input image.
+        max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
+            crops still use the full image); raise it to find small faces in large group photos.
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
         threads: CPU threads for the model (torch's setting is process-wide).
@@ -96,7 +98,7 @@ class Recognizer:
 
     def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
                  min_face: int = 32, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
-                 yunet_model: str | os.PathLike | None = None, max_side: int = 1600):
+                 yunet_model: str | os.PathLike | None = None, max_side: int = 1280):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = create_backend(weights, backend, device, threads)

@@ -1,0 +1,155 @@
+"""Real-photo fixtures for the recognizer tests, generated from scikit-image's public-domain astronaut
+photo (ships in its wheel): image files in several formats, a two-face composite, a short video, and a
+randomly initialised checkpoint in the litefer weights format. Import the fixtures by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+YUNET = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet.onnx"
+# The astronaut's face: Haar finds it at about (177, 66, 95, 95) in the 512 x 512 photo.
+FACE_CENTRE = (224.0, 113.0)
+
+
+def astronaut_rgb() -> np.ndarray:
+    from skimage import data
+    return data.astronaut()
+
+
+def astronaut_bgr() -> np.ndarray:
+    return np.ascontiguousarray(astronaut_rgb()[..., ::-1])
+
+
+def two_face_composite() -> np.ndarray:
+    """BGR 512 x 900: the photo, and a mirrored half-size copy of it on grey; faces of ~95 and ~56 px."""
+    bgr = astronaut_bgr()
+    small = cv2.resize(bgr, (256, 256), interpolation=cv2.INTER_AREA)
+    comp = np.full((512, 900, 3), 128, np.uint8)
+    comp[:, :512] = bgr
+    comp[100:356, 600:856] = small[:, ::-1]
+    return comp
+
+
+def yunet_path() -> Path:
+    if not YUNET.is_file():
+        pytest.skip(f"YuNet model not found at {YUNET} (../shared/models is absent on this machine)")
+    return YUNET
+
+
+def make_checkpoint(path: Path, class_names=None, input_size: int = 64, seed: int = 0, tta: bool = False,
+                    packaged: bool = False) -> Path:
+    """A litefer_cpsca weights file with random weights and BatchNorm statistics measured on real face
+    crops, so that its outputs differ between faces like a trained model's do."""
+    from litefer import create_model
+    from litefer.align import CropSpec, crop_face
+    from litefer.data.transforms import Preprocess, preprocess
+    from litefer.detect import HaarDetector
+    from litefer.utils import atomic_torch_save
+    from litefer.weights import weights_payload
+
+    class_names = list(class_names or ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                                       "contempt"])
+    torch.manual_seed(seed)
+    model = create_model("litefer_cpsca", num_classes=len(class_names))
+    pp = Preprocess(input_size=input_size, in_chans=3)
+    bgr = astronaut_bgr()
+    det = HaarDetector().detect(bgr)[0]
+    crop = crop_face(bgr, det, CropSpec())[0]
+    rng = np.random.default_rng(seed)
+    batch = np.stack([np.clip(crop.astype(np.float32) * rng.uniform(0.6, 1.4) + rng.normal(0, 25, crop.shape), 0, 255)
+                      for _ in range(32)]).astype(np.uint8)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None                          # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        model(preprocess(torch.from_numpy(batch), pp))
+    model.eval()
+    if packaged:       # the shape `litefer package` writes: a model card instead of the run config
+        extra = {"card": {"data": {"dataset": "ferplus"},
+                          "validation": {"accuracy_tta_flip" if tta else "accuracy": 0.5}}}
+    else:
+        extra = {"config": {"data": {"dataset": "ferplus"}, "run": {"tta_flip": tta}}, "epoch": 1,
+                 "val": {"accuracy": 0.5}}
+    atomic_torch_save(weights_payload(model, "litefer_cpsca", class_names, pp.to_dict(), {}, **extra), path)
+    return path
+
+
+def write_video(path: Path, frames: int = 10, size=(320, 240), fps: float = 10.0) -> Path:
+    """A short video of the astronaut's face drifting right by 2 px per frame (mp4v, else MJPG .avi)."""
+    bgr = astronaut_bgr()
+    w, h = size
+    face = bgr[16:272, 96:352]                                  # 256 x 256 around the face
+    face = cv2.resize(face, (h - 40, h - 40), interpolation=cv2.INTER_AREA)
+    for fourcc, suffix in (("mp4v", path.suffix or ".mp4"), ("MJPG", ".avi")):
+        out = path.with_suffix(suffix)
+        writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+        if not writer.isOpened():
+            continue
+        for i in range(frames):
+            frame = np.full((h, w, 3), 90, np.uint8)
+            x = 20 + 2 * i
+            frame[20:20 + face.shape[0], x:x + face.shape[1]] = face
+            writer.write(frame)
+        writer.release()
+        cap = cv2.VideoCapture(str(out))
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+        if ok:
+            return out
+    pytest.skip("this OpenCV build can write neither mp4v nor MJPG video")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory) -> Path:
+    """Good and bad inputs as real files."""
+    d = tmp_path_factory.mktemp("photos")
+    rgb = astronaut_rgb()
+    Image.fromarray(rgb).save(d / "astronaut.jpg", quality=92)
+    Image.fromarray(rgb).save(d / "astronaut.png")
+    Image.fromarray(rgb).convert("L").save(d / "grey.png")
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    rgba[:40, :40, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
+    cv2.imwrite(str(d / "rgb16.png"), astronaut_bgr().astype(np.uint16) * 257)
+    Image.fromarray((rgb.mean(2) * 257).astype(np.uint16)).save(d / "grey16.png")
+    cv2.imwrite(str(d / "two_faces.png"), two_face_composite())
+    cv2.imwrite(str(d / "no_face.png"), np.full((200, 300, 3), 127, np.uint8))
+    data = (d / "astronaut.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (d / "not_an_image.png").write_text("this is text, not a picture\n")
+    (d / "empty.jpg").write_bytes(b"")
+    return d
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "random.pt")
+
+
+@pytest.fixture(scope="session")
+def onnx_file(checkpoint, tmp_path_factory) -> Path:
+    from litefer.export_tools import export_with_metadata
+    return export_with_metadata(checkpoint, tmp_path_factory.mktemp("onnx") / "random.onnx")
+
+
+@pytest.fixture(scope="session")
+def rec_torch(checkpoint):
+    from litefer import Recognizer
+    return Recognizer(weights=checkpoint, backend="torch", threads=1)
+
+
+@pytest.fixture(scope="session")
+def rec_ort(onnx_file):
+    from litefer import Recognizer
+    return Recognizer(weights=onnx_file, backend="onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")

@@ -1,0 +1,210 @@
+"""Face detection (Haar, YuNet), FER2013-framed crops, and image decoding of good and bad inputs."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from face_fixtures import FACE_CENTRE, astronaut_bgr, astronaut_rgb, photo_dir, two_face_composite, yunet_path  # noqa: F401
+from PIL import Image
+
+from litefer.align import FER2013_TEMPLATE, CropSpec, crop_face, frame_transform, quality_issues
+from litefer.detect import Detection, HaarDetector, YuNetDetector, create_detector
+from litefer.inputs import InputError, expand_inputs, load_image, read_image
+
+
+def centre(box):
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2])
+
+
+# ----------------------------------------------------------------------------- detection
+
+def test_haar_finds_the_face_and_its_eyes():
+    faces = HaarDetector().detect(astronaut_bgr())
+    assert len(faces) == 1
+    f = faces[0]
+    assert np.linalg.norm(centre(f.box) - FACE_CENTRE) < 10 and 80 <= f.box[2] <= 110
+    assert f.eyes is not None and f.eyes[0][0] < f.eyes[1][0]             # subject's right eye on the left
+    assert abs(f.eyes[0][1] - f.eyes[1][1]) < 10
+
+
+def test_haar_several_faces_and_min_size():
+    comp = two_face_composite()
+    faces = HaarDetector().detect(comp)
+    assert len(faces) == 2
+    big, small = faces                                                     # largest first
+    assert big.box[2] > 80 and 45 <= small.box[2] <= 70 and small.box[0] > 600
+    assert len(HaarDetector(min_size=80).detect(comp)) == 1
+    assert HaarDetector(min_size=200).detect(comp) == []
+
+
+def nearest(faces, point):
+    return min(faces, key=lambda f: np.linalg.norm(centre(f.box) - point))
+
+
+def test_boxes_are_in_original_coordinates_when_detection_runs_downscaled():
+    big = cv2.resize(astronaut_bgr(), (1536, 1536), interpolation=cv2.INTER_CUBIC)   # 3x
+    expected = 3 * np.array(FACE_CENTRE)
+    full = nearest(HaarDetector(max_side=2000).detect(big), expected)
+    down = HaarDetector(max_side=512).detect(big)[0]
+    assert np.linalg.norm(centre(full.box) - expected) < 30
+    assert np.linalg.norm(centre(down.box) - centre(full.box)) < 25
+    assert abs(down.box[2] / full.box[2] - 1) < 0.15
+    assert down.eyes is not None and np.all(np.abs(down.eyes - full.eyes) < 25)
+
+
+def test_no_face_is_an_empty_result():
+    rng = np.random.default_rng(0)
+    assert HaarDetector().detect(np.full((240, 320, 3), 127, np.uint8)) == []
+    assert HaarDetector().detect(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) == []
+
+
+def test_yunet_finds_the_face_with_landmarks():
+    det = create_detector(str(yunet_path()))
+    assert isinstance(det, YuNetDetector)
+    faces = det.detect(astronaut_bgr())
+    assert len(faces) == 1
+    f = faces[0]
+    assert f.landmarks.shape == (5, 2) and f.score > 0.7
+    assert np.linalg.norm(centre(f.box) - FACE_CENTRE) < 15
+    assert len(create_detector("yunet", model_path=yunet_path()).detect(two_face_composite())) == 2
+
+
+def test_detector_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="yunet detector needs a model file"):
+        create_detector("yunet")
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        create_detector("yunet", model_path=tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.onnx"):
+        YuNetDetector(bad)
+    with pytest.raises(ValueError, match="unknown detector 'mtcnn'"):
+        create_detector("mtcnn")
+
+
+# ----------------------------------------------------------------------------- alignment
+
+def test_crop_is_fer_sized_grey_and_flagged():
+    bgr = astronaut_bgr()
+    f = HaarDetector().detect(bgr)[0]
+    crop, q = crop_face(bgr, f)
+    assert crop.shape == (48, 48, 1) and crop.dtype == np.uint8
+    assert q["aligned"] and abs(q["angle"]) < 8 and q["face_px"] == int(f.box[2])
+    assert quality_issues(q) == []                       # a well-lit studio portrait: nothing to flag
+    colour, _ = crop_face(bgr, f, CropSpec(size=64, grayscale=False))
+    assert colour.shape == (64, 64, 3)
+    dark, qd = crop_face((bgr * 0.2).astype(np.uint8), f)
+    assert qd["dark"] and "dark" in quality_issues(qd)
+    # a face cut by the image border is flagged as clipped; a tiny face as small
+    _, qc = crop_face(bgr[:, 200:], Detection((f.box[0] - 200, f.box[1], f.box[2], f.box[3]), 1.0))
+    assert qc["clipped"]
+    tiny = cv2.resize(bgr, (128, 128), interpolation=cv2.INTER_AREA)
+    _, qs = crop_face(tiny, Detection((44, 16, 24, 24), 1.0))
+    assert qs["small"]
+
+
+def test_rotation_by_the_eye_line_undoes_a_tilt():
+    bgr = astronaut_bgr()
+    upright = HaarDetector().detect(bgr)[0]
+    ref, _ = crop_face(bgr, upright)
+    rot = cv2.warpAffine(bgr, cv2.getRotationMatrix2D(FACE_CENTRE, 12, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
+    tilted = HaarDetector().detect(rot)[0]
+    assert tilted.eyes is not None
+    crop, q = crop_face(rot, tilted)
+    flat, _ = crop_face(rot, Detection(tilted.box, tilted.score), CropSpec(rotate=False))
+    assert q["aligned"] and 6 < q["angle"] < 18             # the photo was turned 12 degrees counter-clockwise
+    corr = lambda a, b: np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1]  # noqa: E731
+    assert corr(crop, ref) > corr(flat, ref) and corr(crop, ref) > 0.8
+
+
+def test_landmarks_are_mapped_onto_the_fer2013_template():
+    # landmarks = the template turned 20 degrees, scaled 3x and moved: the crop transform must undo it
+    a, s = np.radians(20), 3.0
+    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * s
+    pts = (FER2013_TEMPLATE - 0.5) @ R.T + [200, 150]        # OpenCV pixel-centre coordinates
+    M, aligned, angle = frame_transform(Detection((0, 0, 1, 1), 1.0, pts.astype(np.float32)), 48)
+    mapped = pts @ M[:, :2].T + M[:, 2]
+    assert aligned and abs(angle + 20) < 1e-4
+    np.testing.assert_allclose(mapped + 0.5, FER2013_TEMPLATE, atol=1e-4)
+
+
+def test_haar_crop_places_the_eyes_where_fer2013_has_them():
+    """The crop's own landmarks (YuNet on the upscaled crop) fall within FER2013's spread (IQR ~3 px)."""
+    yn = cv2.FaceDetectorYN.create(str(yunet_path()), "", (288, 288), 0.5, 0.3, 50)
+    bgr = astronaut_bgr()
+    for det in (HaarDetector().detect(bgr)[0], YuNetDetector(yunet_path()).detect(bgr)[0]):
+        crop, _ = crop_face(bgr, det)
+        up = cv2.resize(crop[..., 0], (192, 192), interpolation=cv2.INTER_CUBIC)
+        up = cv2.cvtColor(cv2.copyMakeBorder(up, 48, 48, 48, 48, cv2.BORDER_REPLICATE), cv2.COLOR_GRAY2BGR)
+        _, found = yn.detect(up)
+        assert found is not None
+        lm = (found[0][4:14].reshape(5, 2) - 48 + 0.5) / 4
+        assert np.all(np.abs(lm[:2] - FER2013_TEMPLATE[:2]) < 3.5), lm
+
+
+def test_crop_spec_from_metadata():
+    assert CropSpec.from_meta({"config": {"data": {"dataset": "ferplus"}}}) == CropSpec(48, True)
+    assert CropSpec.from_meta({"card": {"data": {"dataset": "ferplus"}}}) == CropSpec(48, True)
+    assert CropSpec.from_meta({"config": {"data": {"dataset": "rafdb", "image_size": 100}},
+                               "preprocess": {"in_chans": 3}}) == CropSpec(100, False)
+    assert CropSpec.from_meta({"crop": {"size": 56, "grayscale": False}}) == CropSpec(56, False)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def test_every_image_kind_decodes_to_the_same_bgr(photo_dir):
+    ref = read_image(photo_dir / "astronaut.png")
+    assert ref.shape == (512, 512, 3) and ref.dtype == np.uint8
+    np.testing.assert_array_equal(ref, astronaut_bgr())
+    np.testing.assert_array_equal(read_image(photo_dir / "rgb16.png"), ref)           # 16-bit colour
+    grey = read_image(photo_dir / "grey16.png")                                         # 16-bit grey
+    assert grey.shape == (512, 512, 3)
+    assert np.abs(grey[..., 0].astype(float) - astronaut_rgb().mean(2)).max() <= 1
+    rgba = read_image(photo_dir / "rgba.png")                                           # alpha over white
+    assert (rgba[:40, :40] == 255).all() and (rgba[40:, 40:] == ref[40:, 40:]).all()
+    assert np.abs(read_image(photo_dir / "astronaut.jpg").astype(int) - ref).mean() < 4
+    rgb = astronaut_rgb()
+    np.testing.assert_array_equal(load_image(rgb, color="rgb"), ref)
+    np.testing.assert_array_equal(load_image(ref, color="bgr"), ref)
+    np.testing.assert_array_equal(load_image(Image.fromarray(rgb)), ref)
+    np.testing.assert_array_equal(load_image(rgb.astype(np.float32) / 255, color="rgb"), ref)   # [0, 1] floats
+    np.testing.assert_array_equal(load_image(rgb[..., 0]), np.repeat(rgb[..., :1], 3, 2))       # 2-D grey
+
+
+@pytest.mark.parametrize("name, message", [
+    ("truncated.jpg", "truncated or corrupt image"),
+    ("not_an_image.png", "not an image file"),
+    ("empty.jpg", r"empty file \(0 bytes\)"),
+    ("missing.png", "no such file"),
+])
+def test_bad_files_raise_a_clear_error_naming_them(photo_dir, name, message):
+    with pytest.raises(InputError, match=message) as e:
+        read_image(photo_dir / name)
+    assert str(e.value).startswith(str(photo_dir / name))
+
+
+def test_bad_arrays_and_limits(photo_dir):
+    with pytest.raises(InputError, match="empty image"):
+        load_image(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(InputError, match="expected an H x W"):
+        load_image(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(InputError, match="NaN"):
+        load_image(np.full((4, 4), np.nan))
+    with pytest.raises(InputError, match="exceeds the 0 MP limit"):
+        read_image(photo_dir / "astronaut.png", max_pixels=1000)
+    with pytest.raises(InputError, match="is a folder"):
+        read_image(photo_dir)
+    with pytest.raises(InputError, match="expected a file path"):
+        load_image(12345)
+
+
+def test_expand_inputs_folders_globs_and_missing(photo_dir, tmp_path):
+    (tmp_path / "empty_folder").mkdir()
+    files, problems = expand_inputs([str(photo_dir), str(photo_dir / "*.png"), str(tmp_path / "nope.jpg"),
+                                     str(tmp_path / "empty_folder"), str(tmp_path / "*.gif")])
+    names = [p.name for p in files]
+    assert len(names) == len(set(names)) and "astronaut.jpg" in names and "truncated.jpg" in names
+    assert any("nope.jpg: no such file" in p for p in problems)
+    assert any("no image or video files" in p for p in problems)
+    assert any("pattern matches no files" in p for p in problems)

@@ -1,0 +1,97 @@
+"""`litefer predict`: images, folders, globs, videos, webcam errors, outputs and the skip summary."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import pandas as pd
+import pytest
+from face_fixtures import checkpoint, onnx_file, photo_dir, video_file  # noqa: F401
+
+from litefer.cli import main as cli
+
+
+@pytest.fixture
+def inputs(photo_dir, video_file, tmp_path):
+    """A folder with good and bad images, a good video and a fake one."""
+    d = tmp_path / "in"
+    shutil.copytree(photo_dir, d)
+    shutil.copy(video_file, d / ("clip" + video_file.suffix))
+    (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    return d
+
+
+def test_folder_with_images_videos_and_bad_files(checkpoint, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli(["predict", str(inputs), "--weights", str(checkpoint), "--every", "4", "--json", str(out / "r.json"),
+                "--csv", str(out / "r.csv"), "--save-annotated", str(out / "ann"), "--scores"])
+    assert code == 0
+    captured = capsys.readouterr()
+    table, summary = captured.out, captured.err
+    assert "happiness" in table and "no face found" in table and "skipped:" in table
+    assert "8 image(s) (7 with faces)" in summary and "1 video(s)/stream(s), 3 frame(s) analysed" in summary
+    assert "skipped 4:" in summary
+    for reason in ("1 truncated or corrupt image", "1 not an image", "1 empty file", "1 unopenable video"):
+        assert reason in summary
+    report = json.loads((out / "r.json").read_text())
+    assert report["summary"]["skipped"] == 4 and report["summary"]["frames"] == 3
+    video = next(e for e in report["inputs"] if e["kind"] == "video" and e["error"] is None)
+    assert [f["frame"] for f in video["frames"]] == [0, 4, 8] and video["every"] == 4
+    two = next(e for e in report["inputs"] if e["source"].endswith("two_faces.png"))
+    assert len(two["faces"]) == 2 and set(two["faces"][0]["scores"]) >= {"neutral", "happiness"}
+    df = pd.read_csv(out / "r.csv")
+    assert (df["source"].str.endswith("truncated.jpg") & df["error"].notna()).any()
+    assert df[df["frame"].notna()]["frame"].tolist() == [0, 4, 8]
+    ann = sorted(p.name for p in (out / "ann").iterdir())
+    assert "two_faces.png" in ann and "astronaut.jpg" in ann and not any(n.startswith(".") for n in ann)
+    vid = [n for n in ann if n.startswith("clip")]
+    assert len(vid) == 1
+    cap = cv2.VideoCapture(str(out / "ann" / vid[0]))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+    assert cv2.imread(str(out / "ann" / "two_faces.png")).shape == (512, 900, 3)
+
+
+def test_globs_stdout_csv_and_onnx_weights(onnx_file, photo_dir, capsys):
+    code = cli(["predict", str(photo_dir / "astro*"), str(photo_dir / "nothing_*.png"), "--weights", str(onnx_file),
+                "--csv", "--no-progress"])
+    assert code == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].startswith("source,") and len(lines) == 3                  # astronaut.jpg and .png
+    assert "1 pattern without matches" in captured.err
+
+
+def test_json_to_stdout_with_progress_bar(checkpoint, photo_dir, video_file, capsys):
+    code = cli(["predict", str(photo_dir / "astronaut.png"), str(video_file), "--weights", str(checkpoint),
+                "--json", "--progress", "--max-frames", "2"])
+    assert code == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["summary"]["images"] == 1 and data["summary"]["frames"] == 2
+    assert "litefer predict" in captured.err and "file" in captured.err       # the tqdm bar on stderr
+
+
+def test_unavailable_webcam_and_nothing_usable(checkpoint, photo_dir, capsys):
+    assert cli(["predict", "--webcam", "97", "--weights", str(checkpoint)]) == 1
+    assert "webcam 97: cannot open as a video" in capsys.readouterr().err
+    assert cli(["predict", str(photo_dir / "truncated.jpg"), "--weights", str(checkpoint)]) == 1
+    assert "skipped 1: 1 truncated or corrupt image" in capsys.readouterr().err
+
+
+def test_usage_errors(checkpoint, photo_dir, tmp_path, capsys):
+    assert cli(["predict", "--weights", str(checkpoint)]) == 2
+    assert "give at least one PATH" in capsys.readouterr().err
+    assert cli(["predict", str(photo_dir), "--every", "0"]) == 2
+    assert cli(["predict", str(photo_dir), "--weights", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt does not exist" in capsys.readouterr().err
+    assert cli(["predict", str(photo_dir), "--weights", str(checkpoint), "--detector", "yunet"]) == 2
+    assert "needs a model file" in capsys.readouterr().err
+
+
+def test_sample_photo_demo(checkpoint, tmp_path, capsys):
+    assert cli(["predict", "--sample", "--weights", str(checkpoint), "--save-annotated", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "astronaut.png" in out and "177" in out
+    assert (tmp_path / "astronaut.png").is_file()
