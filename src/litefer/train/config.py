@@ -68,8 +68,13 @@ DEFAULTS: dict = {
         "tensorboard": True,
         "progress": "auto",            # auto (bar on a terminal) | always | never
         "max_batches": 0,              # >0: stop each epoch after this many batches (smoke tests)
+        "classifier": "logits",        # logits | nearest_centre (centre loss alone) | class_mean (triplet
+                                       # alone): how validation, selection and test classify (Table 6)
     },
 }
+
+
+CLASSIFIERS = ("logits", "nearest_centre", "class_mean")
 
 
 class ConfigError(ValueError):
@@ -126,11 +131,15 @@ def parse_override(text: str) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
     """Defaults <- YAML file (which may name a ``base`` file relative to itself) <- overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        cfg = _merge(cfg, read_yaml(path), "")
-    for text in overrides:
-        cfg = _merge(cfg, parse_override(text), "")
+    return build_config(read_yaml(path) if path is not None else {}, overrides)
+
+
+def build_config(data: dict, overrides: list[str | dict] | tuple = ()) -> dict:
+    """Defaults <- ``data`` (a config mapping, ``base`` already resolved) <- overrides, each either
+    ``key.sub=value`` text or a nested mapping; validated, strict keys."""
+    cfg = _merge(copy.deepcopy(DEFAULTS), data, "")
+    for item in overrides:
+        cfg = _merge(cfg, parse_override(item) if isinstance(item, str) else item, "")
     validate(cfg)
     return cfg
 
@@ -169,6 +178,11 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"data.dataset must be ferplus, rafdb or folder, got {cfg['data']['dataset']!r}")
     if cfg["run"]["progress"] not in ("auto", "always", "never"):
         raise ConfigError("run.progress must be auto, always or never")
+    classifier = cfg["run"]["classifier"]
+    if classifier not in CLASSIFIERS:
+        raise ConfigError(f"run.classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
+    if classifier == "nearest_centre" and not cfg["loss"]["centre"] > 0:
+        raise ConfigError("run.classifier nearest_centre needs learned centres: set loss.centre > 0")
 
 
 def dump_config(cfg: dict) -> str:

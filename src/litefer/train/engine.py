@@ -32,7 +32,7 @@ from ..models import create_model
 from ..utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, setup_logging
 from ..weights import weights_payload
 from .config import dump_config
-from .evaluate import evaluate, plot_confusion
+from .evaluate import class_means, evaluate, plot_confusion, prototype_scores
 from .metrics import format_report
 
 log = logging.getLogger("litefer.train")
@@ -183,6 +183,13 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         log.info("data: train %d, val %s, test %s images; classes %s", len(train_ds),
                  len(val_ds) if val_ds else "none", len(test_ds) if test_ds else "none", list(class_names))
 
+    # How the model classifies at validation, selection and test: its logits, or (trained without the
+    # softmax loss, Table 6) the nearest learned centre or the nearest training class mean.
+    classifier = cfg["run"]["classifier"]
+    if classifier != "logits" and val_ds is None:
+        raise ValueError(f"run.classifier {classifier} selects epochs on a validation split, and "
+                         f"{train_ds.name} has none")
+
     # ---- model, loss, optimizers
     model_kwargs = {"in_chans": mcfg["in_chans"], "dropout": mcfg["dropout"]}
     if mcfg["attention_gate"]:
@@ -317,7 +324,16 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
             for k in ("ce", "centre", "triplet"):
                 if k in parts:
                     sums[k] += float(parts[k].detach()) * b
-            sums["correct"] += int((logits.argmax(1) == hard).sum())
+            if classifier == "logits":
+                sums["correct"] += int((logits.argmax(1) == hard).sum())
+            else:
+                protos = (criterion.center.centers.detach() if classifier == "nearest_centre"
+                          else state.get("prototypes"))        # class means of the previous epoch
+                if protos is None:
+                    sums["correct"] = float("nan")
+                else:
+                    pred = prototype_scores(emb.detach().float(), protos.to(emb.device)).argmax(1)
+                    sums["correct"] += int((pred == hard).sum())
             sums["n"] += b
             if bar is not None:
                 bar.update(b * world)
@@ -337,7 +353,14 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         eval_kw = dict(batch_size=cfg["run"]["eval_batch_size"], device=device, tta_flip=cfg["run"]["tta_flip"],
                        channels_last=channels_last, autocast_dtype=amp_dtype)
         selection_ds = val_ds if val_ds is not None else None
-        val = evaluate(eval_model, selection_ds, pp, **eval_kw) if selection_ds is not None else None
+        prototypes = None
+        if classifier == "nearest_centre":
+            prototypes = criterion.center.centers.detach().float().cpu().clone()
+        elif classifier == "class_mean":
+            prototypes = class_means(eval_model, train_ds, pp, **eval_kw)
+            state["prototypes"] = prototypes
+        val = (evaluate(eval_model, selection_ds, pp, prototypes=prototypes, **eval_kw)
+               if selection_ds is not None else None)
         n = max(sums["n"], 1)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": sums["loss"] / n,
                "train_ce": sums["ce"] / n, "train_centre": sums["centre"] / n, "train_triplet": sums["triplet"] / n,
@@ -359,6 +382,8 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
                                             config=cfg, epoch=epoch + 1, val=val)
             if criterion.center is not None:
                 state["best"]["centers"] = criterion.center.centers.detach().cpu().clone()
+            if prototypes is not None:
+                state["best"]["classifier"], state["best"]["prototypes"] = classifier, prototypes
         if is_main:
             log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s%s",
                      epoch + 1, o["epochs"], row["lr"], row["train_loss"], row["train_acc"], row["val_loss"],
@@ -437,8 +462,8 @@ def _finish(run_dir, state, test_ds, pp, cfg, device, channels_last, amp_dtype, 
         result["val"] = val
         plot_confusion(val, run_dir / "confusion_val.png", f"validation: accuracy {val['accuracy']:.4f}")
     if test_ds is not None and cfg["run"]["eval_test"]:
-        test = evaluate(model, test_ds, pp, batch_size=cfg["run"]["eval_batch_size"], device=device,
-                        tta_flip=cfg["run"]["tta_flip"])
+        test = evaluate(model, test_ds, pp, prototypes=state["best"].get("prototypes"),
+                        batch_size=cfg["run"]["eval_batch_size"], device=device, tta_flip=cfg["run"]["tta_flip"])
         result["test"] = test
         plot_confusion(test, run_dir / "confusion_test.png", f"test: accuracy {test['accuracy']:.4f}")
         log.info("test split (evaluated once, selected epoch %d):\n%s", state["best_epoch"], format_report(test))

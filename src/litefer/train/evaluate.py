@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, batch_size: int = 256,
-                   device="cpu", tta_flip: bool = False, channels_last: bool = False,
-                   autocast_dtype=None) -> torch.Tensor:
-    """Logits for every image of ``dataset`` in order (mean of image and mirror when ``tta_flip``)."""
+def _predict(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, forward, width: int,
+             batch_size: int = 256, device="cpu", tta_flip: bool = False, channels_last: bool = False,
+             autocast_dtype=None) -> torch.Tensor:
+    """``forward(model, x)`` for every image of ``dataset`` in order (mean over image and mirror when
+    ``tta_flip``), in eval mode, as float32 on the CPU."""
     was_training = model.training
     model.eval()
     out = []
@@ -30,17 +31,54 @@ def predict_logits(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess,
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                             enabled=autocast_dtype is not None):
-            logits = model(x).float()
+            y = forward(model, x).float()
             if tta_flip:
-                logits = (logits + model(x.flip(3)).float()) / 2
-        out.append(logits.cpu())
+                y = (y + forward(model, x.flip(3)).float()) / 2
+        out.append(y.cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, dataset.num_classes)
+    return torch.cat(out) if out else torch.zeros(0, width)
 
 
-def evaluate(model, dataset: FaceDataset, pp: Preprocess, **kwargs) -> dict:
-    """Metrics report plus the cross-entropy on the data set (the scheduler's validation loss)."""
-    logits = predict_logits(model, dataset, pp, **kwargs)
+def predict_logits(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, **kwargs) -> torch.Tensor:
+    """Logits for every image of ``dataset`` in order (mean of image and mirror when ``tta_flip``)."""
+    return _predict(model, dataset, pp, lambda m, x: m(x), dataset.num_classes, **kwargs)
+
+
+def predict_embeddings(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, **kwargs) -> torch.Tensor:
+    """The head's embedding (where the centre and triplet losses act) for every image, in order."""
+    return _predict(model, dataset, pp, lambda m, x: m.forward_features(x), model.embedding_dim, **kwargs)
+
+
+def class_means(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, **kwargs) -> torch.Tensor:
+    """Per-class mean embedding of ``dataset`` (K, D), no augmentation; NaN rows for absent classes.
+
+    The prototypes of a model trained without the softmax loss (triplet alone, Table 6)."""
+    emb = predict_embeddings(model, dataset, pp, **kwargs)
+    k = dataset.num_classes
+    sums = torch.zeros(k, emb.shape[1]).index_add_(0, dataset.labels, emb)
+    counts = torch.bincount(dataset.labels, minlength=k).float().unsqueeze(1)
+    return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
+
+
+def prototype_scores(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Class scores -1/2 ||e - p_k||^2: the arg-max is the nearest prototype, and a softmax over them
+    gives a cross-entropy (the validation loss the plateau schedule watches). Prototypes with NaN
+    rows (classes absent from training) score -inf."""
+    protos = prototypes.float()
+    missing = torch.isnan(protos).any(1)
+    scores = -0.5 * torch.cdist(embeddings.float(), torch.nan_to_num(protos)).pow(2)
+    return scores.masked_fill(missing.unsqueeze(0), float("-inf"))
+
+
+def evaluate(model, dataset: FaceDataset, pp: Preprocess, prototypes: torch.Tensor | None = None, **kwargs) -> dict:
+    """Metrics report plus the cross-entropy on the data set (the scheduler's validation loss).
+
+    With ``prototypes`` (K, D) the model is a nearest-prototype classifier on its embedding (learned
+    centres or training class means) instead of its logits."""
+    if prototypes is None:
+        logits = predict_logits(model, dataset, pp, **kwargs)
+    else:
+        logits = prototype_scores(predict_embeddings(model, dataset, pp, **kwargs), prototypes)
     report = classification_report(dataset.labels.numpy(), logits.argmax(1).numpy(), dataset.class_names)
     report["loss"] = float(F.cross_entropy(logits, dataset.labels)) if len(dataset) else float("nan")
     return report
@@ -110,7 +148,10 @@ def main(args) -> int:
     if tuple(ds.class_names) != tuple(meta["class_names"]):
         print(f"error: data classes {ds.class_names} differ from the model's {meta['class_names']}", file=sys.stderr)
         return 2
-    report = evaluate(model, ds, pp, batch_size=args.batch_size, device=args.device, tta_flip=args.tta_flip)
+    prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
+    report = evaluate(model, ds, pp, prototypes=prototypes, batch_size=args.batch_size, device=args.device,
+                      tta_flip=args.tta_flip)
+    report["classifier"] = meta.get("classifier", "logits")
     report.update({"checkpoint": str(args.checkpoint), "split": args.split, "tta_flip": args.tta_flip,
                    "data": data_cfg["root"]})
     print(format_report(report))
