@@ -90,7 +90,7 @@ def test_crop_is_fer_sized_grey_and_flagged():
     f = HaarDetector().detect(bgr)[0]
     crop, q = crop_face(bgr, f)
     assert crop.shape == (48, 48, 1) and crop.dtype == np.uint8
-    assert q["aligned"] and abs(q["angle"]) < 8 and q["face_px"] == int(f.box[2])
+    assert q["aligned"] and q["angle"] == 0 and q["face_px"] == round(f.box[2])    # a 3 degree tilt is kept
     assert quality_issues(q) == []                       # a well-lit studio portrait: nothing to flag
     colour, _ = crop_face(bgr, f, CropSpec(size=64, grayscale=False))
     assert colour.shape == (64, 64, 3)
@@ -108,14 +108,14 @@ def test_rotation_by_the_eye_line_undoes_a_tilt():
     bgr = astronaut_bgr()
     upright = HaarDetector().detect(bgr)[0]
     ref, _ = crop_face(bgr, upright)
-    rot = cv2.warpAffine(bgr, cv2.getRotationMatrix2D(FACE_CENTRE, 12, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
+    rot = cv2.warpAffine(bgr, cv2.getRotationMatrix2D(FACE_CENTRE, 17, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
     tilted = HaarDetector().detect(rot)[0]
     assert tilted.eyes is not None
     crop, q = crop_face(rot, tilted)
     flat, _ = crop_face(rot, Detection(tilted.box, tilted.score), CropSpec(rotate=False))
-    assert q["aligned"] and 6 < q["angle"] < 18             # the photo was turned 12 degrees counter-clockwise
+    assert q["aligned"] and 11 < q["angle"] < 23            # the photo was turned 17 degrees counter-clockwise
     corr = lambda a, b: np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1]  # noqa: E731
-    assert corr(crop, ref) > corr(flat, ref) and corr(crop, ref) > 0.8
+    assert corr(crop, ref) > corr(flat, ref) + 0.1 and corr(crop, ref) > 0.65
 
 
 def test_landmarks_are_mapped_onto_the_fer2013_template():
@@ -124,6 +124,8 @@ def test_landmarks_are_mapped_onto_the_fer2013_template():
     R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) * s
     pts = (FER2013_TEMPLATE - 0.5) @ R.T + [200, 150]        # OpenCV pixel-centre coordinates
     M, aligned, angle = frame_transform(Detection((0, 0, 1, 1), 1.0, pts.astype(np.float32)), 48)
+    M5, _, angle5 = frame_transform(Detection((0, 0, 1, 1), 1.0, pts.astype(np.float32)), 48, level_above=25)
+    assert angle5 == 0 and abs(np.degrees(np.arctan2(M5[1, 0], M5[0, 0]))) < 1e-9     # tilt kept below the limit
     mapped = pts @ M[:, :2].T + M[:, 2]
     assert aligned and abs(angle + 20) < 1e-4
     np.testing.assert_allclose(mapped + 0.5, FER2013_TEMPLATE, atol=1e-4)

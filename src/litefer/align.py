@@ -8,11 +8,15 @@ as grayscale. ``benchmarks/framing.py`` measures that framing on the training im
   enlarged 48/47 about its centre;
 * YuNet's five landmarks sit at the positions of ``FER2013_TEMPLATE`` (medians over 2,869 training
   faces, mirrored to be left-right symmetric, in a 48-pixel frame whose pixel i spans [i, i+1));
-* the eye line is level on average (median 0.9 degrees, spread 7 degrees).
+* the eye line is level on average (median 0.9 degrees, spread 7-8 degrees): FER2013 faces were
+  not rotated, they are upright faces as the detector found them.
 
 So a face found by YuNet is mapped onto the landmark template by a least-squares similarity
-transform; a face found by the Haar cascade is framed by its (enlarged) box and, where both eyes
-are found, rotated about the box centre so that the eye line is level. Large faces are warped to an
+transform; a face found by the Haar cascade is framed by its (enlarged) box. Where the eyes are
+found and the eye line tilts by more than 10 degrees (beyond FER2013's own spread and the training
+rotations), the face is rotated about the frame centre so that the eye line is level; smaller
+tilts are left as FER2013 left them
+(levelling every face lowers the match to FER2013's framing, see ``results/framing.md``). Large faces are warped to an
 intermediate size and area-averaged down, so the crop is not aliased. Colour is then dropped
 (BT.601 luma, as OpenCV and PIL compute it) for grayscale-trained weights. The crop is what the
 model's own preprocessing (resize, channel replication, normalisation) receives.
@@ -31,6 +35,9 @@ FER_SIZE = 48
 FER2013_TEMPLATE = np.array([[14.9, 18.8], [33.1, 18.8], [24.0, 28.8], [16.6, 36.4], [31.4, 36.4]], np.float32)
 # Frame side / Haar box side (the box is centred on the frame).
 HAAR_FRAME_SCALE = 48.0 / 47.0
+# Tilts the model saw in training (FER2013's eye lines spread about 8 degrees around level, and
+# training rotates faces by up to 10) are left as they are; larger ones are levelled.
+LEVEL_ABOVE_DEGREES = 10.0
 
 # Quality thresholds: about the 1st / 99th percentiles of FER2013 training faces (48 px crops).
 DARK_MEAN, BRIGHT_MEAN = 50.0, 205.0
@@ -47,9 +54,11 @@ class CropSpec:
     grayscale: bool = True
     framing: str = "fer2013"
     rotate: bool = True
+    level_above: float = LEVEL_ABOVE_DEGREES
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "grayscale": self.grayscale, "framing": self.framing, "rotate": self.rotate}
+        return {"size": self.size, "grayscale": self.grayscale, "framing": self.framing, "rotate": self.rotate,
+                "level_above": self.level_above}
 
     @classmethod
     def from_meta(cls, meta: dict) -> "CropSpec":
@@ -58,7 +67,7 @@ class CropSpec:
         if isinstance(meta.get("crop"), dict):
             c = meta["crop"]
             return cls(int(c.get("size", FER_SIZE)), bool(c.get("grayscale", True)), str(c.get("framing", "fer2013")),
-                       bool(c.get("rotate", True)))
+                       bool(c.get("rotate", True)), float(c.get("level_above", LEVEL_ABOVE_DEGREES)))
         data = ((meta.get("config") or {}).get("data") or (meta.get("card") or {}).get("data") or {})
         pp = meta.get("preprocess") or {}
         if data.get("dataset", "ferplus") == "ferplus":
@@ -80,29 +89,34 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([A, t[:, None]])
 
 
-def frame_transform(det: Detection, size: int = FER_SIZE, rotate: bool = True) -> tuple[np.ndarray, bool, float]:
+def frame_transform(det: Detection, size: int = FER_SIZE, rotate: bool = True,
+                    level_above: float = LEVEL_ABOVE_DEGREES) -> tuple[np.ndarray, bool, float]:
     """Forward 2 x 3 map from image to crop pixels (OpenCV pixel-centre convention).
 
-    Returns (matrix, whether landmarks or eyes set the rotation, rotation in degrees).
+    The face is rotated to a level eye line when ``rotate`` and its tilt exceeds ``level_above``
+    degrees. Returns (matrix, whether landmarks or eyes were found, rotation applied in degrees).
     """
     if det.landmarks is not None and len(det.landmarks) == 5:
         src = np.asarray(det.landmarks, np.float64) + 0.5                  # to continuous coordinates
         M = _similarity(src, FER2013_TEMPLATE.astype(np.float64) * (size / FER_SIZE))
         angle = float(np.degrees(np.arctan2(M[1, 0], M[0, 0])))
-        if not rotate:
+        if not rotate or abs(angle) <= level_above:
             scale = float(np.hypot(M[0, 0], M[1, 0]))
             centre = src.mean(0)
             target = (FER2013_TEMPLATE.mean(0) * (size / FER_SIZE))
             M = np.array([[scale, 0, target[0] - scale * centre[0]], [0, scale, target[1] - scale * centre[1]]])
+            angle = 0.0
         aligned = True
     else:
         x, y, w, h = det.box
         side = max(w, h) * HAAR_FRAME_SCALE
         cx, cy = x + w / 2.0, y + h / 2.0
         theta, aligned = 0.0, False
-        if rotate and det.eyes is not None:
+        if det.eyes is not None:
             (rx, ry), (lx, ly) = np.asarray(det.eyes, np.float64)
             theta, aligned = float(np.arctan2(ly - ry, lx - rx)), True
+            if not rotate or abs(np.degrees(theta)) <= level_above:
+                theta = 0.0
         k = size / side
         c, s = np.cos(-theta) * k, np.sin(-theta) * k
         A = np.array([[c, -s], [s, c]])
@@ -118,15 +132,15 @@ def frame_transform(det: Detection, size: int = FER_SIZE, rotate: bool = True) -
 def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> tuple[np.ndarray, dict]:
     """The face as the model's training data framed it: uint8 (S, S, 1) grey or (S, S, 3) RGB, plus quality.
 
-    Quality: ``face_px`` (face side in image pixels), ``aligned`` (eye line used), ``angle`` (degrees
-    of rotation applied), and flags ``small`` (face smaller than the crop, so upsampled), ``clipped``
+    Quality: ``face_px`` (face side in image pixels), ``aligned`` (eyes or landmarks found), ``angle``
+    (degrees of rotation applied; 0 for tilts within ``spec.level_above``), and flags ``small`` (face smaller than the crop, so upsampled), ``clipped``
     (over 5 % of the crop lies outside the image, filled by edge replication), ``dark``, ``bright``,
     ``low_contrast`` and ``blurry`` (outside the range of 98 % of FER2013 training faces).
     """
     if spec.framing != "fer2013":
         raise ValueError(f"unknown framing {spec.framing!r}; only 'fer2013' is implemented")
     size = spec.size
-    M, aligned, angle = frame_transform(det, size, spec.rotate)
+    M, aligned, angle = frame_transform(det, size, spec.rotate, spec.level_above)
     A, t = M[:, :2], M[:, 2]
     scale = float(np.sqrt(abs(np.linalg.det(A))))                          # crop px per image px
     inv = cv2.invertAffineTransform(M)

@@ -1,0 +1,145 @@
+"""Per-face model latency (batch 1) and throughput (batch 64) on the CPU: PyTorch eager, ONNX Runtime
+fp32 and ONNX Runtime static INT8, for litefer_cpsca and mobilenetv3_large in the same run, at the
+shipped input size (64) and at 224, with 1 and 2 threads.
+
+    .venv/bin/python benchmarks/inference_speed.py --calib ../shared/data/fer2013
+
+Weights do not change the speed of these networks, so both are measured with random weights (the
+INT8 models are still calibrated on real face crops: ``--calib`` FERPlus root or folder of faces,
+else the built-in astronaut variations). Writes ``results/inference_speed.md`` and ``.json``.
+Measure on an otherwise idle machine: the load average at the start is recorded in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from litefer import create_model
+from litefer.align import CropSpec
+from litefer.backends import ort_session, preprocess_numpy
+from litefer.data.transforms import Preprocess
+from litefer.export import export_onnx
+from litefer.export_tools import load_faces, quantize_int8
+from litefer.profile import environment, torch_threads
+from litefer.utils import atomic_write_json, atomic_write_text
+
+MODELS = ("litefer_cpsca", "mobilenetv3_large")
+
+
+def timed_ms(fn, min_runs: int = 5, min_seconds: float = 1.5, warmup: int = 3) -> float:
+    """Median milliseconds per call, over at least ``min_runs`` calls and ``min_seconds``."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if len(times) >= 2000:
+            break
+    return float(np.median(times) * 1e3)
+
+
+def measure(name: str, size: int, threads_list: list[int], faces: np.ndarray, tmp: Path, seconds: float) -> list[dict]:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=8).eval()
+    pp = Preprocess(input_size=size, in_chans=3).to_dict()
+    fp32 = tmp / f"{name}_{size}.onnx"
+    export_onnx(model, fp32, size, 3)
+    int8 = tmp / f"{name}_{size}_int8.onnx"
+    quantize_int8(fp32, int8, preprocess_numpy(faces, pp))
+    x64 = preprocess_numpy(faces[np.arange(64) % len(faces)], pp)
+    x1 = x64[:1]
+    rows = []
+    for threads in threads_list:
+        runners = {}
+        t1, t64 = torch.from_numpy(x1), torch.from_numpy(x64)
+
+        def torch_run(x):
+            with torch_threads(threads), torch.inference_mode():
+                model(x)
+        runners["torch fp32"] = (lambda: torch_run(t1), lambda: torch_run(t64))
+        for label, path in (("ORT fp32", fp32), ("ORT INT8", int8)):
+            sess = ort_session(path, threads)
+            iname = sess.get_inputs()[0].name
+            runners[label] = ((lambda s=sess, n=iname: s.run(None, {n: x1})),
+                              (lambda s=sess, n=iname: s.run(None, {n: x64})))
+        for runtime, (one, batch) in runners.items():
+            lat = timed_ms(one, min_seconds=seconds)
+            thr = 64 / (timed_ms(batch, min_runs=3, min_seconds=seconds) / 1e3)
+            rows.append({"model": name, "input_size": size, "threads": threads, "runtime": runtime,
+                         "latency_ms_b1": round(lat, 3), "throughput_b64": round(thr, 1),
+                         "file_mb": round((fp32 if runtime == "ORT fp32" else int8).stat().st_size / 1e6, 2)
+                         if runtime != "torch fp32" else None})
+            print(f"{name:>18} {size:>4}px {threads}t {runtime:<10} {lat:8.2f} ms/face (b1) "
+                  f"{thr:9.0f} faces/s (b64)", flush=True)
+    return rows
+
+
+def report(rows: list[dict], env: dict, command: str, calib: str) -> str:
+    lines = ["# Model speed on the CPU: PyTorch, ONNX Runtime fp32 and INT8", "",
+             f"Command: `{command}`", "",
+             f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), torch {env['torch']}, onnxruntime "
+             f"{env['onnxruntime']}, {env['date']}. Load average at start: {env['loadavg']}.", "",
+             "Latency: median time of one call at batch 1 (one face). Throughput: faces per second at batch 64. "
+             f"Random weights (speed does not depend on them); INT8 = ONNX Runtime static QDQ, per-channel, "
+             f"calibrated on real face crops from `{calib}`. Model only: no detection, no preprocessing.", ""]
+    for size in sorted({r["input_size"] for r in rows}):
+        for threads in sorted({r["threads"] for r in rows}):
+            sub = [r for r in rows if r["input_size"] == size and r["threads"] == threads]
+            if not sub:
+                continue
+            lines += [f"## {size}×{size}, {threads} thread{'s' if threads > 1 else ''}", "",
+                      "| model | runtime | latency b1 (ms) | throughput b64 (faces/s) | vs torch fp32 (b64) |"
+                      " litefer_cpsca speed-up over mobilenetv3_large (b1 / b64) |",
+                      "|---|---|---:|---:|---:|---:|"]
+            for r in sub:
+                base = next(q for q in sub if q["model"] == r["model"] and q["runtime"] == "torch fp32")
+                ratio = ""
+                if r["model"] == "litefer_cpsca":
+                    other = next((q for q in sub if q["model"] == "mobilenetv3_large" and q["runtime"] == r["runtime"]),
+                                 None)
+                    if other:
+                        ratio = (f"{other['latency_ms_b1'] / r['latency_ms_b1']:.2f}× / "
+                                 f"{r['throughput_b64'] / other['throughput_b64']:.2f}×")
+                lines.append(f"| {r['model']} | {r['runtime']} | {r['latency_ms_b1']:.2f} | {r['throughput_b64']:.0f} | "
+                             f"{r['throughput_b64'] / base['throughput_b64']:.2f}× | {ratio} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--sizes", nargs="+", type=int, default=[64, 224])
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--calib", default="astronaut", help="INT8 calibration faces: FERPlus root, folder, or astronaut")
+    p.add_argument("--calib-size", type=int, default=256)
+    p.add_argument("--seconds", type=float, default=2.0, help="minimum timing per measurement")
+    p.add_argument("--out", default="results/inference_speed", help="output path without suffix")
+    args = p.parse_args(argv)
+    env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    faces = load_faces(args.calib, CropSpec(), "train", args.calib_size, seed=3)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="litefer-speed-") as tmp:
+        for size in args.sizes:
+            for name in args.models:
+                rows += measure(name, size, args.threads, faces, Path(tmp), args.seconds)
+    command = "python benchmarks/inference_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = report(rows, env, command.strip(), args.calib)
+    atomic_write_text(f"{args.out}.md", text)
+    atomic_write_json(f"{args.out}.json", {"environment": env, "command": command, "rows": rows})
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
