@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/litefer profile --all --sizes 224 112
+	$(VENV)/bin/litefer predict --sample --scores --save-annotated out/demo --csv out/demo/astronaut.csv
 
 test: $(STAMP)
 	$(PY) -m pytest -q
