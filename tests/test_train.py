@@ -165,3 +165,17 @@ def test_package_run_writes_weights_and_card(tmp_path):
     model, meta = load_checkpoint_model(tmp_path / "w" / "tiny.pt")
     assert meta["card"]["model"] == "litefer_cpsca" and "config" not in meta
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 8)
+
+
+def test_resume_with_changed_settings_is_recorded(tmp_path):
+    write_ferplus(tmp_path / "fer", {"Training": 32, "PublicTest": 16})
+    path = _tiny_config(tmp_path / "t.yaml", tmp_path / "fer")
+    from litefer.train.engine import train
+    train(load_config(path, ["optim.epochs=1", "run.tensorboard=false"]), run_dir=tmp_path / "r")
+    cfg2 = load_config(tmp_path / "r" / "config.yaml", ["optim.epochs=2"])
+    result = train(cfg2, run_dir=tmp_path / "r", resume=True)
+    assert result["epochs"] == 2
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert meta["resumed_with_changes"][0]["changes"] == {"optim.epochs": [1, 2]}
+    assert meta["resumed_with_changes"][0]["at_epoch"] == 1
+    assert load_config(tmp_path / "r" / "config.yaml")["optim"]["epochs"] == 2

@@ -229,6 +229,8 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         if ema is not None:
             ema.module.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
+        if is_main and ckpt.get("config") != cfg:
+            _record_resume_changes(run_dir, ckpt.get("config") or {}, cfg, state["epoch"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         np.random.set_state(ckpt["rng"]["numpy"])
         random.setstate(ckpt["rng"]["python"])
@@ -416,6 +418,27 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _record_resume_changes(run_dir: Path, old: dict, new: dict, epoch: int) -> None:
+    """A resume with ``--set`` overrides: keep config.yaml current and log what changed, and when."""
+    a, b = _flatten(old), _flatten(new)
+    changes = {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    log.info("resuming with changed settings at epoch %d: %s", epoch, changes)
+    atomic_write_text(run_dir / "config.yaml", dump_config(new))
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta.setdefault("resumed_with_changes", []).append(
+        {"at_epoch": epoch, "changes": changes, "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+         "command": " ".join(sys.argv)})
+    atomic_write_json(meta_path, meta)
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
