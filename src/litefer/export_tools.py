@@ -225,6 +225,9 @@ class _Reader:
     """CalibrationDataReader over preprocessed face crops, in batches."""
 
     def __init__(self, x: np.ndarray, input_name: str, batch: int = 32):
+        batch = max(1, min(batch, len(x)))
+        if len(x) % batch:      # equal batches: the histogram calibrators cannot stack ragged ones
+            x = np.concatenate([x, x[: batch - len(x) % batch]])
         self._batches = iter([x[i:i + batch] for i in range(0, len(x), batch)])
         self.input_name = input_name
 
@@ -252,7 +255,15 @@ def quantize_int8(fp32_onnx: Path, out: Path, calib: np.ndarray, method: str = "
         prep = Path(tmp) / "prep.onnx"
         quant_pre_process(str(fp32_onnx), str(prep))
         import onnx
-        name = onnx.load(str(prep)).graph.input[0].name
+
+        model = onnx.load(str(prep))
+        seen: set[str] = set()
+        for node in model.graph.node:   # pre-processing inlines HardSwish as unnamed nodes; the quantizer keys on names
+            if not node.name or node.name in seen:
+                node.name = f"{node.op_type}_{node.output[0]}"
+            seen.add(node.name)
+        onnx.save(model, str(prep))
+        name = model.graph.input[0].name
         root = logging.getLogger()
         level = root.level
         root.setLevel(logging.ERROR)    # the quantizer warns (via the root logger) about 1-D BatchNorm scales
