@@ -63,9 +63,12 @@ def test_torchscript_export_runs_in_the_recognizer(checkpoint, rec_torch, photo_
 
 def test_int8_export_with_calibration_on_face_crops(checkpoint, calib_dir, rec_torch, photo_dir, tmp_path):
     out = tmp_path / "m_int8.onnx"
-    report = export(checkpoint, "onnx-int8", out, faces=str(calib_dir), calib=str(calib_dir), parity_size=24)
+    # random weights give nearly tied classes on variations of one face, so top-1 agreement says
+    # little here; the probabilities themselves must stay close
+    report = export(checkpoint, "onnx-int8", out, faces=str(calib_dir), calib=str(calib_dir), parity_size=24,
+                    min_agreement=0.0)
     assert report["calibration"]["faces"] == 41                    # 40 crops + the photo's face; broken skipped
-    assert report["parity"]["top1_agreement"] >= 0.9 and report["checks"]["failures"] == []
+    assert report["parity"]["max_prob_diff"] < 0.05 and report["checks"]["failures"] == []
     model = onnx.load(str(out))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
