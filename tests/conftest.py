@@ -23,3 +23,25 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Parsed-data caches go to a per-test folder, never the user's ~/.cache."""
     monkeypatch.setenv("LITEFER_CACHE", str(tmp_path / "cache"))
     yield
+
+
+# --- litefer serve (tests/test_serve_*.py) ---------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def serve_model(tmp_path_factory):
+    """(weights .pt, ONNX export) of a small model the serve tests make themselves."""
+    from serve_support import make_weights
+
+    return make_weights(tmp_path_factory.mktemp("serve_model"))
+
+
+@pytest.fixture(scope="session")
+def serve_url(serve_model, tmp_path_factory):
+    """A ``litefer serve`` subprocess with small limits (1 MiB uploads, 2 s body and header deadlines),
+    shared by the API, load and browser tests; yields its base URL."""
+    from serve_support import serve
+
+    log = tmp_path_factory.mktemp("serve_log") / "server.log"
+    with serve(serve_model[1], log, "--workers", "2", "--queue", "16", "--max-upload-mb", "1",
+               "--upload-timeout", "2", "--header-timeout", "2") as (url, _proc):
+        yield url

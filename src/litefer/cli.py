@@ -13,6 +13,7 @@ COMMANDS = {
     "predict": ("litefer.predict", "recognize expressions in images, folders, videos or a webcam"),
     "export": ("litefer.export_tools", "export weights to ONNX, INT8 ONNX or TorchScript, with parity checks"),
     "package": ("litefer.package", "turn a finished run into shippable weights + model card"),
+    "serve": ("litefer.serve.cli", "HTTP API and live web page (webcam, on the server or in the browser)"),
     "reproduce": ("litefer.reproduce", "train and aggregate the paper's Tables 2, 5, 6 and Figure 6"),
 }
 

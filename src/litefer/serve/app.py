@@ -1,0 +1,315 @@
+"""The FastAPI application of ``litefer serve``.
+
+Routes: ``GET /`` (the page), ``POST /v1/recognize``, ``GET /healthz``, ``GET /v1/model`` (model card,
+preprocessing, detector settings, limits), ``GET /v1/model.onnx`` (the model the page runs
+on-device), ``GET /v1/cascades/{name}`` (OpenCV's Haar cascades, served from the installed
+opencv-python), ``/docs`` and ``/openapi.json``. Every error is JSON
+``{"status": ..., "error": ..., "message": ...}`` with a 4xx or 5xx status.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from .. import __version__
+from ..align import CropSpec
+from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
+                     prepare_model, recognize_image)
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
+EYE_CASCADE = "haarcascade_eye.xml"
+MULTIPART_OVERHEAD = 64 * 1024          # boundaries and part headers around the file in a form upload
+
+
+# ----------------------------------------------------------------------------- response schemas (docs)
+
+class FaceOut(BaseModel):
+    box: list[int] = Field(description="x, y, width, height in the uploaded image's pixels")
+    label: str = Field(description="most probable class")
+    score: float = Field(description="probability of the label")
+    scores: dict[str, float] = Field(description="probability of every class, in model-card order")
+    detection_score: float = Field(description="face detector confidence (Haar: merged detections)")
+    quality: dict = Field(description="crop quality measurements and flags")
+    issues: list[str] = Field(description="raised quality flags: small, clipped, dark, bright, low_contrast, blurry")
+    landmarks: list[list[float]] | None = None
+
+
+class RecognizeOut(BaseModel):
+    width: int
+    height: int
+    faces: list[FaceOut]
+    model: str
+    timing_ms: dict[str, float] = Field(description="queue, decode, recognize and total milliseconds")
+
+
+class ErrorOut(BaseModel):
+    status: int
+    error: str
+    message: str
+
+
+ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in {
+    400: "empty upload, malformed form or Content-Length", 408: "upload not received within upload_timeout",
+    413: "upload larger than max_upload_bytes", 415: "not an image", 422: "truncated, corrupt or too many pixels",
+    503: "all workers busy and the queue full, or the request timed out; retry after Retry-After seconds"}.items()}
+
+UPLOAD_DOC = {"requestBody": {"required": True, "description": "an image file, as the raw body or a multipart field "
+                              "named 'file'", "content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def vendor_manifest() -> dict | None:
+    """What ``make web`` copied from npm (``static/vendor/manifest.json``), or None when absent."""
+    path = VENDOR_DIR / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        return None
+    missing = [f for f in manifest.get("files", []) if not (VENDOR_DIR / f).is_file()]
+    return None if missing else manifest
+
+
+def cascade_dir() -> Path:
+    import cv2
+
+    return Path(cv2.data.haarcascades)
+
+
+def detector_settings(cfg: ServeConfig) -> dict:
+    """The Haar settings the page's on-device detector uses, read from a detector built the way the
+    server builds its own (``litefer.detect.HaarDetector``)."""
+    from ..align import HAAR_FRAME_SCALE
+    from ..detect import HaarDetector
+
+    d = HaarDetector(min_size=cfg.min_face, **({"max_side": cfg.detect_max_side} if cfg.detect_max_side else {}))
+    face_cascade = inspect.signature(HaarDetector.__init__).parameters["cascade"].default
+    return {"name": "haar", "scale_factor": d.scale_factor, "min_neighbors": d.min_neighbors,
+            "min_size": d.min_size, "max_side": d.max_side, "find_eyes": d.find_eyes,
+            "smallest_window": d.smallest_window, "min_score_without_eyes": d.min_score_without_eyes,
+            "frame_scale": HAAR_FRAME_SCALE,
+            "face_cascade": f"/v1/cascades/{face_cascade}", "eye_cascade": f"/v1/cascades/{EYE_CASCADE}",
+            "server_detector": cfg.detector}
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    from http import HTTPStatus
+
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return JSONResponse({"status": status, "error": phrase, "message": message}, status_code=status, headers=headers)
+
+
+async def read_upload(request: Request, cfg: ServeConfig) -> bytes:
+    """The image bytes of a request: the ``file`` field of a multipart form, else the raw body whatever
+    its Content-Type (``curl --data-binary @photo.jpg`` sends one saying URL-encoded form).
+
+    Enforces ``max_upload_bytes`` (from Content-Length before reading, and while reading) and
+    ``upload_timeout`` on the whole body.
+    """
+    ctype = request.headers.get("content-type", "").lower()
+    multipart = ctype.startswith("multipart/form-data")
+    limit = cfg.max_upload_bytes + (MULTIPART_OVERHEAD if multipart else 0)
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            n = int(declared)
+        except ValueError:
+            raise ServeError(400, f"Content-Length {declared!r} is not a number", close=True) from None
+        if n > limit:
+            raise ServeError(413, f"upload of {n} bytes exceeds the {cfg.max_upload_bytes}-byte limit", close=True)
+    body = bytearray()
+
+    async def pull():
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                raise ServeError(413, f"upload exceeds the {cfg.max_upload_bytes}-byte limit", close=True)
+
+    try:
+        await asyncio.wait_for(pull(), cfg.upload_timeout)
+    except asyncio.TimeoutError:
+        raise ServeError(408, f"upload not received within {cfg.upload_timeout:g} s ({len(body)} bytes arrived)",
+                         close=True) from None
+    except ClientDisconnect:
+        raise ServeError(400, f"client disconnected during the upload ({len(body)} bytes arrived)", close=True) from None
+    if not multipart:
+        return bytes(body)
+    return await _form_file(request, bytes(body), cfg)
+
+
+async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    buffered = Request(request.scope, receive)
+    form = await buffered.form(max_files=1, max_fields=8)
+    try:
+        upload = form.get("file")
+        if upload is None:
+            files = [v for v in form.values() if hasattr(v, "read")]
+            upload = files[0] if files else None
+        if upload is None or not hasattr(upload, "read"):
+            raise ServeError(400, "multipart upload has no file field; name the image field 'file'")
+        data = await upload.read()
+        if len(data) > cfg.max_upload_bytes:
+            raise ServeError(413, f"uploaded file of {len(data)} bytes exceeds the {cfg.max_upload_bytes}-byte limit")
+        return data
+    finally:
+        await form.close()
+
+
+def _work(rec, data: bytes, cfg: ServeConfig, admitted: float) -> dict:
+    t0 = time.monotonic()
+    bgr = decode_upload(data, cfg.max_pixels, cfg.max_side)
+    t1 = time.monotonic()
+    faces = recognize_image(rec, bgr)
+    t2 = time.monotonic()
+    return {"width": int(bgr.shape[1]), "height": int(bgr.shape[0]), "faces": faces,
+            "timing_ms": {"queue": round(1000 * (t0 - admitted), 2), "decode": round(1000 * (t1 - t0), 2),
+                          "recognize": round(1000 * (t2 - t1), 2)}}
+
+
+# ----------------------------------------------------------------------------- application
+
+def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
+    """Build the app: resolves the model (``prepare_model``) and starts the worker pool now, so a
+    bad model or setting fails here rather than on the first request."""
+    model = model or prepare_model(cfg)
+    pool = RecognizerPool(make_recognizer_factory(cfg, model), cfg.workers, cfg.capacity)
+    started = time.time()
+    model_name = str(model.meta.get("model_name") or model.weights.stem)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        pool.shutdown()
+
+    app = FastAPI(title="litefer", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Facial expression recognition (litefer). Upload an image to `/v1/recognize`; the page "
+                              "at `/` runs the same model live from a webcam, on the server or in the browser.")
+    app.state.pool, app.state.config, app.state.model = pool, cfg, model
+
+    @app.exception_handler(ServeError)
+    async def _serve_error(_request, exc: ServeError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        parts = ["{}: {}".format(".".join(str(x) for x in e.get("loc", ())), e.get("msg")) for e in exc.errors()]
+        return error_response(422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_request, exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    @app.post("/v1/recognize", response_model=RecognizeOut, responses=ERRORS, openapi_extra=UPLOAD_DOC,
+              summary="Faces, expression labels and per-class scores in an uploaded image")
+    async def recognize(request: Request):
+        t0 = time.monotonic()
+        data = await read_upload(request, cfg)
+        admitted = time.monotonic()
+        deadline = admitted + cfg.request_timeout
+        fut = pool.submit(_work, data, cfg, admitted, deadline=deadline)
+        if fut is None:
+            raise ServeError(503, f"server busy: {pool.capacity} requests are running or queued; retry later",
+                             headers={"Retry-After": "1"})
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(fut), cfg.request_timeout)
+        except asyncio.TimeoutError:
+            raise ServeError(503, f"request not answered within {cfg.request_timeout:g} s; the server is overloaded",
+                             headers={"Retry-After": "2"}) from None
+        result["model"] = model_name
+        result["timing_ms"]["total"] = round(1000 * (time.monotonic() - t0), 2)
+        return JSONResponse(result)
+
+    @app.get("/healthz", summary="Liveness and load")
+    async def healthz():
+        return {"status": "ok", "model": model_name, "backend": model.backend, "workers": pool.workers,
+                "inflight": pool.inflight, "capacity": pool.capacity, "uptime_s": round(time.time() - started, 1),
+                "stats": dict(pool.stats)}
+
+    @app.get("/v1/model", summary="Model card: classes, preprocessing, crop, detector settings, limits")
+    async def model_card():
+        meta = model.meta
+        manifest = vendor_manifest()
+        return {"model_name": model_name, "class_names": meta["class_names"], "num_classes": meta["num_classes"],
+                "preprocess": meta["preprocess"], "crop": CropSpec.from_meta(meta).to_dict(),
+                "tta_flip": bool(meta.get("tta_flip")),
+                "precision": meta.get("precision"), "val_accuracy": meta.get("val_accuracy"), "card": model.card,
+                "server": {"backend": model.backend, "weights": model.weights.name, "workers": cfg.workers,
+                           "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": cfg.detector},
+                "limits": cfg.limits(),
+                "browser": {"onnx_url": "/v1/model.onnx", "onnx_bytes": model.onnx.stat().st_size,
+                            "detector": detector_settings(cfg),
+                            "vendor": manifest, "available": manifest is not None,
+                            "missing_hint": None if manifest else "run `make web` (npm) to fetch onnxruntime-web "
+                                                                  "and opencv.js for the on-device mode"}}
+
+    @app.get("/v1/model.onnx", summary="The ONNX model the page runs on-device (litefer metadata embedded)")
+    async def model_onnx():
+        return FileResponse(model.onnx, media_type="application/octet-stream", filename=f"{model_name}.onnx")
+
+    @app.get("/v1/cascades/{name}", summary="An OpenCV Haar cascade from the installed opencv-python")
+    async def cascade(name: str):
+        allowed = {Path(detector_settings(cfg)["face_cascade"]).name, EYE_CASCADE}
+        if name not in allowed:
+            raise ServeError(404, f"unknown cascade {name!r}; available: {sorted(allowed)}")
+        path = cascade_dir() / name
+        if not path.is_file():
+            raise ServeError(500, f"{path} is missing from the installed opencv-python")
+        return FileResponse(path, media_type="application/xml")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        swagger = VENDOR_DIR / "swagger"
+        if (swagger / "swagger-ui-bundle.js").is_file():
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="litefer API",
+                                       swagger_js_url="/static/vendor/swagger/swagger-ui-bundle.js",
+                                       swagger_css_url="/static/vendor/swagger/swagger-ui.css",
+                                       swagger_favicon_url="/static/favicon.svg")
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="litefer API")
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+

@@ -1,0 +1,310 @@
+"""The serving engine: settings, model files, upload decoding with limits, and a bounded worker pool.
+
+Nothing here imports FastAPI, so the pool and the decoder can be used (and tested) on their own.
+
+Concurrency model: ``workers`` threads, each owning its own :class:`litefer.Recognizer` (OpenCV's
+cascade classifier is not shared between threads) whose ONNX Runtime session uses ``threads``
+intra-op threads. At most ``workers + queue`` requests are admitted at once; the rest are refused at
+once with 503 and ``Retry-After`` rather than piling up. A request that is still queued when its
+deadline passes is dropped without running.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import queue as queue_mod
+import threading
+import time
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+
+
+def default_workers() -> int:
+    """One worker per core, at most 4 (each worker runs one request at a time on one thread)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``litefer serve`` can be told; the defaults suit a small CPU machine."""
+
+    weights: str = "default"            # "default", "default-int8", a .pt weights file or an exported .onnx
+    backend: str = "onnxruntime"        # what the server runs: "onnxruntime" or "torch"
+    browser_model: str | None = None    # ONNX file the page runs on-device (default: the served model's)
+    detector: str = "haar"              # server-side detector ("haar", "yunet" or a YuNet .onnx path)
+    yunet_model: str | None = None
+    min_face: int = 32                  # smallest face side in pixels of the uploaded image
+    detect_max_side: int | None = None  # detection runs on a copy downscaled to this side (None: the detector's default)
+    workers: int = field(default_factory=default_workers)
+    threads: int = 1                    # intra-op threads per worker
+    queue: int = 32                     # requests allowed to wait for a worker
+    max_upload_bytes: int = 10 * MiB
+    max_pixels: int = 40_000_000        # decoded image area limit (40 MP)
+    max_side: int = 10_000              # decoded image side limit, pixels
+    request_timeout: float = 30.0       # seconds from admission to answer (queue wait + work)
+    upload_timeout: float = 15.0        # seconds to receive the whole request body
+    header_timeout: float = 10.0        # seconds to receive the request line and headers
+
+    def __post_init__(self):
+        checks = {"workers": self.workers >= 1, "threads": self.threads >= 1, "queue": self.queue >= 0,
+                  "max_upload_bytes": self.max_upload_bytes >= 1024, "max_pixels": self.max_pixels >= 1,
+                  "max_side": self.max_side >= 1, "request_timeout": self.request_timeout > 0,
+                  "upload_timeout": self.upload_timeout > 0, "header_timeout": self.header_timeout > 0,
+                  "min_face": self.min_face >= 1,
+                  "detect_max_side": self.detect_max_side is None or self.detect_max_side >= 64}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid serve setting(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        if self.backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {self.backend!r}")
+
+    @property
+    def capacity(self) -> int:
+        return self.workers + self.queue
+
+    def limits(self) -> dict:
+        return {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels, "max_side": self.max_side,
+                "request_timeout_s": self.request_timeout, "upload_timeout_s": self.upload_timeout,
+                "header_timeout_s": self.header_timeout}
+
+
+class ServeError(Exception):
+    """An error answered to the client: HTTP ``status`` and a message saying what to change."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None, close: bool = False):
+        super().__init__(message)
+        self.status, self.message = int(status), message
+        self.headers = dict(headers or {})
+        if close:
+            self.headers["Connection"] = "close"
+
+
+# ----------------------------------------------------------------------------- model files
+
+@dataclass
+class ModelFiles:
+    """What the server loads (``weights`` with ``backend``) and the ONNX file the page downloads."""
+
+    weights: Path
+    backend: str
+    onnx: Path
+    meta: dict
+    card: dict | None = None
+
+
+def _onnx_meta(path: Path) -> dict:
+    from ..backends import META_KEY
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types
+        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if META_KEY in props:
+        return json.loads(props[META_KEY])
+    if path.with_suffix(".json").is_file():
+        return json.loads(path.with_suffix(".json").read_text())
+    raise ValueError(f"{path}: ONNX file has no litefer metadata (class names, preprocessing); "
+                     "export it with `litefer export`")
+
+
+def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
+    """An ONNX export (with metadata) of a torch weights file, cached by the file's content hash."""
+    from ..utils import cache_dir
+
+    cache = cache or (cache_dir() / "serve")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()      # weights files are a few MB
+    out = cache / f"{weights.stem}-{digest[:16]}.onnx"
+    if not out.is_file():
+        from ..export_tools import export_with_metadata
+
+        log.info("exporting %s to ONNX for the page's on-device mode: %s", weights, out)
+        export_with_metadata(weights, out)
+    return out
+
+
+def _card_for(weights: Path) -> dict | None:
+    """The model card written by ``litefer package`` beside the weights (same stem, .json), if any."""
+    for candidate in (weights.with_suffix(".json"), weights.with_name(weights.name.replace("_int8", "")).with_suffix(".json")):
+        if candidate.is_file() and candidate != weights:
+            try:
+                card = json.loads(candidate.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(card, dict) and "classes" in card:
+                return card
+    return None
+
+
+def prepare_model(cfg: ServeConfig) -> ModelFiles:
+    """Resolve the weights, export ONNX for the page when needed, read the metadata.
+
+    Raises FileNotFoundError / ValueError with a message naming the file and what to pass instead.
+    """
+    from ..backends import resolve_weights
+
+    w = str(cfg.weights)
+    if cfg.backend == "onnxruntime":
+        path, _ = resolve_weights(w, "onnxruntime" if w.startswith("default") or w.lower().endswith(".onnx") else None)
+        if path.suffix.lower() != ".onnx":
+            if path.suffix.lower() != ".pt":
+                raise ValueError(f"{path}: serve with backend 'onnxruntime' needs a .pt weights file or an .onnx export")
+            path = exported_onnx(path)
+        weights, onnx_path = path, path
+    else:
+        weights, _ = resolve_weights(w, "torch")
+        if weights.suffix.lower() != ".pt":
+            raise ValueError(f"{weights}: serve with backend 'torch' needs a .pt weights file")
+        if w.startswith("default"):
+            onnx_path, _ = resolve_weights(w, "onnxruntime")
+        else:
+            onnx_path = exported_onnx(weights)
+    if cfg.browser_model:
+        onnx_path = Path(cfg.browser_model)
+        if not onnx_path.is_file() or onnx_path.suffix.lower() != ".onnx":
+            raise FileNotFoundError(f"--browser-model {onnx_path}: no such .onnx file")
+    meta = _onnx_meta(onnx_path)
+    if cfg.browser_model:
+        server_meta = _onnx_meta(weights) if weights.suffix.lower() == ".onnx" else None
+        if server_meta and server_meta.get("class_names") != meta.get("class_names"):
+            raise ValueError(f"--browser-model {onnx_path} has classes {meta.get('class_names')}, the served model "
+                             f"{server_meta.get('class_names')}")
+    card = _card_for(weights if w.startswith("default") else Path(w))
+    return ModelFiles(weights=Path(weights), backend=cfg.backend, onnx=Path(onnx_path), meta=meta, card=card)
+
+
+# ----------------------------------------------------------------------------- uploads
+
+def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
+    """An uploaded image file (JPEG, PNG, WebP, BMP, GIF, TIFF, ...) as BGR uint8, EXIF orientation applied.
+
+    The size is read from the file header and checked against the limits before pixels are decoded.
+    Raises :class:`ServeError` (400 empty, 415 not an image, 422 truncated/corrupt/too many pixels).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from ..inputs import InputError, pil_to_bgr
+
+    if not data:
+        raise ServeError(400, "empty upload: send the image file as the request body or as a multipart 'file' field")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w < 1 or h < 1:
+                    raise ServeError(422, f"image has no pixels ({w}x{h})")
+                if max(w, h) > max_side or w * h > max_pixels:
+                    raise ServeError(422, f"image is {w}x{h} ({w * h / 1e6:.1f} MP); the limits are {max_side} px "
+                                          f"per side and {max_pixels / 1e6:.1f} MP")
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return pil_to_bgr(im, f"upload ({w}x{h} {im.format or 'image'})")
+    except ServeError:
+        raise
+    except UnidentifiedImageError:
+        raise ServeError(415, f"the {len(data)}-byte upload is not an image in a format the server decodes "
+                              "(JPEG, PNG, WebP, BMP, GIF, TIFF)") from None
+    except Image.DecompressionBombError as e:      # PIL refuses absurd sizes before our own check
+        raise ServeError(422, f"image too large ({e}); the limits are {max_side} px per side and "
+                              f"{max_pixels / 1e6:.1f} MP") from None
+    except InputError as e:
+        raise ServeError(422, str(e)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        msg = str(e) or type(e).__name__
+        what = "truncated or corrupt image" if ("truncated" in msg.lower() or isinstance(e, EOFError)) \
+            else "cannot decode image"
+        raise ServeError(422, f"{what} ({type(e).__name__}: {msg})") from None
+
+
+def recognize_image(rec, bgr: np.ndarray) -> list[dict]:
+    """Faces of one BGR image as JSON-ready dicts."""
+    from ..inputs import InputError
+
+    try:
+        return [f.to_dict() for f in rec.recognize(bgr)]
+    except InputError as e:
+        raise ServeError(422, str(e)) from None
+
+
+# ----------------------------------------------------------------------------- worker pool
+
+class RecognizerPool:
+    """``workers`` threads, each with its own recognizer from ``factory()``; at most ``capacity``
+    jobs admitted (running or queued). :meth:`submit` returns None when full."""
+
+    def __init__(self, factory, workers: int, capacity: int):
+        if capacity < workers:
+            raise ValueError(f"capacity {capacity} < workers {workers}")
+        self.workers, self.capacity = int(workers), int(capacity)
+        self._free: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+        for _ in range(self.workers):          # built up front: a bad model fails at start, not per request
+            self._free.put(factory())
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="litefer-worker")
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self.stats = {"admitted": 0, "rejected_busy": 0, "expired_in_queue": 0, "completed": 0, "failed": 0}
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def submit(self, fn, *args, deadline: float | None = None) -> Future | None:
+        """Run ``fn(recognizer, *args)`` on a worker; None when ``capacity`` jobs are already admitted."""
+        with self._lock:
+            if self._inflight >= self.capacity:
+                self.stats["rejected_busy"] += 1
+                return None
+            self._inflight += 1
+            self.stats["admitted"] += 1
+        try:
+            fut = self._executor.submit(self._run, fn, args, deadline)
+        except RuntimeError:                    # executor shut down
+            self._release(None)
+            raise ServeError(503, "server is shutting down")
+        fut.add_done_callback(self._release)
+        return fut
+
+    def _run(self, fn, args, deadline):
+        if deadline is not None and time.monotonic() > deadline:
+            with self._lock:
+                self.stats["expired_in_queue"] += 1
+            raise ServeError(503, "request waited in the queue past its deadline; the server is overloaded, retry later",
+                             headers={"Retry-After": "2"})
+        rec = self._free.get()
+        try:
+            return fn(rec, *args)
+        finally:
+            self._free.put(rec)
+
+    def _release(self, fut: Future | None):
+        with self._lock:
+            self._inflight -= 1
+            if fut is not None and not fut.cancelled():
+                self.stats["completed" if fut.exception() is None else "failed"] += 1
+
+    def shutdown(self):
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def make_recognizer_factory(cfg: ServeConfig, model: ModelFiles):
+    """A callable building one recognizer for one worker thread."""
+    def factory():
+        from ..recognizer import Recognizer
+
+        extra = {"max_side": cfg.detect_max_side} if cfg.detect_max_side else {}
+        return Recognizer(weights=str(model.weights), detector=cfg.detector, backend=model.backend, device="cpu",
+                          min_face=cfg.min_face, threads=cfg.threads, yunet_model=cfg.yunet_model, **extra)
+    return factory

@@ -1,0 +1,355 @@
+"""Loopback load and fault clients for ``litefer serve`` (used by the tests and ``benchmarks/serve_load.py``).
+
+* :func:`run_load`: ``clients`` threads, each with one keep-alive connection, each sending
+  ``requests`` uploads one after another; latency of every request and the status counts.
+* :data:`FAULTS`: misbehaving clients, each on its own raw socket: a truncated JPEG, a text file, a
+  body larger than the limit (declared, and chunked without a length), an image whose header
+  claims 30,000 x 30,000 pixels, a body sent a byte at a time (slowloris), headers sent a byte at a
+  time, and a client that vanishes mid-upload. Each expects a 4xx, or for the slow ones a 4xx or a
+  timeout, or for the vanishing one nothing at all; the server must go on serving the others.
+* :func:`load_with_faults`: the load and all faults at the same time.
+
+Only the standard library is used on the client side.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+
+def _addr(url: str) -> tuple[str, int]:
+    u = urlsplit(url)
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError(f"expected an http://host:port URL, got {url!r}")
+    return u.hostname, u.port or 80
+
+
+def get_json(url: str, path: str, timeout: float = 10.0) -> tuple[int, dict]:
+    host, port = _addr(url)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def wait_ready(url: str, timeout: float = 60.0, proc=None) -> dict:
+    """Poll ``/healthz`` until it answers 200; raises RuntimeError (with the reason) otherwise."""
+    t0, last = time.monotonic(), None
+    while time.monotonic() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
+        try:
+            status, body = get_json(url, "/healthz", timeout=2)
+            if status == 200:
+                return body
+            last = f"HTTP {status}"
+        except OSError as e:
+            last = str(e)
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within {timeout:g} s ({last})")
+
+
+# ----------------------------------------------------------------------------- load
+
+@dataclass
+class LoadResult:
+    latencies_ms: list[float] = field(default_factory=list)   # successful (2xx) requests
+    statuses: Counter = field(default_factory=Counter)         # HTTP status or error name -> count
+    faces: Counter = field(default_factory=Counter)            # faces per 2xx answer -> count
+    wall_s: float = 0.0
+    clients: int = 0
+    requests: int = 0
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_ms, dtype=np.float64)
+        n = int(sum(self.statuses.values()))
+        pct = (lambda q: round(float(np.percentile(lat, q)), 1)) if len(lat) else (lambda q: None)
+        return {"clients": self.clients, "requests": n, "ok": len(self.latencies_ms),
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items(), key=lambda kv: str(kv[0]))},
+                "server_errors": sum(v for k, v in self.statuses.items() if isinstance(k, int) and k >= 500),
+                "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+                "mean_ms": round(float(lat.mean()), 1) if len(lat) else None,
+                "max_ms": round(float(lat.max()), 1) if len(lat) else None,
+                "wall_s": round(self.wall_s, 2), "throughput_rps": round(len(lat) / self.wall_s, 2) if self.wall_s else None,
+                "faces_per_answer": {str(k): v for k, v in sorted(self.faces.items())}}
+
+
+def run_load(url: str, body: bytes, clients: int, requests: int, content_type: str = "image/jpeg",
+             timeout: float = 60.0) -> LoadResult:
+    """``clients`` concurrent keep-alive clients, ``requests`` POST /v1/recognize each."""
+    if clients < 1 or requests < 1:
+        raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
+    host, port = _addr(url)
+    result = LoadResult(clients=clients, requests=requests)
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def client():
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        start.wait()
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/recognize", body=body, headers={"Content-Type": content_type})
+                r = conn.getresponse()
+                payload = r.read()
+                ms = 1000 * (time.perf_counter() - t0)
+                status = r.status
+                n_faces = len(json.loads(payload)["faces"]) if status == 200 else None
+                if r.getheader("connection", "").lower() == "close":
+                    conn.close()
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                status, ms, n_faces = type(e).__name__, None, None
+                conn.close()
+            with lock:
+                result.statuses[status] += 1
+                if status == 200:
+                    result.latencies_ms.append(ms)
+                    result.faces[n_faces] += 1
+        conn.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, name=f"load-{i}") for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+# ----------------------------------------------------------------------------- faults
+
+@dataclass
+class FaultOutcome:
+    name: str
+    expect: str          # what counts as handled
+    outcome: str         # "HTTP 413", "timeout", "closed", "reset", "no response (client left)"
+    status: int | None
+    seconds: float
+    ok: bool
+    message: str = ""
+    key: str = ""        # its name in FAULTS
+
+
+def _read_response(sock: socket.socket, deadline: float) -> tuple[int | None, str, str]:
+    """(status, outcome, message) of whatever the server answers on ``sock`` before ``deadline``."""
+    data = b""
+    try:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), None)
+                if length is not None and len(rest) >= length:
+                    break
+    except socket.timeout:
+        if not data:
+            return None, "timeout", ""
+    except ConnectionResetError:
+        if not data:
+            return None, "reset", ""
+    if not data:
+        return None, "closed", ""
+    try:
+        status = int(data.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return None, "garbled", data[:80].decode("latin-1")
+    body = data.partition(b"\r\n\r\n")[2]
+    try:
+        message = json.loads(body).get("message", "")
+    except ValueError:
+        message = body[:120].decode("latin-1")
+    return status, f"HTTP {status}", message
+
+
+def _connect(url: str, timeout: float) -> socket.socket:
+    host, port = _addr(url)
+    return socket.create_connection((host, port), timeout=timeout)
+
+
+def _request_head(length: int | None, content_type: str = "image/jpeg", chunked: bool = False) -> bytes:
+    lines = ["POST /v1/recognize HTTP/1.1", "Host: loadtest", f"Content-Type: {content_type}"]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _finish(name: str, expect: str, t0: float, status, outcome, message, accept_timeout: bool) -> FaultOutcome:
+    ok = (status is not None and 400 <= status < 500) or (accept_timeout and status is None
+                                                          and outcome in ("timeout", "closed", "reset"))
+    return FaultOutcome(name, expect, outcome, status, round(time.monotonic() - t0, 2), ok, message)
+
+
+def _send_whole(url: str, name: str, body: bytes, content_type: str, timeout: float) -> FaultOutcome:
+    t0 = time.monotonic()
+    with _connect(url, timeout) as s:
+        s.sendall(_request_head(len(body), content_type) + body)
+        status, outcome, message = _read_response(s, t0 + timeout)
+    return _finish(name, "4xx", t0, status, outcome, message, accept_timeout=False)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR claiming ``width`` x ``height`` grey pixels, with one tiny IDAT: the
+    header parses, the pixels do not exist (a decompression-bomb probe that costs nothing to send)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def fault_truncated(url, jpeg: bytes, timeout: float = 30.0, **_):
+    return _send_whole(url, "truncated JPEG (first half of the file)", jpeg[: len(jpeg) // 2], "image/jpeg", timeout)
+
+
+def fault_non_image(url, timeout: float = 30.0, **_):
+    return _send_whole(url, "not an image (text)", b"this is not an image\n" * 50, "image/jpeg", timeout)
+
+
+def fault_huge_dimensions(url, timeout: float = 30.0, **_):
+    return _send_whole(url, "PNG header claiming 30000 x 30000 pixels", png_header_only(30000, 30000), "image/png", timeout)
+
+
+def fault_oversized(url, max_upload_bytes: int, timeout: float = 30.0, **_):
+    """Declares a body one byte over the limit; the server should answer 413 before reading it."""
+    t0 = time.monotonic()
+    with _connect(url, timeout) as s:
+        s.sendall(_request_head(max_upload_bytes + 1))
+        status, outcome, message = _read_response(s, t0 + timeout)
+    return _finish(f"oversized, declared ({max_upload_bytes + 1} bytes)", "4xx", t0, status, outcome, message, False)
+
+
+def _send_until_answered(url: str, first: bytes, pieces, give_up_s: float, wait_s: float, timeout: float):
+    """Send ``first``, then ``pieces`` one by one, waiting ``wait_s`` after each for the server to
+    answer or close; stop at that, when ``pieces`` run out or after ``give_up_s``.
+    Returns (start time, bytes of pieces sent, status, outcome, message)."""
+    t0, sent = time.monotonic(), 0
+    with _connect(url, timeout) as s:
+        try:
+            s.sendall(first)
+            for piece in pieces:
+                if time.monotonic() - t0 > give_up_s:
+                    break
+                s.sendall(piece)
+                sent += len(piece)
+                s.settimeout(wait_s)
+                try:
+                    s.recv(1, socket.MSG_PEEK)          # the server answered (or closed): stop sending
+                except socket.timeout:
+                    continue
+                break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, outcome, message = _read_response(s, time.monotonic() + 5)
+    return t0, sent, status, outcome, message
+
+
+def fault_oversized_chunked(url, max_upload_bytes: int, timeout: float = 30.0, **_):
+    """Streams a chunked body without a length until the server answers (it should, with 413)."""
+    block = b"\xff" * 65536
+    frames = (b"%x\r\n" % len(block) + block + b"\r\n" for _ in range(4 * max_upload_bytes // len(block) + 1))
+    t0, sent, status, outcome, message = _send_until_answered(url, _request_head(None, chunked=True), frames,
+                                                              timeout, 0.01, timeout)
+    return _finish(f"oversized, chunked without a length ({sent} bytes sent)", "4xx", t0, status, outcome, message,
+                   False)
+
+
+def _trickle(url: str, name: str, first: bytes, drip: bytes, give_up_s: float, interval: float, timeout: float):
+    """Send ``first``, then ``drip`` one byte every ``interval`` s: the server should cut it off (4xx)."""
+    t0, _, status, outcome, message = _send_until_answered(url, first, (drip[i:i + 1] for i in range(len(drip))),
+                                                           give_up_s, interval, timeout)
+    return _finish(name, "4xx or timeout", t0, status, outcome, message, True)
+
+
+def fault_slow_body(url, upload_timeout: float, timeout: float = 60.0, interval: float = 0.5, **_):
+    """Declares 100 kB, then sends one byte every ``interval`` s (slowloris on the body)."""
+    return _trickle(url, "slow body: 1 byte per %.1f s (slowloris)" % interval, _request_head(100_000),
+                    bytes(100_000), upload_timeout + 10, interval, timeout)
+
+
+def fault_slow_headers(url, header_timeout: float, timeout: float = 60.0, interval: float = 0.5, **_):
+    """Sends the request line and headers one byte every ``interval`` s (classic slowloris)."""
+    return _trickle(url, "slow headers: 1 byte per %.1f s (slowloris)" % interval, b"", _request_head(10),
+                    header_timeout + 10, interval, timeout)
+
+
+def fault_vanish(url, timeout: float = 10.0, **_):
+    """Declares 100 kB, sends 1 kB and closes the connection: nobody to answer; the server must carry on."""
+    t0 = time.monotonic()
+    with _connect(url, timeout) as s:
+        s.sendall(_request_head(100_000) + b"\x00" * 1000)
+    return FaultOutcome("client vanishes mid-upload", "server unaffected", "no response (client left)", None,
+                        round(time.monotonic() - t0, 2), True)
+
+
+FAULTS = {"truncated": fault_truncated, "non_image": fault_non_image, "huge_dimensions": fault_huge_dimensions,
+          "oversized": fault_oversized, "oversized_chunked": fault_oversized_chunked, "slow_body": fault_slow_body,
+          "slow_headers": fault_slow_headers, "vanish": fault_vanish}
+
+
+def run_faults(url: str, jpeg: bytes, limits: dict, names=None) -> list[FaultOutcome]:
+    """Run the named faults (all by default) at the same time, each on its own connection."""
+    names = list(names or FAULTS)
+    unknown = set(names) - set(FAULTS)
+    if unknown:
+        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(FAULTS)}")
+    kwargs = {"jpeg": jpeg, "max_upload_bytes": int(limits["max_upload_bytes"]),
+              "upload_timeout": float(limits["upload_timeout_s"]), "header_timeout": float(limits["header_timeout_s"])}
+    with ThreadPoolExecutor(len(names)) as ex:
+        futures = {n: ex.submit(FAULTS[n], url, **kwargs) for n in names}
+        out = []
+        for n, f in futures.items():
+            try:
+                o = f.result()
+            except OSError as e:     # e.g. refused connection: the fault could not even be delivered
+                o = FaultOutcome(n, "4xx", f"client error {type(e).__name__}: {e}", None, 0.0, False)
+            o.key = n
+            out.append(o)
+        return out
+
+
+def load_with_faults(url: str, body: bytes, clients: int, requests: int, limits: dict,
+                     fault_names=None, timeout: float = 60.0) -> tuple[LoadResult, list[FaultOutcome]]:
+    """The load and the faults at once: the faults start once the load is under way."""
+    with ThreadPoolExecutor(1) as ex:
+        load = ex.submit(run_load, url, body, clients, requests, "image/jpeg", timeout)
+        time.sleep(0.2)
+        faults = run_faults(url, body, limits, fault_names)
+        return load.result(), faults
+
+
+# ----------------------------------------------------------------------------- report
+
+def markdown_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+    lines = ["| " + " | ".join(title for _, title in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r.get(k) is None else str(r.get(k)) for k, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+LOAD_COLS = [("phase", "phase"), ("clients", "clients"), ("requests", "requests"), ("ok", "200"),
+             ("server_errors", "5xx"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"),
+             ("max_ms", "max ms"), ("throughput_rps", "req/s"), ("wall_s", "wall s")]
+FAULT_COLS = [("name", "fault"), ("expect", "expected"), ("outcome", "outcome"), ("seconds", "s"),
+              ("ok", "handled"), ("message", "server's message")]

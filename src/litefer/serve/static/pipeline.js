@@ -1,0 +1,341 @@
+// The on-device pipeline of the litefer page: the same steps as the Python recognizer with the Haar
+// detector (litefer.detect.HaarDetector, litefer.align.crop_face, litefer.backends.preprocess_numpy),
+// written against opencv.js (`cv`) and onnxruntime-web (`ort`), which the caller passes in.
+// Every number that describes the model (crop size, grayscale, input size, mean, std, TTA, classes)
+// and the detector settings come from the server's GET /v1/model; nothing about the model is fixed here.
+// tests/test_serve_browser.py checks detection, crops, tensors and scores against Python.
+
+// Python's round(): halves go to the even neighbour (Math.round would send them up).
+export function roundHalfEven(x) {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+// ---------------------------------------------------------------------------- preprocessing
+
+// Source indices and weights of PyTorch's bilinear resize (align_corners=False, no antialias),
+// as backends._bilinear_weights computes them.
+export function bilinearWeights(nIn, nOut) {
+  const i0 = new Int32Array(nOut), i1 = new Int32Array(nOut), w1 = new Float32Array(nOut);
+  for (let o = 0; o < nOut; o++) {
+    const src = Math.max((o + 0.5) * (nIn / nOut) - 0.5, 0);
+    const a = Math.min(Math.floor(src), nIn - 1);
+    i0[o] = a;
+    i1[o] = Math.min(a + 1, nIn - 1);
+    w1[o] = src - a;
+  }
+  return { i0, i1, w1 };
+}
+
+function channelStats(values, k) {
+  if (k === values.length) return values.slice(0, k);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return [mean];
+}
+
+// uint8 crops -> float32 N x C x S x S model input, as preprocess_numpy: scale to [0, 1], grey from
+// RGB (BT.601) for 1-channel models, bilinear resize to pp.input_size, grey replicated to 3
+// channels, (x - mean) / std. `crops` is an array of {data: Uint8Array (H*W*C, interleaved), height,
+// width, channels}. Arithmetic is rounded to float32 at the same points as NumPy's.
+export function preprocess(crops, pp) {
+  const inChans = Number(pp.in_chans), size = Number(pp.input_size);
+  const f = Math.fround;
+  const n = crops.length;
+  const out = new Float32Array(n * inChans * size * size);
+  crops.forEach((crop, ci) => {
+    const { data, height: h, width: w, channels: c } = crop;
+    if (data.length !== h * w * c) throw new Error(`crop ${ci}: ${data.length} bytes for ${w}x${h}x${c}`);
+    let planes;                                  // float32 planes, H*W each
+    if (c === inChans || (c === 1 && inChans === 3)) {
+      planes = [];
+      for (let k = 0; k < c; k++) {
+        const p = new Float32Array(h * w);
+        for (let i = 0; i < h * w; i++) p[i] = data[i * c + k] / 255;
+        planes.push(p);
+      }
+    } else if (c === 3 && inChans === 1) {
+      const wr = f(0.299), wg = f(0.587), wb = f(0.114);
+      const p = new Float32Array(h * w);
+      for (let i = 0; i < h * w; i++) {
+        const r = f(data[i * 3] / 255), g = f(data[i * 3 + 1] / 255), b = f(data[i * 3 + 2] / 255);
+        p[i] = f(f(f(r * wr) + f(g * wg)) + f(b * wb));
+      }
+      planes = [p];
+    } else {
+      throw new Error(`cannot map ${c}-channel crops to a ${inChans}-channel model`);
+    }
+    if (h !== size || w !== size) {
+      const rows = bilinearWeights(h, size), cols = bilinearWeights(w, size);
+      planes = planes.map((p) => {
+        const tmp = new Float32Array(size * w);      // rows first, as NumPy does
+        for (let y = 0; y < size; y++) {
+          const a = rows.i0[y] * w, b = rows.i1[y] * w, wy = rows.w1[y], wy0 = f(1 - wy);
+          for (let x = 0; x < w; x++) tmp[y * w + x] = f(f(p[a + x] * wy0) + f(p[b + x] * wy));
+        }
+        const res = new Float32Array(size * size);
+        for (let y = 0; y < size; y++) {
+          for (let x = 0; x < size; x++) {
+            const wx = cols.w1[x];
+            res[y * size + x] = f(f(tmp[y * w + cols.i0[x]] * f(1 - wx)) + f(tmp[y * w + cols.i1[x]] * wx));
+          }
+        }
+        return res;
+      });
+    }
+    if (planes.length === 1 && inChans === 3) planes = [planes[0], planes[0], planes[0]];
+    const mean = channelStats(pp.mean, planes.length), std = channelStats(pp.std, planes.length);
+    const base = ci * inChans * size * size;
+    planes.forEach((p, k) => {
+      const m = f(mean[k]), s = f(std[k]);
+      for (let i = 0; i < size * size; i++) out[base + k * size * size + i] = f(f(p[i] - m) / s);
+    });
+  });
+  return out;
+}
+
+// The same batch mirrored left-right (the width axis), for flip test-time augmentation.
+export function flipWidth(x, n, c, h, w) {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < n * c * h; i++) {
+    const row = i * w;
+    for (let j = 0; j < w; j++) out[row + j] = x[row + w - 1 - j];
+  }
+  return out;
+}
+
+export function softmax(logits, k) {
+  const out = new Float32Array(logits.length);
+  for (let r = 0; r < logits.length / k; r++) {
+    let max = -Infinity, sum = 0;
+    for (let j = 0; j < k; j++) max = Math.max(max, logits[r * k + j]);
+    for (let j = 0; j < k; j++) { out[r * k + j] = Math.exp(logits[r * k + j] - max); sum += out[r * k + j]; }
+    for (let j = 0; j < k; j++) out[r * k + j] /= sum;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------- face detection
+
+// Eye search inside a face (HaarDetector._eyes): the face's upper band resized to a fixed width.
+const EYE_BAND = [0.12, 0.58], EYE_WIDTH = 120, EYE_MIN = 14, EYE_MAX = 60;
+
+export class HaarDetector {
+  // settings: the `browser.detector` object of GET /v1/model; faceXml/eyeXml: cascade file bytes.
+  constructor(cv, settings, faceXml, eyeXml) {
+    this.cv = cv;
+    this.s = settings;
+    this.face = HaarDetector.load(cv, "litefer_face.xml", faceXml);
+    this.eye = settings.find_eyes ? HaarDetector.load(cv, "litefer_eye.xml", eyeXml) : null;
+  }
+
+  static load(cv, name, bytes) {
+    try { cv.FS_unlink("/" + name); } catch (e) { /* not written yet */ }
+    cv.FS_createDataFile("/", name, new Uint8Array(bytes), true, false, false);
+    const clf = new cv.CascadeClassifier();
+    if (!clf.load(name) || clf.empty()) throw new Error(`cannot load the Haar cascade ${name}`);
+    return clf;
+  }
+
+  // Faces in a BGR cv.Mat, largest first: {box: [x, y, w, h], score, eyes: [[x, y], [x, y]] | null}
+  // in the Mat's pixel coordinates (FaceDetector.detect + HaarDetector._detect). The image is
+  // searched at the scale where min_size becomes the cascade's window (smallest_window).
+  detect(bgr) {
+    const cv = this.cv, s = this.s;
+    const h = bgr.rows, w = bgr.cols;
+    let scale = Math.min(1, s.max_side / Math.max(h, w));
+    if (s.smallest_window) scale = Math.min(scale, s.smallest_window / s.min_size);
+    const small = new cv.Mat(), gray = new cv.Mat();
+    const rects = new cv.RectVector(), counts = new cv.IntVector();
+    try {
+      if (scale === 1) bgr.copyTo(small);
+      else cv.resize(bgr, small, new cv.Size(Math.max(1, roundHalfEven(w * scale)), Math.max(1, roundHalfEven(h * scale))),
+                     0, 0, cv.INTER_AREA);
+      cv.cvtColor(small, gray, cv.COLOR_BGR2GRAY);
+      const m = Math.max(24, Math.trunc(roundHalfEven(s.min_size * scale)));
+      this.face.detectMultiScale2(gray, rects, counts, s.scale_factor, s.min_neighbors, 0, new cv.Size(m, m), new cv.Size(0, 0));
+      let found = [];
+      for (let i = 0; i < rects.size(); i++) {
+        const r = rects.get(i), n = counts.get(i);
+        const eyes = this.eye ? this.eyes(gray, r.x, r.y, r.width, r.height) : null;
+        if (this.eye && eyes === null && n < s.min_score_without_eyes) continue;   // likely a false positive
+        found.push({ box: [r.x, r.y, r.width, r.height], score: n, eyes });
+      }
+      if (scale !== 1) {                          // Detection.scaled(1 / scale); eyes are float32 there
+        const k = 1 / scale, f = Math.fround;
+        found = found.map((d) => ({ box: d.box.map((v) => v * k), score: d.score,
+                                    eyes: d.eyes && d.eyes.map(([x, y]) => [f(x * k), f(y * k)]) }));
+      }
+      found = found.filter((d) => Math.min(d.box[2], d.box[3]) >= s.min_size * 0.95);
+      return found.sort((a, b) => b.box[2] * b.box[3] - a.box[2] * a.box[3]);
+    } finally {
+      small.delete(); gray.delete(); rects.delete(); counts.delete();
+    }
+  }
+
+  // The most plausible eye pair in the face's upper band, subject's right eye (image left) first.
+  eyes(gray, x, y, w, h) {
+    const cv = this.cv;
+    const y0 = Math.min(gray.rows, y + Math.trunc(EYE_BAND[0] * h)), y1 = Math.min(gray.rows, y + Math.trunc(EYE_BAND[1] * h));
+    const x1 = Math.min(gray.cols, x + w);
+    if (y1 <= y0 || x1 <= x) return null;
+    const top = gray.roi(new cv.Rect(x, y0, x1 - x, y1 - y0));
+    const s = EYE_WIDTH / w;
+    const roi = new cv.Mat(), found = new cv.RectVector();
+    try {
+      cv.resize(top, roi, new cv.Size(EYE_WIDTH, Math.max(1, roundHalfEven((y1 - y0) * s))), 0, 0,
+                s < 1 ? cv.INTER_AREA : cv.INTER_LINEAR);
+      this.eye.detectMultiScale(roi, found, 1.1, 3, 0, new cv.Size(EYE_MIN, EYE_MIN), new cv.Size(EYE_MAX, EYE_MAX));
+      const centres = [];
+      for (let i = 0; i < found.size(); i++) {
+        const r = found.get(i);
+        centres.push([r.x + r.width / 2, r.y + r.height / 2, r.width]);
+      }
+      const mid = EYE_WIDTH / 2;
+      let best = null, bestCost = Infinity;
+      for (let i = 0; i < centres.length; i++) {
+        for (let j = i + 1; j < centres.length; j++) {
+          const [a, b] = [centres[i], centres[j]];
+          const [left, right] = a[0] < b[0] ? [a, b] : [b, a];
+          const dx = right[0] - left[0], dy = right[1] - left[1];
+          if (!(0.25 * EYE_WIDTH <= dx && dx <= 0.62 * EYE_WIDTH) || Math.abs(dy) > 0.5 * dx) continue;
+          if (left[0] > mid || right[0] < mid) continue;
+          const cost = Math.abs((left[0] + right[0]) / 2 - mid) / mid + Math.abs(dx / EYE_WIDTH - 0.38)
+                     + Math.abs(left[2] - right[2]) / mid;
+          if (cost < bestCost) { best = [left, right]; bestCost = cost; }
+        }
+      }
+      if (best === null) return null;
+      const f = Math.fround;                      // HaarDetector._eyes returns a float32 array
+      return [[f(x + best[0][0] / s), f(y0 + best[0][1] / s)], [f(x + best[1][0] / s), f(y0 + best[1][1] / s)]];
+    } finally {
+      top.delete(); roi.delete(); found.delete();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------- face crops
+
+// Forward 2 x 3 map from image to crop pixels for a Haar detection (align.frame_transform without
+// landmarks): the box enlarged by frameScale about its centre, levelled by the eye line when the
+// tilt exceeds levelAbove degrees.
+export function frameTransform(det, size, rotate, levelAbove, frameScale) {
+  const [x, y, w, h] = det.box;
+  const side = Math.max(w, h) * frameScale;
+  const cx = x + w / 2, cy = y + h / 2;
+  let theta = 0;
+  if (det.eyes) {
+    const [[rx, ry], [lx, ly]] = det.eyes;
+    theta = Math.atan2(ly - ry, lx - rx);
+    if (!rotate || Math.abs(theta * 180 / Math.PI) <= levelAbove) theta = 0;
+  }
+  const k = size / side;
+  const c = Math.cos(-theta) * k, s = Math.sin(-theta) * k;
+  const tx = size / 2 - (c * cx + -s * cy), ty = size / 2 - (s * cx + c * cy);
+  // continuous -> OpenCV pixel centres: t + (A - I) [0.5, 0.5]
+  return [[c, -s, tx + ((c - 1) * 0.5 + -s * 0.5)], [s, c, ty + (s * 0.5 + (c - 1) * 0.5)]];
+}
+
+// cv::invertAffineTransform, same arithmetic.
+export function invertAffine(M) {
+  const [[a11, a12, b1], [a21, a22, b2]] = M;
+  let D = a11 * a22 - a12 * a21;
+  D = D !== 0 ? 1 / D : 0;
+  const A11 = a22 * D, A22 = a11 * D, A12 = -a12 * D, A21 = -a21 * D;
+  return [[A11, A12, -A11 * b1 - A12 * b2], [A21, A22, -A21 * b1 - A22 * b2]];
+}
+
+// The face as the model's training data framed it (align.crop_face): {data, height, width, channels}.
+// `image` is the full-resolution grey (1-channel) or RGB (3-channel) cv.Mat, as spec.grayscale says.
+export function cropFace(cv, image, det, spec, frameScale) {
+  const size = Number(spec.size);
+  const M = frameTransform(det, size, spec.rotate, Number(spec.level_above), frameScale);
+  const [[a00, a01, t0], [a10, a11, t1]] = M;
+  const scale = Math.sqrt(Math.abs(a00 * a11 - a01 * a10));
+  const inv = invertAffine(M);
+  const corners = [[-1, -1], [size, -1], [-1, size], [size, size]];
+  const xs = corners.map(([u, v]) => u * inv[0][0] + v * inv[0][1] + inv[0][2]);
+  const ys = corners.map(([u, v]) => u * inv[1][0] + v * inv[1][1] + inv[1][2]);
+  const w = image.cols, h = image.rows;
+  const x0 = Math.floor(Math.min(...xs)) - 2, y0 = Math.floor(Math.min(...ys)) - 2;
+  const x1 = Math.ceil(Math.max(...xs)) + 3, y1 = Math.ceil(Math.max(...ys)) + 3;
+  const x0c = Math.max(x0, 0), y0c = Math.max(y0, 0), x1c = Math.min(x1, w), y1c = Math.min(y1, h);
+  if (x1c <= x0c || y1c <= y0c) throw new Error(`face box ${det.box} lies outside the ${w}x${h} image`);
+  const roi = image.roi(new cv.Rect(x0c, y0c, x1c - x0c, y1c - y0c));
+  const tx = t0 + (a00 * x0c + a01 * y0c), ty = t1 + (a10 * x0c + a11 * y0c);
+  const factor = scale < 0.5 ? Math.trunc(Math.min(8, Math.floor(1 / scale))) : 1;
+  const big = size * factor;
+  const Mf = cv.matFromArray(2, 3, cv.CV_64F, [a00 * factor, a01 * factor, tx * factor + (factor - 1) / 2,
+                                               a10 * factor, a11 * factor, ty * factor + (factor - 1) / 2]);
+  const warped = new cv.Mat(), crop = new cv.Mat();
+  try {
+    cv.warpAffine(roi, warped, Mf, new cv.Size(big, big), cv.INTER_LINEAR, cv.BORDER_REPLICATE, new cv.Scalar());
+    if (factor > 1) cv.resize(warped, crop, new cv.Size(size, size), 0, 0, cv.INTER_AREA);
+    else warped.copyTo(crop);
+    return { data: new Uint8Array(crop.data), height: size, width: size, channels: crop.channels() };
+  } finally {
+    roi.delete(); Mf.delete(); warped.delete(); crop.delete();
+  }
+}
+
+// ---------------------------------------------------------------------------- the recognizer
+
+export class DeviceRecognizer {
+  // card: GET /v1/model; session: an ort.InferenceSession of GET /v1/model.onnx.
+  constructor(cv, ort, session, card, faceXml, eyeXml) {
+    this.cv = cv; this.ort = ort; this.session = session; this.card = card;
+    this.spec = card.crop; this.pp = card.preprocess; this.classes = card.class_names;
+    this.tta = Boolean(card.tta_flip);
+    this.frameScale = card.browser.detector.frame_scale;
+    this.detector = new HaarDetector(cv, card.browser.detector, faceXml, eyeXml);
+    this.inputName = session.inputNames[0];
+  }
+
+  // Class probabilities (Float32Array, N x K) of crops.
+  async classify(crops) {
+    const n = crops.length, c = Number(this.pp.in_chans), s = Number(this.pp.input_size), k = this.classes.length;
+    if (n === 0) return new Float32Array(0);
+    let x = preprocess(crops, this.pp);
+    let batch = n;
+    if (this.tta) {
+      const both = new Float32Array(2 * x.length);
+      both.set(x); both.set(flipWidth(x, n, c, s, s), x.length);
+      x = both; batch = 2 * n;
+    }
+    const feeds = { [this.inputName]: new this.ort.Tensor("float32", x, [batch, c, s, s]) };
+    const out = await this.session.run(feeds);
+    const logits = out[this.session.outputNames[0]].data;
+    const avg = new Float32Array(n * k);
+    for (let i = 0; i < n * k; i++) avg[i] = this.tta ? (logits[i] + logits[n * k + i]) / 2 : logits[i];
+    return softmax(avg, k);
+  }
+
+  // Faces in an ImageData (RGBA), in its pixel coordinates, shaped like the server's JSON faces.
+  // The pixels go through the same OpenCV calls as in Python, which starts from BGR.
+  async recognize(imageData) {
+    const cv = this.cv;
+    const rgba = cv.matFromImageData(imageData);
+    const bgr = new cv.Mat(), image = new cv.Mat();
+    try {
+      cv.cvtColor(rgba, bgr, cv.COLOR_RGBA2BGR);
+      cv.cvtColor(bgr, image, this.spec.grayscale ? cv.COLOR_BGR2GRAY : cv.COLOR_BGR2RGB);
+      const dets = this.detector.detect(bgr);
+      const crops = dets.map((d) => cropFace(cv, image, d, this.spec, this.frameScale));
+      const probs = await this.classify(crops);
+      const k = this.classes.length;
+      return dets.map((d, i) => {
+        const p = probs.subarray(i * k, (i + 1) * k);
+        let top = 0;
+        for (let j = 1; j < k; j++) if (p[j] > p[top]) top = j;
+        const scores = {};
+        this.classes.forEach((name, j) => { scores[name] = p[j]; });
+        return { box: d.box.map((v) => roundHalfEven(v)), label: this.classes[top], score: p[top], scores,
+                 detection_score: d.score, aligned: Boolean(d.eyes), crop: crops[i] };
+      });
+    } finally {
+      rgba.delete(); bgr.delete(); image.delete();
+    }
+  }
+}

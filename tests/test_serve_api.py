@@ -1,0 +1,222 @@
+"""litefer serve: settings, upload decoding, the bounded pool, and every route through the real app."""
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from litefer.align import CropSpec
+from litefer.serve.engine import RecognizerPool, ServeConfig, ServeError, decode_upload
+from litefer.serve.loadtest import png_header_only
+from serve_support import CLASSES, astronaut_rgb, encode
+
+
+# ----------------------------------------------------------------------------- units
+
+def test_config_rejects_bad_settings():
+    with pytest.raises(ValueError, match="workers=0"):
+        ServeConfig(workers=0)
+    with pytest.raises(ValueError, match="upload_timeout=-1"):
+        ServeConfig(upload_timeout=-1)
+    with pytest.raises(ValueError, match="backend"):
+        ServeConfig(backend="tensorflow")
+    assert ServeConfig(workers=2, queue=5).capacity == 7
+
+
+def test_decode_upload_limits_and_errors():
+    rgb = astronaut_rgb()
+    bgr = decode_upload(encode(rgb, "PNG"), 40_000_000, 10_000)
+    assert bgr.shape == (512, 512, 3) and np.array_equal(bgr[..., ::-1], rgb)
+    cases = [(b"", 400, "empty upload"),
+             (b"plain text, not pixels\n" * 20, 415, "not an image"),
+             (encode(rgb, "JPEG")[:3000], 422, "truncated"),
+             (png_header_only(30000, 30000), 422, "too large|limits"),
+             (png_header_only(5000, 20), 422, "4000 px per side")]
+    for data, status, pattern in cases:
+        with pytest.raises(ServeError, match=pattern) as e:
+            decode_upload(data, 40_000_000, 4000)
+        assert e.value.status == status, (pattern, e.value.message)
+    with pytest.raises(ServeError, match="0.1 MP"):
+        decode_upload(encode(rgb, "PNG"), 100_000, 4000)
+
+
+def test_pool_admits_at_most_its_capacity_and_drops_expired_jobs():
+    release = threading.Event()
+    made = []
+
+    def factory():
+        made.append(object())
+        return made[-1]
+
+    pool = RecognizerPool(factory, workers=1, capacity=2)
+    assert len(made) == 1
+    try:
+        first = pool.submit(lambda rec: release.wait(10) and rec)
+        queued = pool.submit(lambda rec: "second")
+        assert first is not None and queued is not None
+        assert pool.submit(lambda rec: "third") is None            # full: refused, not queued
+        assert pool.stats["rejected_busy"] == 1
+        expired = None
+        release.set()
+        assert first.result(5) is made[0] and queued.result(5) == "second"
+        expired = pool.submit(lambda rec: "late", deadline=time.monotonic() - 1)
+        with pytest.raises(ServeError, match="deadline") as e:
+            expired.result(5)
+        assert e.value.status == 503
+        deadline = time.monotonic() + 5
+        while pool.inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool.inflight == 0
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+# ----------------------------------------------------------------------------- the app, in process
+
+def _testclient_class():
+    """Starlette's TestClient; recent Starlette warns that it will move from httpx to httpx2, which
+    changes nothing for these tests."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with")
+        from fastapi.testclient import TestClient
+    return TestClient
+
+
+@pytest.fixture(scope="module")
+def client(serve_model):
+    from litefer.serve import create_app
+
+    TestClient = _testclient_class()
+
+    cfg = ServeConfig(weights=str(serve_model[1]), workers=1, queue=2, max_upload_bytes=200_000,
+                      max_side=4000, max_pixels=4_000_000)
+    with TestClient(create_app(cfg)) as c:
+        yield c
+
+
+def test_recognize_matches_the_python_api(client, serve_model):
+    from litefer import Recognizer
+
+    rgb = astronaut_rgb()
+    jpeg = encode(rgb, "JPEG", quality=95)
+    raw = client.post("/v1/recognize", content=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert raw.status_code == 200, raw.text
+    body = raw.json()
+    assert (body["width"], body["height"], body["model"]) == (512, 512, "litefer_cpsca")
+    assert set(body["timing_ms"]) == {"queue", "decode", "recognize", "total"}
+    form = client.post("/v1/recognize", files={"file": ("astronaut.jpg", jpeg, "image/jpeg")}).json()
+    # curl --data-binary labels the body as a URL-encoded form: still taken as the image
+    curl_like = client.post("/v1/recognize", content=jpeg,
+                            headers={"Content-Type": "application/x-www-form-urlencoded"}).json()
+    rec = Recognizer(str(serve_model[1]), backend="onnxruntime")
+    expected = [f.to_dict() for f in rec.recognize(decode_upload(jpeg, 10**8, 10**5))]
+    assert len(expected) == 1
+    for got in (body["faces"], form["faces"], curl_like["faces"]):
+        assert got == json.loads(json.dumps(expected))
+    face = body["faces"][0]
+    assert list(face["scores"]) == CLASSES and face["label"] == max(face["scores"], key=face["scores"].get)
+    x, y, w, h = face["box"]
+    assert 150 < x < 200 and 40 < y < 100 and 80 < w < 120         # the astronaut's face
+
+
+def test_errors_are_json_with_4xx(client):
+    rgb = astronaut_rgb()
+
+    def check(resp, status, pattern):
+        assert resp.status_code == status, resp.text
+        body = resp.json()
+        assert body["status"] == status and isinstance(body["error"], str)
+        assert re.search(pattern, body["message"]), body["message"]
+
+    check(client.post("/v1/recognize", content=b""), 400, "empty upload")
+    check(client.post("/v1/recognize", content=b"hello world" * 10), 415, "not an image")
+    check(client.post("/v1/recognize", content=encode(rgb, "JPEG")[:5000]), 422, "truncated")
+    check(client.post("/v1/recognize", content=b"\0" * 300_000), 413, "200000-byte limit")
+    check(client.post("/v1/recognize", content=png_header_only(4001, 10)), 422, "4000 px per side")
+    check(client.post("/v1/recognize", files={"photo": ("a.txt", b"x", "text/plain")},
+                      data={"note": "no image"}), 415, "not an image")
+    check(client.post("/v1/recognize", data={"note": "fields only"},
+                      headers={"Content-Type": "multipart/form-data; boundary=xyz"}), 400, "")
+    check(client.get("/v1/recognize"), 405, "Method Not Allowed")
+    check(client.get("/nowhere"), 404, "Not Found")
+    check(client.get("/v1/cascades/haarcascade_fullbody.xml"), 404, "unknown cascade")
+
+
+def test_health_model_card_and_model_files(client, serve_model):
+    import cv2
+    import onnx
+
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["workers"] == 1 and h["capacity"] == 3
+    card = client.get("/v1/model").json()
+    meta = json.loads({p.key: p.value for p in onnx.load(str(serve_model[1])).metadata_props}["litefer"])
+    for key in ("class_names", "preprocess", "tta_flip"):
+        assert card[key] == meta[key]
+    assert card["crop"] == CropSpec.from_meta(meta).to_dict()
+    assert card["limits"]["max_upload_bytes"] == 200_000
+    det = card["browser"]["detector"]
+    assert (det["scale_factor"], det["min_neighbors"], det["min_size"]) == (1.1, 5, 32)
+    assert abs(det["frame_scale"] - 48 / 47) < 1e-12
+    onnx_bytes = client.get(card["browser"]["onnx_url"]).content
+    assert onnx_bytes == Path(serve_model[1]).read_bytes()
+    xml = client.get(det["face_cascade"])
+    assert xml.status_code == 200 and xml.content == (Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml").read_bytes()
+    assert client.get(det["eye_cascade"]).status_code == 200
+
+
+def test_openapi_and_docs_and_page(client):
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/recognize"]["post"]
+    assert {"image/*", "multipart/form-data"} <= set(op["requestBody"]["content"])
+    assert {"200", "413", "415", "422", "503"} <= set(op["responses"])
+    assert {"/healthz", "/v1/model", "/v1/model.onnx"} <= set(spec["paths"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    page = client.get("/")
+    assert page.status_code == 200 and '<script type="module" src="/static/app.js">' in page.text
+    for asset in ("/static/app.js", "/static/pipeline.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+
+
+# ----------------------------------------------------------------------------- command line
+
+def test_cli_refuses_missing_weights_clearly(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "litefer", "serve", "--weights", str(tmp_path / "nope.pt")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "nope.pt does not exist" in out.stderr
+
+
+def test_cli_serves_a_pt_file_exported_for_the_page(serve_model, tmp_path):
+    """A .pt weights file is exported to ONNX once (cached by content hash) for the page."""
+    from litefer.serve.loadtest import get_json
+    from serve_support import serve
+
+    env_cache = tmp_path / "cache"                        # conftest points LITEFER_CACHE here; the server inherits it
+    with serve(serve_model[0], tmp_path / "log.txt", "--workers", "1", "--backend", "torch") as (url, _):
+        status, card = get_json(url, "/v1/model")
+        assert status == 200 and card["server"]["backend"] == "torch"
+    assert len(list((env_cache / "serve").glob("test_model-*.onnx"))) == 1
+
+
+def test_packaged_default_model_serves_the_astronaut():
+    from litefer.backends import DEFAULT_FILES, packaged_file
+
+    try:
+        packaged_file(DEFAULT_FILES["default"]["onnxruntime"])
+    except FileNotFoundError:
+        pytest.skip("packaged default weights (src/litefer/weights/litefer_cpsca_ferplus.onnx) not built yet")
+    from litefer.serve import create_app
+
+    with _testclient_class()(create_app(ServeConfig(workers=1, queue=1))) as c:
+        r = c.post("/v1/recognize", content=encode(astronaut_rgb(), "JPEG"))
+        assert r.status_code == 200 and len(r.json()["faces"]) == 1
+        assert c.get("/v1/model").json()["card"] is not None

@@ -1,0 +1,158 @@
+"""The litefer page in headless Chromium (Debian's ``chromium`` package, driven by Playwright).
+
+The fake webcam plays a Y4M video made from scikit-image's astronaut photo. In both modes (frames
+sent to the server; everything on-device with opencv.js + onnxruntime-web) the page must show a face
+box and a label; screenshots go to tests/artifacts/. The on-device pipeline is then checked against
+Python on the same photo: the face box, the 48 x 48 crop, the model input tensor and the scores.
+
+Skipped only when Chromium is not installed (``apt-get install chromium``; ``.ci/run`` does it).
+"""
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serve_support import CLASSES, astronaut_rgb, encode, webcam_frame, write_y4m
+
+CHROMIUM = os.environ.get("LITEFER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+         "--use-fake-ui-for-media-stream"]
+WAIT_MS = 90_000
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                                reason=f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) "
+                                       "or set LITEFER_CHROMIUM to run the browser test")
+
+
+@pytest.fixture(scope="module")
+def page(serve_url, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    from litefer.serve.app import vendor_manifest
+
+    if vendor_manifest() is None:
+        pytest.fail("the page's npm files are missing from src/litefer/serve/static/vendor/: run `make web`")
+    folder = tmp_path_factory.mktemp("browser")
+    video = write_y4m(folder / "webcam.y4m", webcam_frame(astronaut_rgb()))
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=FLAGS + [f"--use-file-for-fake-video-capture={video}"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 860}, permissions=["camera"])
+            pg = context.new_page()
+            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            pg.goto(serve_url + "/")
+            pg.wait_for_selector("body[data-ready='1']", timeout=WAIT_MS)
+            pg.problems = problems
+            yield pg
+        finally:
+            browser.close()
+
+
+def faces_of(pg):
+    return pg.evaluate("""() => window.litefer.state.lastFaces.map(f => ({box: f.box, label: f.label,
+        score: f.score, scores: f.scores, crop: f.crop ? Array.from(f.crop.data) : null}))""")
+
+
+def check_face_shown(pg, mode):
+    faces = faces_of(pg)
+    assert len(faces) == 1, faces
+    f = faces[0]
+    assert f["label"] in CLASSES and set(f["scores"]) == set(CLASSES)
+    x, y, w, h = f["box"]
+    # webcam_frame puts the 512 px photo, scaled to 480 px, 80 px from the left: face near (246, 62, 89)
+    assert 225 < x < 270 and 40 < y < 90 and 70 < w < 115, f["box"]
+    assert pg.locator("#faces .face .label").first.text_content() == f["label"]
+    assert pg.locator("#faces .face .bar").count() == len(CLASSES)
+    assert pg.text_content("#fps").endswith("fps") and pg.text_content("#fps") != "– fps"
+    painted = pg.evaluate("""() => { const c = document.getElementById('overlay');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
+    assert painted > 500, "no box drawn over the video"
+    pg.screenshot(path=str(ARTIFACTS / f"serve_webcam_{mode}.png"))
+    return f
+
+
+def test_webcam_in_server_mode_shows_a_face_box_and_label(page):
+    page.click("#start")
+    page.wait_for_function("window.litefer.state.facesSeen.server >= 2", timeout=WAIT_MS)
+    check_face_shown(page, "server")
+
+
+def test_webcam_on_device_shows_a_face_box_and_label(page):
+    server_face = faces_of(page)[0]
+    page.check("input[name=mode][value=device]")
+    page.wait_for_function("window.litefer.state.facesSeen.device >= 2", timeout=WAIT_MS)
+    assert "on-device ready" in page.text_content("#status")
+    f = check_face_shown(page, "device")
+    # the server saw JPEG-compressed frames, the page the raw ones: same face, close scores
+    assert max(abs(a - b) for a, b in zip(f["box"], server_face["box"])) <= 8
+    assert max(abs(f["scores"][c] - server_face["scores"][c]) for c in CLASSES) < 0.1
+    page.click("#stop")
+
+
+def test_page_preprocessing_matches_python(page, serve_model):
+    from litefer.backends import preprocess_numpy
+
+    rng = np.random.default_rng(0)
+    cases = [((48, 48, 1), {"input_size": 64, "in_chans": 3}), ((48, 48, 1), {"input_size": 48, "in_chans": 3}),
+             ((40, 40, 3), {"input_size": 64, "in_chans": 3}),
+             ((50, 50, 3), {"input_size": 32, "in_chans": 1}), ((64, 64, 1), {"input_size": 64, "in_chans": 3})]
+    norm = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    for shape, pp in cases:
+        pp = {**pp, **norm}
+        crop = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        got = page.evaluate("""async ([data, shape, pp]) => {
+            const P = await import('/static/pipeline.js');
+            const crop = {data: Uint8Array.from(data), height: shape[0], width: shape[1], channels: shape[2]};
+            const x = P.preprocess([crop], pp);
+            const flipped = P.flipWidth(x, 1, pp.in_chans, pp.input_size, pp.input_size);
+            return [Array.from(x), Array.from(flipped)]; }""", [crop.ravel().tolist(), list(shape), pp])
+        want = preprocess_numpy(crop[None], pp)
+        x = np.array(got[0], np.float32).reshape(want.shape)
+        assert np.abs(x - want).max() < 1e-5, (shape, pp, np.abs(x - want).max())
+        assert np.abs(np.array(got[1], np.float32).reshape(want.shape) - want[..., ::-1]).max() < 1e-5
+
+
+def test_on_device_result_matches_python_on_a_photo(page, serve_model, tmp_path):
+    """Same photo, same ONNX file: the page's detection, crop, tensor and scores are Python's."""
+    from litefer import Recognizer
+    from litefer.inputs import read_image
+
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(encode(astronaut_rgb(), "PNG"))
+    rec = Recognizer(str(serve_model[1]), backend="onnxruntime")
+    bgr = read_image(photo)
+    (det,), (crop,), _ = rec.detect_and_crop(bgr)
+    want = rec.recognize(bgr)[0]
+
+    page.check("input[name=mode][value=device]")
+    before = page.evaluate("window.litefer.state.frames.device")
+    page.set_input_files("#file", str(photo))
+    page.wait_for_function(f"window.litefer.state.frames.device > {before}", timeout=WAIT_MS)
+    (got,) = faces_of(page)
+    assert got["box"] == list(want.box)
+    assert got["label"] == want.label
+    diff = np.abs(np.array(got["crop"], np.int16) - crop.ravel().astype(np.int16))
+    assert diff.max() <= 1, f"crop differs by up to {diff.max()} grey levels"
+    assert max(abs(got["scores"][c] - want.scores[c]) for c in CLASSES) < 1e-4
+    page.screenshot(path=str(ARTIFACTS / "serve_photo_device.png"))
+
+    # server mode re-analyses the same file: the server's answer is exactly the Python API's
+    before = page.evaluate("window.litefer.state.frames.server")
+    page.check("input[name=mode][value=server]")
+    page.wait_for_function(f"window.litefer.state.frames.server > {before}", timeout=WAIT_MS)
+    (srv,) = faces_of(page)
+    assert srv["box"] == list(want.box) and srv["label"] == want.label
+    assert max(abs(srv["scores"][c] - want.scores[c]) for c in CLASSES) < 1e-5
+
+
+def test_no_errors_in_the_page(page):
+    assert not [p for p in page.problems if "favicon" not in p], page.problems
