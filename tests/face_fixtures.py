@@ -119,6 +119,10 @@ def photo_dir(tmp_path_factory) -> Path:
     cv2.imwrite(str(d / "rgb16.png"), astronaut_bgr().astype(np.uint16) * 257)
     Image.fromarray((rgb.mean(2) * 257).astype(np.uint16)).save(d / "grey16.png")
     cv2.imwrite(str(d / "two_faces.png"), two_face_composite())
+    # a phone-style JPEG: pixels stored sideways, EXIF orientation 6 says "turn 90 degrees clockwise"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(rgb, 1))).save(d / "sideways_exif.jpg", quality=92, exif=exif)
     cv2.imwrite(str(d / "no_face.png"), np.full((200, 300, 3), 127, np.uint8))
     data = (d / "astronaut.jpg").read_bytes()
     (d / "truncated.jpg").write_bytes(data[: len(data) // 3])

@@ -30,7 +30,7 @@ def test_folder_with_images_videos_and_bad_files(checkpoint, inputs, tmp_path, c
     captured = capsys.readouterr()
     table, summary = captured.out, captured.err
     assert "happiness" in table and "no face found" in table and "skipped:" in table
-    assert "8 image(s) (7 with faces)" in summary and "1 video(s)/stream(s), 3 frame(s) analysed" in summary
+    assert "9 image(s) (8 with faces)" in summary and "1 video(s)/stream(s), 3 frame(s) analysed" in summary
     assert "skipped 4:" in summary
     for reason in ("1 truncated or corrupt image", "1 not an image", "1 empty file", "1 unopenable video"):
         assert reason in summary

@@ -43,8 +43,8 @@ def test_one_face_from_every_input_type(rec_torch, photo_dir):
                   rec_torch.recognize(photo_dir / "rgba.png")):
         assert [o.box for o in other] == [f.box]
         np.testing.assert_allclose(probs(other), probs(ref), atol=1e-5)
-    # grey and JPEG versions of the photo: same face, nearly the same answer
-    for name in ("grey.png", "grey16.png", "astronaut.jpg"):
+    # grey, JPEG and sideways-with-EXIF versions of the photo: same face, nearly the same answer
+    for name in ("grey.png", "grey16.png", "astronaut.jpg", "sideways_exif.jpg"):
         other = rec_torch.recognize(photo_dir / name)
         assert len(other) == 1 and np.abs(np.array(other[0].box) - f.box).max() <= 4
         np.testing.assert_allclose(probs(other), probs(ref), atol=0.05)

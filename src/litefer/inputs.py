@@ -132,6 +132,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
                 return pil_to_bgr(im, str(path))
     except InputError:
         raise
+    except PermissionError:
+        raise InputError(f"{path}: cannot read (permission denied)") from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (format not recognised)") from None
     except Image.DecompressionBombError as e:

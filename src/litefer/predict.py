@@ -260,6 +260,9 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
             out.results.append(_stripped(r))
             bar.update(1)
         ok = True
+    except KeyboardInterrupt:
+        ok = n > 0
+        raise
     except InputError as e:
         entry["error"] = str(e)
         out.skip(str(e), "video")
@@ -268,8 +271,8 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
         bar.close()
         if sink is not None:
             sink.close(keep=n > 0)
-    if ok:
-        out.counts["streams" if is_cam else "videos"] += 1
+        if ok:
+            out.counts["streams" if is_cam else "videos"] += 1
 
 
 def _error_result(name, message):
