@@ -1,6 +1,6 @@
 """Per-face model latency (batch 1) and throughput (batch 64) on the CPU: PyTorch eager, ONNX Runtime
 fp32 and ONNX Runtime static INT8, for litefer_cpsca and mobilenetv3_large in the same run, at the
-shipped input size (64) and at 224, with 1 and 2 threads.
+shipped model's input size (read from the packaged weights) and at 224, with 1 and 2 threads.
 
     .venv/bin/python benchmarks/inference_speed.py --calib ../shared/data/fer2013
 
@@ -32,6 +32,17 @@ from litefer.profile import environment, torch_threads
 from litefer.utils import atomic_write_json, atomic_write_text
 
 MODELS = ("litefer_cpsca", "mobilenetv3_large")
+
+
+def default_input_size() -> int:
+    """The packaged default weights' input size (64 when they are not installed)."""
+    from litefer.backends import DEFAULT_FILES, packaged_file
+    from litefer.weights import read_weights
+
+    try:
+        return int(read_weights(packaged_file(DEFAULT_FILES["default"]["torch"]))["preprocess"]["input_size"])
+    except FileNotFoundError:
+        return 64
 
 
 def timed_ms(fn, min_runs: int = 5, min_seconds: float = 1.5, warmup: int = 3) -> float:
@@ -119,7 +130,8 @@ def report(rows: list[dict], env: dict, command: str, calib: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(MODELS))
-    p.add_argument("--sizes", nargs="+", type=int, default=[64, 224])
+    p.add_argument("--sizes", nargs="+", type=int, default=None,
+                   help="input sizes (default: the packaged weights' input size, or 64 without them, and 224)")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--calib", default="astronaut", help="INT8 calibration faces: FERPlus root, folder, or astronaut")
     p.add_argument("--calib-size", type=int, default=256)
@@ -127,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/inference_speed", help="output path without suffix")
     args = p.parse_args(argv)
     env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    if args.sizes is None:
+        args.sizes = [default_input_size(), 224]
     faces = load_faces(args.calib, CropSpec(), "train", args.calib_size, seed=3)
     rows = []
     with tempfile.TemporaryDirectory(prefix="litefer-speed-") as tmp:
