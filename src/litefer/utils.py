@@ -8,6 +8,15 @@ import tempfile
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def cache_dir() -> Path:
     """Where parsed data sets are cached (``$LITEFER_CACHE`` or ``~/.cache/litefer``)."""
     path = Path(os.environ.get("LITEFER_CACHE", Path.home() / ".cache" / "litefer"))
@@ -25,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
