@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from litefer.align import FER2013_TEMPLATE, HAAR_FRAME_SCALE, CropSpec, crop_face, frame_transform
+from litefer.inference.align import FER2013_TEMPLATE, HAAR_FRAME_SCALE, CropSpec, crop_face, frame_transform
 from litefer.data.ferplus import load_arrays, majority_labels
-from litefer.detect import HaarDetector, YuNetDetector
-from litefer.inputs import array_to_bgr
+from litefer.inference.detect import HaarDetector, YuNetDetector
+from litefer.inference.inputs import array_to_bgr
 from litefer.utils import atomic_write_bytes, atomic_write_text
 
 UP, PAD = 4, 48          # FER faces are measured at 4x (192 px) with a 48 px replicated border

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from litefer import create_model
-from litefer.align import CropSpec
-from litefer.backends import ort_session, preprocess_numpy
+from litefer.inference.align import CropSpec
+from litefer.inference.backends import ort_session, preprocess_numpy
 from litefer.data.transforms import Preprocess
 from litefer.export import export_onnx
 from litefer.export_tools import load_faces, quantize_int8
@@ -36,7 +36,7 @@ MODELS = ("litefer_cpsca", "mobilenetv3_large")
 
 def default_input_size() -> int:
     """The packaged default weights' input size (64 when they are not installed)."""
-    from litefer.backends import DEFAULT_FILES, packaged_file
+    from litefer.inference.backends import DEFAULT_FILES, packaged_file
     from litefer.weights import read_weights
 
     try:

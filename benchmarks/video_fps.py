@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from litefer import Recognizer
-from litefer.backends import DEFAULT_FILES, packaged_file
-from litefer.inputs import array_to_bgr, iter_frames
+from litefer.inference.backends import DEFAULT_FILES, packaged_file
+from litefer.inference.inputs import array_to_bgr, iter_frames
 from litefer.utils import atomic_write_json, atomic_write_text
 
 
@@ -75,7 +75,7 @@ def fp32_onnx(weights: str, tmp: Path) -> str:
 
 def stage_times(rec: Recognizer, video: Path) -> dict:
     """Frame-by-frame loop (batch = the faces of one frame): mean ms per stage."""
-    from litefer.align import crop_face
+    from litefer.inference.align import crop_face
 
     t = {"decode": 0.0, "detect": 0.0, "crop": 0.0, "classify": 0.0}
     n, faces = 0, 0

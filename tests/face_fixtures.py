@@ -46,9 +46,9 @@ def make_checkpoint(path: Path, class_names=None, input_size: int = 64, seed: in
     """A litefer_cpsca weights file with random weights and BatchNorm statistics measured on real face
     crops, so that its outputs differ between faces like a trained model's do."""
     from litefer import create_model
-    from litefer.align import CropSpec, crop_face
+    from litefer.inference.align import CropSpec, crop_face
     from litefer.data.transforms import Preprocess, preprocess
-    from litefer.detect import HaarDetector
+    from litefer.inference.detect import HaarDetector
     from litefer.utils import atomic_torch_save
     from litefer.weights import weights_payload
 

@@ -7,9 +7,9 @@ import pytest
 from face_fixtures import FACE_CENTRE, astronaut_bgr, astronaut_rgb, photo_dir, two_face_composite, yunet_path  # noqa: F401
 from PIL import Image
 
-from litefer.align import FER2013_TEMPLATE, CropSpec, crop_face, frame_transform, quality_issues
-from litefer.detect import Detection, HaarDetector, YuNetDetector, create_detector
-from litefer.inputs import InputError, expand_inputs, load_image, read_image
+from litefer.inference.align import FER2013_TEMPLATE, CropSpec, crop_face, frame_transform, quality_issues
+from litefer.inference.detect import Detection, HaarDetector, YuNetDetector, create_detector
+from litefer.inference.inputs import InputError, expand_inputs, load_image, read_image
 
 
 def centre(box):

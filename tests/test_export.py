@@ -10,7 +10,7 @@ from face_fixtures import astronaut_bgr, checkpoint, photo_dir, rec_torch  # noq
 from fixtures import write_ferplus
 
 import litefer
-from litefer.align import CropSpec
+from litefer.inference.align import CropSpec
 from litefer.cli import main as cli
 from litefer.export_tools import astronaut_faces, export
 

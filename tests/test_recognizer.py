@@ -15,9 +15,9 @@ from face_fixtures import (FACE_CENTRE, astronaut_bgr, astronaut_rgb, checkpoint
 from PIL import Image
 
 import litefer
-from litefer.backends import DEFAULT_FILES, preprocess_numpy, resolve_weights
+from litefer.inference.backends import DEFAULT_FILES, preprocess_numpy, resolve_weights
 from litefer.data.transforms import Preprocess, preprocess
-from litefer.inputs import InputError
+from litefer.inference.inputs import InputError
 
 CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from litefer.align import CropSpec
+from litefer.inference.align import CropSpec
 from litefer.serve.engine import RecognizerPool, ServeConfig, ServeError, decode_upload
 from litefer.serve.loadtest import png_header_only
 from serve_support import CLASSES, astronaut_rgb, encode
@@ -208,7 +208,7 @@ def test_cli_serves_a_pt_file_exported_for_the_page(serve_model, tmp_path):
 
 
 def test_packaged_default_model_serves_the_astronaut():
-    from litefer.backends import DEFAULT_FILES, packaged_file
+    from litefer.inference.backends import DEFAULT_FILES, packaged_file
 
     try:
         packaged_file(DEFAULT_FILES["default"]["onnxruntime"])

@@ -99,7 +99,7 @@ def test_webcam_on_device_shows_a_face_box_and_label(page):
 
 
 def test_page_preprocessing_matches_python(page, serve_model):
-    from litefer.backends import preprocess_numpy
+    from litefer.inference.backends import preprocess_numpy
 
     rng = np.random.default_rng(0)
     cases = [((48, 48, 1), {"input_size": 64, "in_chans": 3}), ((48, 48, 1), {"input_size": 48, "in_chans": 3}),
@@ -124,7 +124,7 @@ def test_page_preprocessing_matches_python(page, serve_model):
 def test_on_device_result_matches_python_on_a_photo(page, serve_model, tmp_path):
     """Same photo, same ONNX file: the page's detection, crop, tensor and scores are Python's."""
     from litefer import Recognizer
-    from litefer.inputs import read_image
+    from litefer.inference.inputs import read_image
 
     photo = tmp_path / "astronaut.png"
     photo.write_bytes(encode(astronaut_rgb(), "PNG"))

@@ -10,12 +10,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": "litefer.models",
     "list_models": "litefer.models",
-    "Recognizer": "litefer.recognizer",
-    "FaceResult": "litefer.recognizer",
-    "ImageResult": "litefer.recognizer",
-    "to_dataframe": "litefer.recognizer",
-    "write_csv": "litefer.recognizer",
-    "InputError": "litefer.inputs",
+    "Recognizer": "litefer.inference.recognizer",
+    "FaceResult": "litefer.inference.recognizer",
+    "ImageResult": "litefer.inference.recognizer",
+    "to_dataframe": "litefer.inference.recognizer",
+    "write_csv": "litefer.inference.recognizer",
+    "InputError": "litefer.inference.inputs",
 }
 __all__ = [*_LAZY, "__version__"]
 

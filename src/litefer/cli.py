@@ -10,7 +10,7 @@ COMMANDS = {
     "profile": ("litefer.profile", "params, GMac, sizes and latency of registered models"),
     "train": ("litefer.train.cli", "train a model from a YAML config"),
     "eval": ("litefer.train.evaluate", "evaluate a checkpoint on a data set split"),
-    "predict": ("litefer.predict", "recognize expressions in images, folders, videos or a webcam"),
+    "predict": ("litefer.inference.predict", "recognize expressions in images, folders, videos or a webcam"),
     "export": ("litefer.export_tools", "export weights to ONNX, INT8 ONNX or TorchScript, with parity checks"),
     "package": ("litefer.package", "turn a finished run into shippable weights + model card"),
     "serve": ("litefer.serve.cli", "HTTP API and live web page (webcam, on the server or in the browser)"),

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .align import CropSpec, crop_face
-from .backends import META_KEY, OnnxBackend, export_metadata, preprocess_numpy, resolve_weights, softmax
-from .inputs import IMAGE_SUFFIXES, InputError, read_image
+from .inference.align import CropSpec, crop_face
+from .inference.backends import META_KEY, OnnxBackend, export_metadata, preprocess_numpy, resolve_weights, softmax
+from .inference.inputs import IMAGE_SUFFIXES, InputError, read_image
 from .utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ def astronaut_faces(spec: CropSpec, n: int = 32) -> np.ndarray:
     import cv2
     from skimage import data
 
-    from .detect import HaarDetector
-    from .inputs import array_to_bgr
+    from .inference.detect import HaarDetector
+    from .inference.inputs import array_to_bgr
 
     photo = array_to_bgr(data.astronaut(), "rgb")
     det = HaarDetector().detect(photo)[0]
@@ -102,7 +102,7 @@ def astronaut_faces(spec: CropSpec, n: int = 32) -> np.ndarray:
 
 def folder_faces(folder: Path, spec: CropSpec, n: int | None = None, seed: int = 0) -> np.ndarray:
     """Face crops from a folder: small images are crops already, larger ones are photos to detect in."""
-    from .detect import HaarDetector
+    from .inference.detect import HaarDetector
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
-from ..align import CropSpec
+from ..inference.align import CropSpec
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
 
@@ -101,9 +101,9 @@ def cascade_dir() -> Path:
 
 def detector_settings(cfg: ServeConfig) -> dict:
     """The Haar settings the page's on-device detector uses, read from a detector built the way the
-    server builds its own (``litefer.detect.HaarDetector``)."""
-    from ..align import HAAR_FRAME_SCALE
-    from ..detect import HaarDetector
+    server builds its own (``litefer.inference.detect.HaarDetector``)."""
+    from ..inference.align import HAAR_FRAME_SCALE
+    from ..inference.detect import HaarDetector
 
     d = HaarDetector(min_size=cfg.min_face, **({"max_side": cfg.detect_max_side} if cfg.detect_max_side else {}))
     face_cascade = inspect.signature(HaarDetector.__init__).parameters["cascade"].default

@@ -104,7 +104,7 @@ class ModelFiles:
 
 
 def _onnx_meta(path: Path) -> dict:
-    from ..backends import META_KEY
+    from ..inference.backends import META_KEY
     import onnx
 
     try:
@@ -153,7 +153,7 @@ def prepare_model(cfg: ServeConfig) -> ModelFiles:
 
     Raises FileNotFoundError / ValueError with a message naming the file and what to pass instead.
     """
-    from ..backends import resolve_weights
+    from ..inference.backends import resolve_weights
 
     w = str(cfg.weights)
     if cfg.backend == "onnxruntime":
@@ -195,7 +195,7 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from ..inputs import InputError, pil_to_bgr
+    from ..inference.inputs import InputError, pil_to_bgr
 
     if not data:
         raise ServeError(400, "empty upload: send the image file as the request body or as a multipart 'file' field")
@@ -231,7 +231,7 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
 
 def recognize_image(rec, bgr: np.ndarray) -> list[dict]:
     """Faces of one BGR image as JSON-ready dicts."""
-    from ..inputs import InputError
+    from ..inference.inputs import InputError
 
     try:
         return [f.to_dict() for f in rec.recognize(bgr)]
@@ -302,7 +302,7 @@ class RecognizerPool:
 def make_recognizer_factory(cfg: ServeConfig, model: ModelFiles):
     """A callable building one recognizer for one worker thread."""
     def factory():
-        from ..recognizer import Recognizer
+        from ..inference.recognizer import Recognizer
 
         extra = {"max_side": cfg.detect_max_side} if cfg.detect_max_side else {}
         return Recognizer(weights=str(model.weights), detector=cfg.detector, backend=model.backend, device="cpu",

@@ -1,5 +1,5 @@
 // The on-device pipeline of the litefer page: the same steps as the Python recognizer with the Haar
-// detector (litefer.detect.HaarDetector, litefer.align.crop_face, litefer.backends.preprocess_numpy),
+// detector (litefer.inference.detect.HaarDetector, litefer.inference.align.crop_face, litefer.inference.backends.preprocess_numpy),
 // written against opencv.js (`cv`) and onnxruntime-web (`ort`), which the caller passes in.
 // Every number that describes the model (crop size, grayscale, input size, mean, std, TTA, classes)
 // and the detector settings come from the server's GET /v1/model; nothing about the model is fixed here.

@@ -1,6 +1,6 @@
 """Inference backends for face crops: PyTorch (weights files, TorchScript) and ONNX Runtime.
 
-Both take uint8 crops (N, S, S, C) as cut by ``litefer.align`` and return class probabilities.
+Both take uint8 crops (N, S, S, C) as cut by ``litefer.inference.align`` and return class probabilities.
 The torch backend preprocesses with the training pipeline itself (``litefer.data.transforms``);
 the ONNX Runtime backend uses ``preprocess_numpy``, a NumPy transcription of the same steps that is
 tested against it, so that it runs without importing torch.
@@ -147,7 +147,7 @@ class TorchBackend(Backend):
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
         import torch
 
-        from .data.transforms import Preprocess
+        from ..data.transforms import Preprocess
 
         path = Path(path)
         if threads:
@@ -165,7 +165,7 @@ class TorchBackend(Backend):
                 raise ValueError(f"{path}: TorchScript file has no litefer metadata (export it with `litefer export`)")
             self.meta = json.loads(extra[f"{META_KEY}.json"])
         else:
-            from .weights import load_checkpoint_model
+            from ..weights import load_checkpoint_model
 
             self.model, meta = load_checkpoint_model(path, self.device)
             self.meta = export_metadata(meta)
@@ -175,7 +175,7 @@ class TorchBackend(Backend):
     def logits(self, crops, tta_flip=False):
         import torch
 
-        from .data.transforms import preprocess
+        from ..data.transforms import preprocess
 
         with torch.inference_mode():
             x = preprocess(torch.from_numpy(np.ascontiguousarray(crops)), self.pp, self.device)
@@ -237,7 +237,7 @@ def torch_to_onnx_backend(path: Path, device: str = "cpu", threads: int | None =
     """Export a torch weights file to a temporary ONNX file and open it (needs torch, at load time only)."""
     import tempfile
 
-    from .export_tools import export_with_metadata
+    from ..export_tools import export_with_metadata
 
     with tempfile.TemporaryDirectory(prefix="litefer-onnx-") as tmp:
         out = Path(tmp) / (path.stem + ".onnx")

@@ -5,8 +5,8 @@
     df = litefer.to_dataframe(rec.recognize_video("clip.mp4", every=5))
 
 Pipeline per image: decode to BGR uint8 (any bit depth, grey or alpha), detect faces, crop each face
-the way the training data was framed (``litefer.align``), batch the crops of many images or frames,
-classify them (``litefer.backends``). Class names and preprocessing come from the weights' metadata.
+the way the training data was framed (``litefer.inference.align``), batch the crops of many images or frames,
+classify them (``litefer.inference.backends``). Class names and preprocessing come from the weights' metadata.
 The ONNX Runtime backend does not import torch.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .align import CropSpec, crop_face, quality_issues
 from .backends import create_backend, softmax
 from .detect import Detection, FaceDetector, create_detector
 from .inputs import InputError, describe, iter_frames, load_image
-from .utils import atomic_write_text
+from ..utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Recognizer:
             the onnxruntime backend), or a path: a weights file / run checkpoint (``.pt``), a
             TorchScript file or an ONNX file written by ``litefer export``.
         detector: ``"haar"`` (built in), ``"yunet"`` (with ``yunet_model``), a YuNet ``.onnx`` path,
-            or a :class:`litefer.detect.FaceDetector`.
+            or a :class:`litefer.inference.detect.FaceDetector`.
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
         min_face: smallest face side, in pixels of the input image.
@@ -127,7 +127,7 @@ class Recognizer:
 
     def classify_crops(self, crops: np.ndarray) -> np.ndarray:
         """Class probabilities (N, K) for face crops already framed like the training data
-        (uint8 N,S,S,C as returned by :func:`litefer.align.crop_face`)."""
+        (uint8 N,S,S,C as returned by :func:`litefer.inference.align.crop_face`)."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[..., None]

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from .inputs import InputError, expand_inputs, kind_of
-from .utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
