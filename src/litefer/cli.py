@@ -10,15 +10,17 @@ COMMANDS = {
     "profile": ("litefer.profile", "params, GMac, sizes and latency of registered models"),
     "train": ("litefer.train.cli", "train a model from a YAML config"),
     "eval": ("litefer.train.evaluate", "evaluate a checkpoint on a data set split"),
+    "package": ("litefer.package", "turn a finished run into shippable weights + model card"),
     "predict": ("litefer.inference.predict", "recognize expressions in images, folders, videos or a webcam"),
     "export": ("litefer.export_tools", "export weights to ONNX, INT8 ONNX or TorchScript, with parity checks"),
-    "package": ("litefer.package", "turn a finished run into shippable weights + model card"),
     "serve": ("litefer.serve.cli", "HTTP API and live web page (webcam, on the server or in the browser)"),
     "reproduce": ("litefer.reproduce", "train and aggregate the paper's Tables 2, 5, 6 and Figure 6"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand's module is imported (fast start, and
+    ``litefer predict --backend onnxruntime`` never imports torch)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="litefer", description=__doc__)
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        if only is not None and name != only:
+            continue
         try:
             importlib.import_module(module).add_arguments(p)
         except ImportError as e:
@@ -37,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     if getattr(args, "_unavailable", None):
         print(args._unavailable, file=sys.stderr)
         return 2
