@@ -185,7 +185,7 @@ def test_aggregate_fake_runs_table5(tmp_path):
     assert "PublicTest" in md and "withheld" in md
     assert "litefer reproduce table5 --protocol budget --dataset ferplus" in md
     assert "1.17 h in all, 10.0 min per run" in md and "Test CPU, 2 logical CPUs (cpu)" in md       # 7 runs x 600 s
-    assert "48×48 input, 10 epochs, batch 64, adamw lr 0.002" in md
+    assert "48×48 input, 10 epochs, batch 64, adamw lr 0.001" in md
 
 
 def test_aggregate_reports_test_split_when_every_run_has_one(tmp_path):
