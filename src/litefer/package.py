@@ -60,6 +60,7 @@ def build_card(run_dir: Path, payload: dict, val_plain: dict | None) -> dict:
         "torch": meta.get("torch"),
         "git_commit": meta.get("git_commit"),
         "command": meta.get("command"),
+        "resumed_with_changes": meta.get("resumed_with_changes", []),
         "run_dir": str(run_dir),
         "packaged": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -68,7 +69,8 @@ def build_card(run_dir: Path, payload: dict, val_plain: dict | None) -> dict:
     return card
 
 
-def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: str | None = None) -> dict:
+def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: str | None = None,
+                note: str | None = None) -> dict:
     """Write ``out_dir/name.pt`` (weights + card) and ``out_dir/name.json`` (card); returns the card."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     payload = read_weights(run_dir / "best.pt")
@@ -81,6 +83,8 @@ def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: 
         ds = load_split(data_cfg, "val", channels=1 if data_cfg["dataset"] == "ferplus" else 3)
         val_plain = evaluate(model, ds, Preprocess.from_dict(payload["preprocess"]), tta_flip=False)
     card = build_card(run_dir, payload, val_plain)
+    if note:
+        card["note"] = note
     model, _ = load_checkpoint_model(run_dir / "best.pt")
     shipped = weights_payload(model, payload["model_name"], payload["class_names"], payload["preprocess"],
                               payload.get("model_kwargs"), card=card)
@@ -97,9 +101,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="file stem, e.g. litefer_cpsca_ferplus")
     p.add_argument("--out", default="src/litefer/weights", help="output folder")
     p.add_argument("--data", default=None, help="data root to re-measure validation accuracy without TTA")
+    p.add_argument("--note", default=None, help="a free-text note stored in the card (e.g. known limits)")
 
 
 def main(args) -> int:
-    card = package_run(args.run_dir, args.out, args.name, args.data)
+    card = package_run(args.run_dir, args.out, args.name, args.data, args.note)
     print(json.dumps({k: card[k] for k in ("model", "classes", "validation", "sha256", "file_bytes")}, indent=2))
     return 0
