@@ -12,7 +12,6 @@ Measure on an otherwise idle machine: the load average at the start is recorded 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

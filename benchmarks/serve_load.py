@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from litefer.profile import cpu_model
+from litefer.utils import cpu_model
 from litefer.serve import loadtest as L
 from litefer.utils import atomic_write_json, atomic_write_text
 

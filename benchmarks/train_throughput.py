@@ -20,8 +20,7 @@ import torch
 from litefer import create_model
 from litefer.data import AugmentConfig, Preprocess, augment
 from litefer.losses import JointLoss
-from litefer.train.engine import hardware_summary
-from litefer.utils import atomic_write_text
+from litefer.utils import atomic_write_text, hardware_summary
 
 
 def measure(name: str, size: int, batch: int, steps: int, warmup: int, threads: int) -> float:

@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from .utils import atomic_torch_save, atomic_write_json
 from .weights import load_checkpoint_model, read_weights, weights_payload

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .export import export_onnx, onnx_parity, ort_session
 from .models import create_model, list_models
-from .utils import atomic_write_json, atomic_write_text
+from .utils import atomic_write_json, atomic_write_text, cpu_model
 
 MB = 1e6          # file sizes: decimal megabytes, the paper's unit
 MIB = 2 ** 20     # fp32 parameter memory: mebibytes
@@ -244,16 +244,6 @@ def _by_size(rows: list[dict]) -> dict[int, list[dict]]:
 
 
 # ----------------------------------------------------------------------------- environment
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def environment() -> dict:
     import onnxruntime

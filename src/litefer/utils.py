@@ -61,6 +61,32 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_summary() -> str:
+    """CPU model, logical CPU count and GPU name, for results files and run metadata."""
+    text = f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return text
+
+
 def setup_logging(level: int = logging.INFO, file: str | os.PathLike | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if file is not None:

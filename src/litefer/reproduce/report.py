@@ -242,7 +242,7 @@ def markdown(agg: dict, spec: TableSpec, protocol: Protocol, planned: list[Plann
         out.append(f"- Extra overrides on the command line: `{' '.join(extra)}`.")
     out += ["", "## Results", ""]
     ref = agg["reference"]
-    head = ["row", "model", "loss", "paper %", f"ours % (mean ± std)", "seeds", "per seed %",
+    head = ["row", "model", "loss", "paper %", "ours % (mean ± std)", "seeds", "per seed %",
             "final-epoch %", "mean class acc %", "macro-F1", f"Δ vs {ref} (pp)", "beyond 2 SE?"]
     if spec.kind == "curve":
         head.insert(1, "λ")

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from .. import __version__
 from ..data import AugmentConfig, BatchSampler, Preprocess, augment, build_datasets
 from ..losses import JointLoss
 from ..models import create_model
-from ..utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, setup_logging
+from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                     hardware_summary, setup_logging)
 from ..weights import weights_payload
 from .config import dump_config
 from .evaluate import class_means, evaluate, plot_confusion, prototype_scores
@@ -76,21 +76,6 @@ def _git_commit() -> str | None:
                               timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def hardware_summary() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} logical CPUs"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
 
 
 class ModelEMA:
