@@ -179,3 +179,19 @@ def test_resume_with_changed_settings_is_recorded(tmp_path):
     assert meta["resumed_with_changes"][0]["changes"] == {"optim.epochs": [1, 2]}
     assert meta["resumed_with_changes"][0]["at_epoch"] == 1
     assert load_config(tmp_path / "r" / "config.yaml")["optim"]["epochs"] == 2
+
+
+def test_init_from_weights_file_by_name(tmp_path):
+    from litefer import create_model
+    from litefer.models.pretrained import load_by_name
+    from litefer.weights import weights_payload
+    src = create_model("litefer_cpsca", num_classes=8)
+    torch.save(weights_payload(src, "litefer_cpsca", [str(i) for i in range(8)], {"input_size": 48, "in_chans": 3,
+                                                                                 "mean": [0.5] * 3, "std": [0.2] * 3}),
+               tmp_path / "w.pt")
+    dst = create_model("litefer_cpsca", num_classes=7)          # the classifier's last layer differs
+    info = load_by_name(dst, tmp_path / "w.pt")
+    assert info["skipped"] == 2 and 0.99 < info["fraction_params"] <= 1.0
+    assert torch.equal(dst.features[0][0].weight, src.features[0][0].weight)
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_by_name(dst, tmp_path / "missing.pth")

@@ -23,12 +23,13 @@ def load_by_name(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     if isinstance(source, dict) and "state_dict" in source:
         source = source["state_dict"]
     target = model.state_dict()
+    param_names = {n for n, _ in model.named_parameters()}
     copied, skipped, copied_params = 0, 0, 0
     for name, tensor in source.items():
         if name in target and target[name].shape == tensor.shape:
             target[name] = tensor.to(target[name].dtype)
             copied += 1
-            copied_params += tensor.numel() if tensor.is_floating_point() else 0
+            copied_params += tensor.numel() if name in param_names else 0   # buffers are not parameters
         else:
             skipped += 1
     model.load_state_dict(target)
