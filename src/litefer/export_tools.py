@@ -414,6 +414,8 @@ def _check(report: dict, max_diff, min_agreement, max_drop) -> list[str]:
 def markdown(report: dict) -> str:
     p = report["parity"]
     lines = [f"# litefer export: {report['format']}", "",
+             f"- command: `litefer {' '.join(sys.argv[1:])}`" if sys.argv[1:2] == ["export"] else
+             "- made by `litefer.export_tools.export`",
              f"- weights: `{report['weights']}` ({report['model_name']}, input {report['input_size']} px)",
              f"- output: `{report['output']}` ({report['bytes'] / 1e6:.2f} MB)"]
     if "calibration" in report:
