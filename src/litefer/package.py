@@ -7,13 +7,12 @@ hardware and command produced it and what it measured on the validation split.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
 
 
-from .utils import atomic_torch_save, atomic_write_json
+from .utils import atomic_torch_save, atomic_write_json, sha256_file
 from .weights import load_checkpoint_model, read_weights, weights_payload
 
 PIPELINE_TEXT = {
@@ -73,23 +72,22 @@ def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: 
     """Write ``out_dir/name.pt`` (weights + card) and ``out_dir/name.json`` (card); returns the card."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     payload = read_weights(run_dir / "best.pt")
+    model, _ = load_checkpoint_model(run_dir / "best.pt")
     val_plain = None
     if data_root:
         from .data import Preprocess, load_split
         from .train.evaluate import evaluate
-        model, _ = load_checkpoint_model(run_dir / "best.pt")
         data_cfg = dict(payload["config"]["data"], root=data_root)
         ds = load_split(data_cfg, "val", channels=1 if data_cfg["dataset"] == "ferplus" else 3)
         val_plain = evaluate(model, ds, Preprocess.from_dict(payload["preprocess"]), tta_flip=False)
     card = build_card(run_dir, payload, val_plain)
     if note:
         card["note"] = note
-    model, _ = load_checkpoint_model(run_dir / "best.pt")
     shipped = weights_payload(model, payload["model_name"], payload["class_names"], payload["preprocess"],
                               payload.get("model_kwargs"), card=card)
     pt_path = out_dir / f"{name}.pt"
     atomic_torch_save(shipped, pt_path)
-    card["sha256"] = hashlib.sha256(pt_path.read_bytes()).hexdigest()
+    card["sha256"] = sha256_file(pt_path)
     card["file_bytes"] = pt_path.stat().st_size
     atomic_write_json(out_dir / f"{name}.json", card)
     return card

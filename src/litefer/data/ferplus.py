@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils import atomic_write_bytes, cache_dir
+from ..utils import atomic_write_bytes, cache_dir, sha256_file
 from .base import FERPLUS_CLASSES, DataError, FaceDataset
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,6 @@ VOTE_COLUMNS = ["Usage", "Image name", *FERPLUS_CLASSES, "unknown", "NF"]
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 LABEL_MODES = ("majority", "probability", "crossentropy")
 PIXELS = 48 * 48
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _open_text(path: Path):
@@ -104,7 +96,7 @@ def _parse_votes(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_arrays(root: str | os.PathLike, use_cache: bool = True) -> dict[str, np.ndarray]:
     """Parse (or load from cache) pixels, votes and usage of every row."""
     pixels_path, votes_path = find_files(root)
-    key = hashlib.sha256((_sha256(pixels_path) + _sha256(votes_path)).encode()).hexdigest()[:16]
+    key = hashlib.sha256((sha256_file(pixels_path) + sha256_file(votes_path)).encode()).hexdigest()[:16]
     cache = cache_dir() / f"ferplus-{key}.npz"
     if use_cache and cache.is_file():
         with np.load(cache) as z:

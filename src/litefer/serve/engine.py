@@ -10,7 +10,6 @@ deadline passes is dropped without running.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -122,10 +121,10 @@ def _onnx_meta(path: Path) -> dict:
 
 def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
     """An ONNX export (with metadata) of a torch weights file, cached by the file's content hash."""
-    from ..utils import cache_dir
+    from ..utils import cache_dir, sha256_file
 
     cache = cache or (cache_dir() / "serve")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()      # weights files are a few MB
+    digest = sha256_file(weights)
     out = cache / f"{weights.stem}-{digest[:16]}.onnx"
     if not out.is_file():
         from ..export_tools import export_with_metadata

@@ -339,15 +339,13 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         eval_model = ema.module if ema is not None else model
         eval_kw = dict(batch_size=cfg["run"]["eval_batch_size"], device=device, tta_flip=cfg["run"]["tta_flip"],
                        channels_last=channels_last, autocast_dtype=amp_dtype)
-        selection_ds = val_ds if val_ds is not None else None
         prototypes = None
         if classifier == "nearest_centre":
             prototypes = criterion.center.centers.detach().float().cpu().clone()
         elif classifier == "class_mean":
             prototypes = class_means(eval_model, train_ds, pp, **eval_kw)
             state["prototypes"] = prototypes
-        val = (evaluate(eval_model, selection_ds, pp, prototypes=prototypes, **eval_kw)
-               if selection_ds is not None else None)
+        val = evaluate(eval_model, val_ds, pp, prototypes=prototypes, **eval_kw) if val_ds is not None else None
         n = max(sums["n"], 1)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": sums["loss"] / n,
                "train_ce": sums["ce"] / n, "train_centre": sums["centre"] / n, "train_triplet": sums["triplet"] / n,
