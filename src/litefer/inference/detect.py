@@ -183,7 +183,7 @@ DETECTORS = ("haar", "yunet")
 
 
 def create_detector(spec: "str | FaceDetector" = "haar", min_size: int = 32, model_path=None, **kwargs) -> FaceDetector:
-    """``"haar"``; ``"yunet"`` with ``model_path``; a path to a YuNet ``.onnx``; or a detector instance."""
+    """``"haar"``; ``"yunet"`` with ``model_path`` (default: the file ``litefer fetch yunet`` cached); a path to a YuNet ``.onnx``; or a detector instance."""
     if isinstance(spec, FaceDetector):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
@@ -193,8 +193,13 @@ def create_detector(spec: "str | FaceDetector" = "haar", min_size: int = 32, mod
         return HaarDetector(min_size=min_size, **kwargs)
     if s == "yunet":
         if model_path is None:
+            from ..fetch import cached_path
+
+            model_path = cached_path("yunet")
+        if model_path is None:
             raise ValueError("the yunet detector needs a model file: pass model_path= (CLI: --yunet-model PATH), "
-                             "e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo")
+                             "e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo, or download it once "
+                             "with `litefer fetch yunet`")
         return YuNetDetector(model_path, min_size=min_size, **kwargs)
     if s.lower().endswith(".onnx"):
         return YuNetDetector(s, min_size=min_size, **kwargs)

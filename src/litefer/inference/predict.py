@@ -294,7 +294,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
                    help="inference backend (default: onnxruntime for .onnx weights, torch otherwise)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
-    p.add_argument("--detector", default="haar", help="haar (built in), yunet (needs --yunet-model) or a YuNet .onnx path")
+    p.add_argument("--detector", default="haar", help="haar (built in), yunet (--yunet-model PATH, or the file `litefer fetch yunet` cached) or a YuNet .onnx path")
     p.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet face detector model file")
     p.add_argument("--min-face", type=int, default=32, metavar="PX", help="smallest face side in pixels (default 32)")
     p.add_argument("--batch-size", type=int, default=64, help="faces per model call (default 64)")

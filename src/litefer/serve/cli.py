@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX file the page runs on-device (default: the served model, exported when it is a .pt)")
     p.add_argument("--detector", default=d.detector, help="server-side face detector: haar, yunet or a YuNet .onnx "
                                                           "(the page's on-device mode always uses Haar)")
-    p.add_argument("--yunet-model", default=None, help="YuNet model file for --detector yunet")
+    p.add_argument("--yunet-model", default=None, help="YuNet model file for --detector yunet (default: the file `litefer fetch yunet` cached)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     p.add_argument("--workers", type=int, default=default_workers(),

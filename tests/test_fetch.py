@@ -1,0 +1,75 @@
+"""`litefer fetch`: explicit downloads only, checked and atomic; tested against local file:// URLs."""
+import hashlib
+
+import pytest
+
+from litefer import cli
+from litefer.fetch import KNOWN, cached_path, download, fetch, models_dir
+from litefer.inference.detect import YuNetDetector, create_detector
+
+from face_fixtures import yunet_path
+
+
+def _file(tmp_path, data=b"litefer weights, not really" * 100):
+    p = tmp_path / "src" / "published.bin"
+    p.parent.mkdir()
+    p.write_bytes(data)
+    return p, hashlib.sha256(data).hexdigest()
+
+
+def test_fetch_a_url_into_the_cache_with_checksum(tmp_path):
+    src, digest = _file(tmp_path)
+    path = fetch(src.as_uri(), sha256=digest)
+    assert path == models_dir() / "published.bin" and path.read_bytes() == src.read_bytes()
+    src.write_bytes(b"changed upstream")            # cached and matching: not fetched again
+    assert fetch(src.as_uri(), sha256=digest).read_bytes() != b"changed upstream"
+
+
+def test_checksum_mismatch_leaves_nothing(tmp_path):
+    src, _ = _file(tmp_path)
+    dest = tmp_path / "out" / "w.bin"
+    with pytest.raises(ValueError, match="does not match"):
+        download(src.as_uri(), dest, sha256="0" * 64)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []     # no .part left behind
+
+
+def test_bad_sources_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="known names are"):
+        fetch("no-such-model")
+    with pytest.raises(ValueError, match="only http"):
+        download("ftp://example.org/x", tmp_path / "x")
+    with pytest.raises(OSError, match="cannot fetch"):
+        download((tmp_path / "missing.bin").as_uri(), tmp_path / "x")
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        download(empty.as_uri(), tmp_path / "x")
+    big, _ = _file(tmp_path)
+    with pytest.raises(ValueError, match="larger than"):
+        download(big.as_uri(), tmp_path / "x", max_bytes=10)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_file_that_is_not_yunet_is_refused(tmp_path):
+    src, _ = _file(tmp_path)
+    with pytest.raises(ValueError, match="YuNet"):
+        fetch("yunet", url=src.as_uri())
+    assert cached_path("yunet") is None
+
+
+def test_fetch_yunet_then_the_detector_needs_no_path(tmp_path, capsys):
+    with pytest.raises(ValueError, match="litefer fetch yunet"):
+        create_detector("yunet")                  # nothing is downloaded implicitly
+    local = yunet_path()                          # skips where ../shared/models is absent
+    assert cli.main(["fetch", "yunet", "--url", local.as_uri()]) == 0
+    assert KNOWN["yunet"].filename in capsys.readouterr().out
+    assert cached_path("yunet") is not None
+    assert isinstance(create_detector("yunet"), YuNetDetector)
+    assert cli.main(["fetch", "--list"]) == 0
+    assert "cached at" in capsys.readouterr().out
+
+
+def test_cli_reports_a_bad_checksum_without_traceback(tmp_path, capsys):
+    src, _ = _file(tmp_path)
+    assert cli.main(["fetch", src.as_uri(), "--sha256", "0" * 64]) == 1
+    assert "does not match" in capsys.readouterr().err
