@@ -375,3 +375,13 @@ def test_triplet_only_run_classifies_by_training_class_means(rafdb_table6):
     header = rows[0].split(",")
     train_acc = [r.split(",")[header.index("train_acc")] for r in rows[1:]]
     assert train_acc[0] == "nan" and 0 <= float(train_acc[1]) <= 1   # epoch 1 has no class means yet
+
+
+def test_rows_option_limits_what_is_trained(tmp_path, capsys):
+    base = ["reproduce", "table5", "fig6", "--runs-dir", str(tmp_path / "runs"), "--dry-run"]
+    assert cli([*base, "--rows", "ca", "lambda_0"]) == 0
+    lines = [ln.split() for ln in capsys.readouterr().out.splitlines()[1:-1]]
+    assert sorted((ln[0], ln[1], ln[2]) for ln in lines) == [
+        ("fig6", "lambda_0", "0"), ("fig6", "lambda_0", "1"), ("table5", "ca", "0"), ("table5", "ca", "1")]
+    assert cli([*base, "--rows", "ca", "nope"]) == 2
+    assert "unknown row(s) nope" in capsys.readouterr().err

@@ -3,6 +3,7 @@
     litefer reproduce table5 --protocol budget --dataset ferplus            # train what is missing, aggregate
     litefer reproduce table2 table5 table6 fig6 --dry-run                   # the plan and each run's status
     litefer reproduce all --max-runs 3                                      # a few runs per session
+    litefer reproduce fig6 --rows lambda_0 lambda_0.8                       # train only some rows; aggregate all
     litefer reproduce table5 --aggregate-only                               # rewrite results/ from the runs on disk
     litefer reproduce table5 --protocol paper --set run.device=cuda         # the paper's recipe on a GPU
 
@@ -44,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for every run (repeatable); keys other than where/how a run "
                         "executes (data.root, run.device, run.threads, ...) give different runs")
+    p.add_argument("--rows", nargs="+", metavar="KEY",
+                   help="train only these rows (keys as in the table files, e.g. cpsca lambda_0); "
+                        "the tables are still aggregated from every run on disk")
     p.add_argument("--max-runs", type=int, metavar="N", help="train at most N runs, then aggregate")
     p.add_argument("--aggregate-only", action="store_true", help="train nothing; aggregate the runs on disk")
     p.add_argument("--dry-run", action="store_true", help="print the plan and each run's status; write nothing")
@@ -94,6 +98,13 @@ def main(args) -> int:
 
     # seed-major over all the tables asked for: every table gets its first seed before any gets a second
     everything = sorted((run for s in specs for run in plans[s.name]), key=lambda r: r.seed)
+    if args.rows:
+        unknown = sorted(set(args.rows) - {r.row.key for r in everything})
+        if unknown:
+            print(f"litefer reproduce: unknown row(s) {', '.join(unknown)} in {', '.join(names)}; rows: "
+                  f"{', '.join(dict.fromkeys(r.row.key for r in everything))}", file=sys.stderr)
+            return 2
+        everything = [r for r in everything if r.row.key in args.rows]
     if args.dry_run:
         print_plan(everything)
         return 0
