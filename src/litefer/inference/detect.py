@@ -183,7 +183,8 @@ DETECTORS = ("haar", "yunet")
 
 
 def create_detector(spec: "str | FaceDetector" = "haar", min_size: int = 32, model_path=None, **kwargs) -> FaceDetector:
-    """``"haar"``; ``"yunet"`` with ``model_path`` (default: the file ``litefer fetch yunet`` cached); a path to a YuNet ``.onnx``; or a detector instance."""
+    """``"haar"``; ``"yunet"`` with ``model_path`` (default: the file ``litefer fetch yunet`` cached);
+    a path to a YuNet ``.onnx``; or a detector instance."""
     if isinstance(spec, FaceDetector):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
