@@ -65,6 +65,11 @@ def test_fetch_yunet_then_the_detector_needs_no_path(tmp_path, capsys):
     assert KNOWN["yunet"].filename in capsys.readouterr().out
     assert cached_path("yunet") is not None
     assert isinstance(create_detector("yunet"), YuNetDetector)
+    bad, _ = _file(tmp_path)                      # a forced re-download that fails its check ...
+    with pytest.raises(ValueError, match="YuNet"):
+        fetch("yunet", url=bad.as_uri(), force=True)
+    assert cached_path("yunet").read_bytes() == local.read_bytes()    # ... keeps the good file
+    assert [p.name for p in models_dir().iterdir()] == [KNOWN["yunet"].filename]
     assert cli.main(["fetch", "--list"]) == 0
     assert "cached at" in capsys.readouterr().out
 

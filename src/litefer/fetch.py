@@ -118,13 +118,20 @@ def fetch(name_or_url: str, url: str | None = None, sha256: str | None = None, o
         kind = "file"
     if dest.is_file() and not force and (sha256 is None or sha256_file(dest) == sha256.lower()):
         return dest
-    download(url, dest, sha256=sha256, timeout=timeout)
-    if kind == "yunet":
+    if kind != "yunet":
+        return download(url, dest, sha256=sha256, timeout=timeout)
+    # checked under a staging name (same suffix: OpenCV picks the loader by it) before it replaces
+    # anything, so a bad --force download never costs the good file already cached
+    staging = dest.with_name(f".staging-{dest.name}")
+    try:
+        download(url, staging, sha256=sha256, timeout=timeout)
         try:
-            _check_yunet(dest)
-        except ValueError:
-            dest.unlink()
-            raise
+            _check_yunet(staging)
+        except ValueError as e:
+            raise ValueError(f"{url}: not a YuNet model ({e})") from None
+        os.replace(staging, dest)
+    finally:
+        staging.unlink(missing_ok=True)
     return dest
 
 
