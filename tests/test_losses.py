@@ -60,9 +60,31 @@ def test_joint_loss_is_weighted_sum_and_soft_targets():
 def test_batch_hard_triplet():
     # two tight, well separated clusters: no loss; swap labels: positive loss
     emb = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5]])
-    assert float(batch_hard_triplet(emb, torch.tensor([0, 0, 1, 1]))) == 0.0
-    assert float(batch_hard_triplet(emb, torch.tensor([0, 1, 0, 1]))) > 1.0
-    assert float(batch_hard_triplet(emb, torch.tensor([0, 1, 2, 3]))) == 0.0   # no positives at all
+    assert float(batch_hard_triplet(emb, torch.tensor([0, 0, 1, 1]), normalize=False)) == 0.0
+    assert float(batch_hard_triplet(emb, torch.tensor([0, 1, 0, 1]), normalize=False)) > 1.0
+    assert float(batch_hard_triplet(emb, torch.tensor([0, 1, 2, 3]), normalize=False)) == 0.0   # no positives
+    # on the unit sphere: directions count, lengths do not
+    sphere = torch.tensor([[1.0, 0], [2.0, 0.1], [0, 3.0], [0.1, 0.5]])
+    same = torch.tensor([0, 0, 1, 1])
+    assert float(batch_hard_triplet(sphere, same)) == 0.0
+    assert float(batch_hard_triplet(sphere, torch.tensor([0, 1, 0, 1]))) > 1.0
+
+
+def test_normalised_triplet_gives_no_reward_for_shrinking_the_embedding():
+    """The failure the normalisation removes: shrinking every embedding lowers the raw loss towards the
+    margin (what stalled a Table 6 budget run at majority-class accuracy); the normalised loss is
+    unchanged by scale, and its gradient does not point towards zero."""
+    torch.manual_seed(0)
+    emb = torch.randn(32, 16)
+    labels = torch.arange(32) % 4
+    raw = [float(batch_hard_triplet(emb * s, labels, normalize=False)) for s in (1.0, 0.1, 0.01)]
+    assert raw[0] > raw[1] > raw[2] and abs(raw[2] - 0.3) < 0.05
+    unit = [float(batch_hard_triplet(emb * s, labels)) for s in (1.0, 0.1, 0.01)]
+    assert max(unit) - min(unit) < 1e-4
+    x = emb.clone().requires_grad_()
+    batch_hard_triplet(x, labels).backward()
+    radial = (x.grad * F.normalize(emb, dim=1)).sum(1)
+    assert radial.abs().max() < 1e-4          # no component along the embedding: no pull to the origin
 
 
 def test_bad_weights_rejected():

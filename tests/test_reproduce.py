@@ -276,6 +276,11 @@ def test_evaluate_with_prototypes_uses_them_not_the_logits():
     gap[1] = float("nan")
     scores = prototype_scores(torch.tensor([[122.5 / 255, -122.5 / 255]]), gap)
     assert scores[0, 1] == float("-inf") and scores.argmax(1).item() in (0, 2)
+    # a normalised triplet model: class means of unit embeddings, and unit queries scored against them
+    unit = class_means(model, ds, pp, normalize=True)
+    assert torch.allclose(unit.norm(dim=1), torch.ones(3))
+    far = prototype_scores(torch.tensor([[10.0, 10.0]]), torch.tensor([[0.7071, 0.7071], [10.0, 10.0]]), True)
+    assert far.argmax(1).item() == 0          # nearest by direction, not by raw position
 
 
 # ------------------------------------------------------------------------------- end to end (tiny)
@@ -369,7 +374,8 @@ def test_triplet_only_run_classifies_by_training_class_means(rafdb_table6):
     run_dir = runs["class_mean"]
     model, meta, cfg, pp, split = _load_run(run_dir)
     assert cfg["loss"]["softmax"] == 0 and cfg["loss"]["triplet"] == 1 and meta["classifier"] == "class_mean"
-    recomputed = class_means(model, split("train"), pp)
+    assert cfg["loss"]["triplet_normalize"] and meta["prototypes_normalized"]
+    recomputed = class_means(model, split("train"), pp, normalize=True)
     assert torch.allclose(meta["prototypes"], recomputed, atol=1e-4)
     rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
     header = rows[0].split(",")

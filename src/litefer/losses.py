@@ -32,8 +32,16 @@ class CenterLoss(nn.Module):
         return torch.cdist(embeddings, self.centers).argmin(1)
 
 
-def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
-    """Batch-hard triplet loss (Hermans et al. 2017): hardest positive and negative per anchor."""
+def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
+                       normalize: bool = True) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017): hardest positive and negative per anchor.
+
+    ``normalize`` puts the embeddings on the unit sphere first (as FaceNet does). Without it the loss
+    can fall to the margin by shrinking every embedding towards zero, and on our h-swish embedding
+    that shrinking stalled the whole network at majority-class accuracy (a Table 6 budget run).
+    """
+    if normalize:
+        embeddings = F.normalize(embeddings, dim=1)
     dist = torch.cdist(embeddings, embeddings)
     same = labels.view(-1, 1) == labels.view(1, -1)
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -54,13 +62,15 @@ class JointLoss(nn.Module):
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, softmax: float = 1.0, centre: float = 0.0,
-                 triplet: float = 0.0, triplet_margin: float = 0.3, label_smoothing: float = 0.0):
+                 triplet: float = 0.0, triplet_margin: float = 0.3, triplet_normalize: bool = True,
+                 label_smoothing: float = 0.0):
         super().__init__()
         if min(softmax, centre, triplet) < 0 or softmax + centre + triplet <= 0:
             raise ValueError("loss weights must be >= 0 and not all zero "
                              f"(softmax={softmax}, centre={centre}, triplet={triplet})")
         self.softmax_weight, self.centre_weight, self.triplet_weight = softmax, centre, triplet
-        self.triplet_margin, self.label_smoothing = triplet_margin, label_smoothing
+        self.triplet_margin, self.triplet_normalize = triplet_margin, triplet_normalize
+        self.label_smoothing = label_smoothing
         self.center = CenterLoss(num_classes, embedding_dim) if centre > 0 else None
 
     @property
@@ -79,6 +89,7 @@ class JointLoss(nn.Module):
             parts["centre"] = self.center(embeddings.float(), hard)
             total = total + self.centre_weight * parts["centre"]
         if self.triplet_weight > 0:
-            parts["triplet"] = batch_hard_triplet(embeddings.float(), hard, self.triplet_margin)
+            parts["triplet"] = batch_hard_triplet(embeddings.float(), hard, self.triplet_margin,
+                                                  self.triplet_normalize)
             total = total + self.triplet_weight * parts["triplet"]
         return total, parts

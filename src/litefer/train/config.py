@@ -34,6 +34,7 @@ DEFAULTS: dict = {
         "centre": 0.4,                 # lambda of the joint loss (0.4 FERPlus, 0.1 RAF-DB)
         "triplet": 0.0,
         "triplet_margin": 0.3,
+        "triplet_normalize": True,     # triplet distances on L2-normalised embeddings (False collapsed)
         "centre_lr": 0.5,              # SGD lr of the centres (gradient rescaled by 1/lambda)
         "label_smoothing": 0.0,
     },

@@ -171,6 +171,8 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
     # How the model classifies at validation, selection and test: its logits, or (trained without the
     # softmax loss, Table 6) the nearest learned centre or the nearest training class mean.
     classifier = cfg["run"]["classifier"]
+    # class means of a triplet-trained model live where its loss measured distances
+    unit_protos = classifier == "class_mean" and bool(cfg["loss"]["triplet_normalize"])
     if classifier != "logits" and val_ds is None:
         raise ValueError(f"run.classifier {classifier} selects epochs on a validation split, and "
                          f"{train_ds.name} has none")
@@ -190,6 +192,7 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
     lcfg = cfg["loss"]
     criterion = JointLoss(len(class_names), model.embedding_dim, softmax=lcfg["softmax"], centre=lcfg["centre"],
                           triplet=lcfg["triplet"], triplet_margin=lcfg["triplet_margin"],
+                          triplet_normalize=lcfg["triplet_normalize"],
                           label_smoothing=lcfg["label_smoothing"]).to(device)
     o = cfg["optim"]
     optimizer = _make_optimizer(model.parameters(), o)
@@ -319,7 +322,7 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
                 if protos is None:
                     sums["correct"] = float("nan")
                 else:
-                    pred = prototype_scores(emb.detach().float(), protos.to(emb.device)).argmax(1)
+                    pred = prototype_scores(emb.detach().float(), protos.to(emb.device), unit_protos).argmax(1)
                     sums["correct"] += int((pred == hard).sum())
             sums["n"] += b
             if bar is not None:
@@ -343,9 +346,10 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
         if classifier == "nearest_centre":
             prototypes = criterion.center.centers.detach().float().cpu().clone()
         elif classifier == "class_mean":
-            prototypes = class_means(eval_model, train_ds, pp, **eval_kw)
+            prototypes = class_means(eval_model, train_ds, pp, normalize=unit_protos, **eval_kw)
             state["prototypes"] = prototypes
-        val = evaluate(eval_model, val_ds, pp, prototypes=prototypes, **eval_kw) if val_ds is not None else None
+        val = (evaluate(eval_model, val_ds, pp, prototypes=prototypes, normalize=unit_protos, **eval_kw)
+               if val_ds is not None else None)
         n = max(sums["n"], 1)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": sums["loss"] / n,
                "train_ce": sums["ce"] / n, "train_centre": sums["centre"] / n, "train_triplet": sums["triplet"] / n,
@@ -369,6 +373,7 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
                 state["best"]["centers"] = criterion.center.centers.detach().cpu().clone()
             if prototypes is not None:
                 state["best"]["classifier"], state["best"]["prototypes"] = classifier, prototypes
+                state["best"]["prototypes_normalized"] = unit_protos
         if is_main:
             log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s%s",
                      epoch + 1, o["epochs"], row["lr"], row["train_loss"], row["train_acc"], row["val_loss"],
@@ -469,6 +474,7 @@ def _finish(run_dir, state, test_ds, pp, cfg, device, channels_last, amp_dtype, 
         plot_confusion(val, run_dir / "confusion_val.png", f"validation: accuracy {val['accuracy']:.4f}")
     if test_ds is not None and cfg["run"]["eval_test"]:
         test = evaluate(model, test_ds, pp, prototypes=state["best"].get("prototypes"),
+                        normalize=bool(state["best"].get("prototypes_normalized")),
                         batch_size=cfg["run"]["eval_batch_size"], device=device, tta_flip=cfg["run"]["tta_flip"])
         result["test"] = test
         plot_confusion(test, run_dir / "confusion_test.png", f"test: accuracy {test['accuracy']:.4f}")

@@ -48,36 +48,43 @@ def predict_embeddings(model: torch.nn.Module, dataset: FaceDataset, pp: Preproc
     return _predict(model, dataset, pp, lambda m, x: m.forward_features(x), model.embedding_dim, **kwargs)
 
 
-def class_means(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, **kwargs) -> torch.Tensor:
+def class_means(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, normalize: bool = False,
+                **kwargs) -> torch.Tensor:
     """Per-class mean embedding of ``dataset`` (K, D), no augmentation; NaN rows for absent classes.
 
-    The prototypes of a model trained without the softmax loss (triplet alone, Table 6)."""
+    The prototypes of a model trained without the softmax loss (triplet alone, Table 6);
+    ``normalize`` averages unit-length embeddings, the space a normalised triplet loss shapes."""
     emb = predict_embeddings(model, dataset, pp, **kwargs)
+    if normalize:
+        emb = F.normalize(emb, dim=1)
     k = dataset.num_classes
     sums = torch.zeros(k, emb.shape[1]).index_add_(0, dataset.labels, emb)
     counts = torch.bincount(dataset.labels, minlength=k).float().unsqueeze(1)
     return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
 
 
-def prototype_scores(embeddings: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+def prototype_scores(embeddings: torch.Tensor, prototypes: torch.Tensor, normalize: bool = False) -> torch.Tensor:
     """Class scores -1/2 ||e - p_k||^2: the arg-max is the nearest prototype, and a softmax over them
     gives a cross-entropy (the validation loss the plateau schedule watches). Prototypes with NaN
-    rows (classes absent from training) score -inf."""
+    rows (classes absent from training) score -inf. ``normalize`` scores unit-length embeddings."""
     protos = prototypes.float()
+    if normalize:
+        embeddings = F.normalize(embeddings.float(), dim=1)
     missing = torch.isnan(protos).any(1)
     scores = -0.5 * torch.cdist(embeddings.float(), torch.nan_to_num(protos)).pow(2)
     return scores.masked_fill(missing.unsqueeze(0), float("-inf"))
 
 
-def evaluate(model, dataset: FaceDataset, pp: Preprocess, prototypes: torch.Tensor | None = None, **kwargs) -> dict:
+def evaluate(model, dataset: FaceDataset, pp: Preprocess, prototypes: torch.Tensor | None = None,
+             normalize: bool = False, **kwargs) -> dict:
     """Metrics report plus the cross-entropy on the data set (the scheduler's validation loss).
 
     With ``prototypes`` (K, D) the model is a nearest-prototype classifier on its embedding (learned
-    centres or training class means) instead of its logits."""
+    centres or training class means; unit-length embeddings with ``normalize``) instead of its logits."""
     if prototypes is None:
         logits = predict_logits(model, dataset, pp, **kwargs)
     else:
-        logits = prototype_scores(predict_embeddings(model, dataset, pp, **kwargs), prototypes)
+        logits = prototype_scores(predict_embeddings(model, dataset, pp, **kwargs), prototypes, normalize)
     report = classification_report(dataset.labels.numpy(), logits.argmax(1).numpy(), dataset.class_names)
     report["loss"] = float(F.cross_entropy(logits, dataset.labels)) if len(dataset) else float("nan")
     return report
@@ -148,7 +155,8 @@ def main(args) -> int:
         print(f"error: data classes {ds.class_names} differ from the model's {meta['class_names']}", file=sys.stderr)
         return 2
     prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
-    report = evaluate(model, ds, pp, prototypes=prototypes, batch_size=args.batch_size, device=args.device,
+    report = evaluate(model, ds, pp, prototypes=prototypes, normalize=bool(meta.get("prototypes_normalized")),
+                      batch_size=args.batch_size, device=args.device,
                       tta_flip=args.tta_flip)
     report["classifier"] = meta.get("classifier", "logits")
     report.update({"checkpoint": str(args.checkpoint), "split": args.split, "tta_flip": args.tta_flip,
