@@ -304,6 +304,16 @@ def test_end_to_end_table5_ferplus_through_the_cli(tmp_path, capsys):
     assert cli(args) == 0
     assert [f.stat().st_mtime_ns for f in finals] == stamps
     assert "runs: 4 skipped, 0 trained" in capsys.readouterr().err
+    # the plan counts the training time spent, from every run's epoch times (set here to 900 s each)
+    for m in (tmp_path / "runs").rglob("metrics.csv"):
+        rows = [r.split(",") for r in m.read_text().strip().splitlines()]
+        col = rows[0].index("epoch_seconds")
+        for r in rows[1:]:
+            r[col] = "900"
+        m.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    assert cli(args + ["--dry-run"]) == 0
+    assert ("4 distinct runs, 4 complete, 0 to train (0 epochs); 2.00 h of training"     # 4 runs x 2 x 900 s
+            in capsys.readouterr().out)
     assert cli(["reproduce", "table9", "--runs-dir", str(tmp_path / "runs")]) == 2
 
 

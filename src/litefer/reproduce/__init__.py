@@ -138,5 +138,6 @@ def print_plan(planned) -> None:
     distinct = {r.run_dir: r for r in planned}
     todo = [r for r in distinct.values() if r.status() != "complete"]
     epochs = sum(r.cfg["optim"]["epochs"] - r.epochs_done() for r in todo)
+    spent = sum(r.train_seconds() for r in distinct.values()) / 3600
     print(f"{len(distinct)} distinct runs, {len(distinct) - len(todo)} complete, {len(todo)} to train "
-          f"({epochs} epochs)")
+          f"({epochs} epochs); {spent:.2f} h of training spent in them so far (sum of epoch times)")

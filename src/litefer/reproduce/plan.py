@@ -14,6 +14,7 @@ key with a default does not orphan the runs on disk.
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import json
 import logging
@@ -253,6 +254,15 @@ class PlannedRun:
         if not metrics.is_file():
             return 0
         return max(0, len(metrics.read_text().strip().splitlines()) - 1)
+
+    def train_seconds(self) -> float:
+        """Training time spent in this run so far, finished or not: the sum of its epoch times
+        (evaluation excluded), what a protocol's CPU budget is counted in."""
+        metrics = self.run_dir / "metrics.csv"
+        if not metrics.is_file():
+            return 0.0
+        with metrics.open(newline="") as f:
+            return sum(float(row["epoch_seconds"]) for row in csv.DictReader(f) if row.get("epoch_seconds"))
 
 
 def run_status(run_dir: Path) -> str:
