@@ -14,6 +14,7 @@ import json
 import math
 import platform
 import statistics
+import textwrap
 import time
 from pathlib import Path
 
@@ -351,7 +352,8 @@ def plot(agg: dict, spec: TableSpec, path: Path, subtitle: str) -> None:
             ax.errorbar(means, ps, xerr=stds, fmt="o", capsize=4, color="C0", label="ours: mean ± std")
             ax.scatter(seeds_v, seeds_p, s=12, color="0.5", zorder=3, label="ours: each seed")
     acc_label = f"our accuracy, {split} split (%)"
-    delta_label = f"difference from {ref['label'] if ref else 'reference'} (points)"
+    # wrapped: a long reference label would run into the left panel's axis label
+    delta_label = textwrap.fill(f"difference from {ref['label'] if ref else 'reference'} (points)", 45)
     d_ours = [(p, r["delta_ref"], 2 * r["se_ref"] if r["se_ref"] is not None else 0.0)
               for p, r in zip(pos, rows) if r["delta_ref"] is not None]
     d_paper = [(p, r["paper"] - ref["paper"]) for p, r in zip(pos, rows)
