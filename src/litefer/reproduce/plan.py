@@ -250,19 +250,21 @@ class PlannedRun:
         return run_status(self.run_dir)
 
     def epochs_done(self) -> int:
-        metrics = self.run_dir / "metrics.csv"
-        if not metrics.is_file():
-            return 0
-        return max(0, len(metrics.read_text().strip().splitlines()) - 1)
+        return len(read_metrics(self.run_dir))
 
     def train_seconds(self) -> float:
         """Training time spent in this run so far, finished or not: the sum of its epoch times
         (evaluation excluded), what a protocol's CPU budget is counted in."""
-        metrics = self.run_dir / "metrics.csv"
-        if not metrics.is_file():
-            return 0.0
-        with metrics.open(newline="") as f:
-            return sum(float(row["epoch_seconds"]) for row in csv.DictReader(f) if row.get("epoch_seconds"))
+        return sum(float(row["epoch_seconds"]) for row in read_metrics(self.run_dir) if row.get("epoch_seconds"))
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run's ``metrics.csv`` (one per finished epoch), as strings; [] before the first."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def run_status(run_dir: Path) -> str:

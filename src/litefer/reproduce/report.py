@@ -8,7 +8,6 @@ which come from the table specs.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -19,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..utils import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .plan import PlannedRun, Protocol, TableSpec, experiment_config, loss_label
+from .plan import PlannedRun, Protocol, TableSpec, experiment_config, loss_label, read_metrics
 
 DATASET_NAMES = {"ferplus": "FERPlus", "rafdb": "RAF-DB", "folder": "image folder"}
 SPLIT_TEXT = {
@@ -37,10 +36,7 @@ SPLIT_TEXT = {
 
 # ------------------------------------------------------------------------------------------ collect
 def _last_val_acc(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return None
-    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    rows = read_metrics(run_dir)
     try:
         return float(rows[-1]["val_acc"]) if rows else None
     except (KeyError, ValueError):
