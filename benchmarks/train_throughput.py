@@ -1,84 +1,254 @@
-"""Training throughput (images/s) of litefer_cpsca vs mobilenetv3_large at several input sizes.
+"""Training throughput (images/s) of the engine's own training step, on the CPU or a CUDA device.
 
-One full training step as the engine runs it (batched augmentation, forward with embedding, joint
-loss, backward, Adam and centre-optimizer steps), channels_last, median over timed steps after
-warm-up. Both models are measured in the same process, so their ratio is meaningful even on a busy
-machine. Usage:
+Each measurement builds the step exactly as ``litefer train`` does (``litefer.train.step``: training
+images resident on the device as uint8, batched augmentation there, forward with embedding, joint
+loss, backward, the engine's optimizer, centre step, device-side metric sums) and times whole steps
+for a fixed number of seconds after warm-up; the device is synchronised at the start and end of the
+timed span only. ``--modes`` compares the eager step with the CUDA-graph step (``run.cuda_graph``)
+and ``torch.compile``; ``--procs N`` runs N copies at once and reports their sum (runs sharing a
+GPU). ``--max-seconds`` bounds the whole benchmark: configurations left when it is spent are listed
+as skipped. Usage:
 
-    python benchmarks/train_throughput.py --sizes 48 112 224 --out results/train_throughput.md
+    python benchmarks/train_throughput.py --sizes 48 112 224 --out results/train_throughput.md   # CPU
+    python benchmarks/train_throughput.py --device cuda --sizes 112 224 --batches 64 128 256 \\
+        --modes eager graph --json results/train_throughput_cuda.json --out results/train_throughput_cuda.md
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
+import subprocess
 import sys
 import time
 
 import torch
 
 from litefer import create_model
-from litefer.data import AugmentConfig, Preprocess, augment
+from litefer.data import AugmentConfig, FaceDataset, FERPLUS_CLASSES, Preprocess
 from litefer.losses import JointLoss
-from litefer.utils import atomic_write_text, hardware_summary
+from litefer.train.engine import make_optimizer, resolve_device
+from litefer.train.step import DeviceData, EpochMeter, StepConfig, TrainStep
+from litefer.utils import atomic_write_json, atomic_write_text, hardware_summary
 
 
-def measure(name: str, size: int, batch: int, steps: int, warmup: int, threads: int) -> float:
-    torch.set_num_threads(threads)
+def build_step(name: str, size: int, batch: int, device: torch.device, mode: str, dropout: float = 0.2):
+    """The engine's training step for ``name`` at ``size`` px, on random uint8 faces held on ``device``."""
     torch.manual_seed(0)
-    model = create_model(name, num_classes=8).to(memory_format=torch.channels_last).train()
-    crit = JointLoss(8, model.embedding_dim, softmax=1.0, centre=0.4)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    k = len(FERPLUS_CLASSES)
+    model = create_model(name, num_classes=k, dropout=dropout).to(device).to(memory_format=torch.channels_last)
+    crit = JointLoss(k, model.embedding_dim, softmax=1.0, centre=0.4).to(device)
+    optim_cfg = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9}
+    opt = make_optimizer(model.parameters(), optim_cfg, device)
     copt = torch.optim.SGD(crit.center.parameters(), lr=0.5)
-    pp, aug = Preprocess(input_size=size, in_chans=3), AugmentConfig()
-    faces = torch.randint(0, 256, (batch, 48, 48, 1), dtype=torch.uint8)
-    labels = torch.randint(0, 8, (batch,))
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        x = augment(faces, pp, aug).contiguous(memory_format=torch.channels_last)
-        logits, emb = model(x, return_embedding=True)
-        loss, _ = crit(logits, emb, labels)
-        opt.zero_grad(set_to_none=True)
-        copt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        crit.center.centers.grad.mul_(crit.centre_grad_scale)
-        copt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)
+    faces = torch.randint(0, 256, (batch * 8, 48, 48, 1), dtype=torch.uint8)
+    data = DeviceData(FaceDataset(faces, torch.randint(0, k, (len(faces),)), FERPLUS_CLASSES), device)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    settings = StepConfig(Preprocess(input_size=size, in_chans=3), AugmentConfig(), "hard", True, amp, 0.0)
+    train_model = torch.compile(model) if mode == "compile" else model
+    step = TrainStep(model.train(), train_model, crit, opt, copt, None, settings)
+    return step, data
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(name: str, size: int, batch: int, device: torch.device, mode: str, seconds: float,
+            warmup: int = 3, start_at: float | None = None) -> dict:
+    """Images/s of whole training steps over ``seconds`` after ``warmup`` steps (and, with
+    ``start_at``, after waiting for that wall-clock time, so that concurrent copies overlap)."""
+    step, data = build_step(name, size, batch, device, mode)
+    gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(1)
+    meter = EpochMeter(device)
+    order = torch.randperm(len(data)).to(device)
+    batches = [order[i * batch:(i + 1) * batch] for i in range(len(data) // batch)]
+    t_setup = time.perf_counter()
+    for i in range(warmup):
+        x, y = step.batch(data, batches[i % len(batches)], gen)
+        if mode == "graph" and not step.graphed:
+            step.capture_graph(x)
+        step(x, y, meter)
+    _sync(device)
+    setup = time.perf_counter() - t_setup
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+    steps, t0 = 0, time.perf_counter()
+    while True:
+        x, y = step.batch(data, batches[steps % len(batches)], gen)
+        step(x, y, meter)
+        steps += 1
+        if steps % 5 == 0:
+            _sync(device)
+            if time.perf_counter() - t0 >= seconds:
+                break
+    elapsed = time.perf_counter() - t0
+    loss = meter.read()["loss"] / meter.n
+    if loss != loss:
+        raise RuntimeError(f"{name} {mode}: the training loss is NaN")
+    return {"model": name, "input": size, "batch": batch, "mode": mode, "images_per_s": round(steps * batch / elapsed, 1),
+            "step_ms": round(1000 * elapsed / steps, 3), "steps": steps, "setup_s": round(setup, 2)}
+
+
+def graph_parity(name: str, size: int, batch: int, device: torch.device) -> dict:
+    """One step eager and one replayed from a CUDA graph, from the same weights on the same batch
+    (dropout off): the losses and the updated weights must agree to bf16 precision."""
+    results = {}
+    flat = lambda m: torch.cat([p.detach().float().flatten() for p in m.parameters()])  # noqa: E731
+    for mode in ("eager", "graph"):
+        step, data = build_step(name, size, batch, device, mode, dropout=0.0)
+        before = flat(step.model)
+        x, y = step.batch(data, torch.arange(batch, device=device), torch.Generator(
+            device=device if device.type == "cuda" else "cpu").manual_seed(2))
+        if mode == "graph":
+            step.capture_graph(x)
+        meter = EpochMeter(device)
+        step(x, y, meter)
+        results[mode] = (meter.read()["loss"] / batch, flat(step.model) - before)
+    (le, de), (lg, dg) = results["eager"], results["graph"]
+    rel = float((de - dg).norm() / de.norm())        # Adam's first update is nearly sign(grad): loose bound
+    return {"model": name, "input": size, "batch": batch, "loss_eager": le, "loss_graph": lg,
+            "weights_rel_diff": rel, "ok": abs(le - lg) <= 2e-2 * max(1.0, abs(le)) and rel < 0.3}
+
+
+def run_concurrent(args, name: str, size: int, batch: int, mode: str, procs: int) -> dict:
+    """``procs`` copies of one measurement at once, timed over the same wall-clock span; their sum."""
+    start_at = time.time() + args.concurrent_lead_s
+    cmd = [sys.executable, __file__, "--single", name, str(size), str(batch), mode, "--device", args.device,
+           "--seconds", str(args.seconds), "--start-at", str(start_at)]
+    children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                for _ in range(procs)]
+    rates = []
+    for c in children:
+        out, _ = c.communicate(timeout=args.concurrent_lead_s + 10 * args.seconds + 120)
+        if c.returncode != 0:
+            raise RuntimeError(f"concurrent copy failed with exit code {c.returncode}")
+        rates.append(json.loads(out.strip().splitlines()[-1])["images_per_s"])
+    return {"model": name, "input": size, "batch": batch, "mode": mode, "procs": procs,
+            "images_per_s": round(sum(rates), 1), "per_process": rates}
+
+
+def _configs(args) -> list[tuple[str, int, int, str]]:
+    """The measurements in order: ``--configs`` as given, else models x sizes x batches x modes."""
+    if args.configs:
+        out = []
+        for spec in args.configs:
+            name, size, batch, mode = spec.split(":")
+            out.append((name, int(size), int(batch), mode))
+        return out
+    return [(name, size, batch, mode) for size in args.sizes for batch in args.batches for name in args.models
+            for mode in args.modes]
+
+
+def run_all(args, device: torch.device) -> dict:
+    t_begin = time.time()
+    rows, skipped, parity, concurrent = [], [], [], []
+    budget_left = lambda: args.max_seconds - (time.time() - t_begin)  # noqa: E731
+    if device.type == "cuda" and args.parity:
+        name, size, batch, _ = _configs(args)[0]
+        try:
+            parity.append(graph_parity(name, size, batch, device))
+        except Exception as e:
+            parity.append({"model": name, "input": size, "batch": batch, "ok": False,
+                           "error": f"{type(e).__name__}: {e}"[:500]})
+        print(json.dumps({"parity": parity[-1]}), flush=True)
+    for name, size, batch, mode in _configs(args):
+        if mode == "graph" and device.type != "cuda":
+            continue
+        if args.max_seconds and budget_left() < args.seconds + 5:
+            skipped.append({"model": name, "input": size, "batch": batch, "mode": mode})
+            continue
+        try:
+            rows.append(measure(name, size, batch, device, mode, args.seconds, args.warmup))
+        except Exception as e:  # one failing mode (a capture, a compile) must not lose the others
+            rows.append({"model": name, "input": size, "batch": batch, "mode": mode, "images_per_s": None,
+                         "error": f"{type(e).__name__}: {e}"[:500]})
+        print(json.dumps(rows[-1]), flush=True)
+    for spec in args.concurrent:
+        name, size, batch, mode, procs = spec.split(":")
+        if args.max_seconds and budget_left() < args.concurrent_lead_s + args.seconds + 5:
+            skipped.append({"concurrent": spec})
+            continue
+        concurrent.append(run_concurrent(args, name, int(size), int(batch), mode, int(procs)))
+        print(json.dumps(concurrent[-1]), flush=True)
+    return {"command": "python " + " ".join(sys.argv), "device": device_label(device),
+            "hardware": hardware_summary(), "torch": torch.__version__, "seconds_per_measurement": args.seconds,
+            "rows": rows, "concurrent": concurrent, "parity": parity, "skipped": skipped,
+            "wall_seconds": round(time.time() - t_begin, 1)}
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"# Training throughput: {report['device']}", "",
+             f"Command: `{report['command']}`  ",
+             f"Hardware: {report['hardware']}; device {report['device']}; torch {report['torch']}  ",
+             "Step: the engine's training step (`litefer.train.step`): images resident on the device, batched "
+             "augmentation, forward with embedding, softmax + centre loss, backward, Adam (fused on CUDA), centre "
+             f"step, device-side metric sums; channels_last, bf16 autocast on CUDA; timed over "
+             f"{report['seconds_per_measurement']} s per row after warm-up.", "",
+             "| model | input | batch | mode | images/s | ms/step | one-off set-up s |", "|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | failed: {r['error'][:120]} | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['images_per_s']:,.0f} | "
+                     f"{r['step_ms']} | {r['setup_s']} |")
+    if report["concurrent"]:
+        lines += ["", "Several processes at once on the same device (sum of their images/s):", "",
+                  "| model | input | batch | mode | processes | images/s in all | per process |", "|---|---|---|---|---|---|---|"]
+        for r in report["concurrent"]:
+            lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['procs']} | "
+                         f"{r['images_per_s']:,.0f} | {', '.join(f'{v:,.0f}' for v in r['per_process'])} |")
+    for p in report["parity"]:
+        if p.get("error"):
+            lines += ["", f"CUDA-graph parity check failed to run: {p['error']}"]
+            continue
+        lines += ["", f"CUDA-graph parity ({p['model']}, {p['input']} px, batch {p['batch']}, dropout off): loss eager "
+                  f"{p['loss_eager']:.5f} vs graph {p['loss_graph']:.5f}, relative difference of the first weight update "
+                  f"{p['weights_rel_diff']:.2e}: {'agree' if p['ok'] else 'DISAGREE'}."]
+    if report["skipped"]:
+        lines += ["", f"Skipped for the time budget: {len(report['skipped'])} measurement(s)."]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["litefer_cpsca", "mobilenetv3_large"])
     p.add_argument("--sizes", nargs="+", type=int, default=[48, 112, 224])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", nargs="+", type=int, default=[64])
+    p.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "graph", "compile"])
+    p.add_argument("--configs", nargs="+", metavar="MODEL:SIZE:BATCH:MODE",
+                   help="measure exactly these, in this order (instead of the product of the lists above)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--seconds", type=float, default=3.0, help="timed span per measurement")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (CPU device)")
+    p.add_argument("--max-seconds", type=float, default=0.0, help="bound on the whole benchmark; 0 = none")
+    p.add_argument("--parity", action="store_true", help="check one graph step against one eager step first")
+    p.add_argument("--concurrent", nargs="*", default=[], metavar="MODEL:SIZE:BATCH:MODE:PROCS")
+    p.add_argument("--concurrent-lead-s", type=float, default=25.0, help="start-up allowance of concurrent copies")
+    p.add_argument("--single", nargs=4, metavar=("MODEL", "SIZE", "BATCH", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help="JSON file to write")
     p.add_argument("--out", default=None, help="markdown file to write")
     args = p.parse_args(argv)
-    rows = []
-    for size in args.sizes:
-        rates = {m: measure(m, size, args.batch, args.steps, args.warmup, args.threads) for m in args.models}
-        base = rates[args.models[-1]]
-        for m in args.models:
-            rows.append({"model": m, "input": size, "images_per_s": round(rates[m], 1),
-                         "ratio_vs_" + args.models[-1]: round(rates[m] / base, 2)})
-            print(json.dumps(rows[-1]), flush=True)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.single:
+        name, size, batch, mode = args.single
+        print(json.dumps(measure(name, int(size), int(batch), device, mode, args.seconds, args.warmup, args.start_at)))
+        return 0
+    report = run_all(args, device)
+    if args.json:
+        atomic_write_json(args.json, report)
     if args.out:
-        ref = args.models[-1]
-        lines = ["# Training throughput on the CPU", "",
-                 f"Command: `python {' '.join(sys.argv)}`  ",
-                 f"Hardware: {hardware_summary()}; torch {torch.__version__}, {args.threads} threads  ",
-                 f"Step: batched augmentation + forward + joint loss (softmax + centre) + backward + Adam, "
-                 f"batch {args.batch}, channels_last; median of {args.steps} steps after {args.warmup} warm-up.",
-                 "", f"| model | input | images/s | ratio vs {ref} |", "|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['model']} | {r['input']} | {r['images_per_s']} | {r['ratio_vs_' + ref]} |")
-        atomic_write_text(args.out, "\n".join(lines) + "\n")
+        atomic_write_text(args.out, to_markdown(report))
     return 0
 
 

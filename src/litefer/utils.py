@@ -56,6 +56,17 @@ def atomic_open(path: str | os.PathLike, suffix: str = ".tmp"):
         raise
 
 
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files ``atomic_open`` leaves when its process is killed mid-write
+    (``.NAME.XXXXXXXX.tmp``); returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temporary file in the same folder and rename."""
     with atomic_open(path) as f:

@@ -40,6 +40,11 @@ class BatchSampler:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
+        return iter(self.batches())
+
+    def batches(self, device=None) -> list[torch.Tensor]:
+        """This epoch's index batches, moved to ``device`` in one transfer (slices of one tensor)."""
         idx = self._indices()
-        for i in range(len(self)):
-            yield idx[i * self.batch_size:(i + 1) * self.batch_size]
+        if device is not None:
+            idx = idx.to(device)
+        return [idx[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]

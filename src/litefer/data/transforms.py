@@ -82,9 +82,11 @@ def augment(images: torch.Tensor, cfg: Preprocess, aug: AugmentConfig, generator
     """Random flip/translate/rotate/zoom (one warp), contrast, noise, erasing; then normalise."""
     x = to_float(images.to(device) if device is not None else images, cfg.in_chans)
     n, dev = x.shape[0], x.device
+    # numbers are drawn where the generator lives: a CUDA generator never makes the host wait
+    gen_dev = generator.device if generator is not None else torch.device("cpu")
 
     def rand(*shape):
-        return torch.rand(*shape, generator=generator).to(dev)
+        return torch.rand(*shape, generator=generator, device=gen_dev).to(dev)
 
     angle = (rand(n) * 2 - 1) * math.radians(aug.rotate)
     scale = 1 + (rand(n) * 2 - 1) * aug.scale
@@ -102,7 +104,7 @@ def augment(images: torch.Tensor, cfg: Preprocess, aug: AugmentConfig, generator
         x = ((x - mean) * factor + mean).clamp_(0, 1)
     if aug.noise_std > 0 and aug.noise_p > 0:
         on = (rand(n) < aug.noise_p).float().view(n, 1, 1, 1)
-        noise = torch.randn(x.shape, generator=generator).to(dev) * aug.noise_std
+        noise = torch.randn(x.shape, generator=generator, device=gen_dev).to(dev) * aug.noise_std
         x = (x + on * noise).clamp_(0, 1)
     if aug.erase_p > 0:
         x = _random_erase(x, aug.erase_p, rand)

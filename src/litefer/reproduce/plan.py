@@ -34,7 +34,7 @@ log = logging.getLogger("litefer.reproduce")
 EXECUTION_KEYS = {
     "data": ("root", "val_root", "test_root"),
     "run": ("out_dir", "name", "seed", "device", "threads", "progress", "tensorboard", "eval_batch_size",
-            "compile", "channels_last", "deterministic"),
+            "compile", "channels_last", "deterministic", "cuda_graph", "time_limit_s"),
 }
 LOCK_NAME = ".reproduce.lock"
 
@@ -268,8 +268,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def run_status(run_dir: Path) -> str:
-    if (run_dir / "final.json").is_file():
-        return "complete"
+    """complete, incomplete (resumable: killed, or stopped by ``run.time_limit_s``) or new."""
+    final = run_dir / "final.json"
+    if final.is_file():
+        stopped = json.loads(final.read_text()).get("stopped")
+        return "incomplete" if stopped and (run_dir / "last.pt").is_file() else "complete"
     if (run_dir / "last.pt").is_file():
         return "incomplete"
     return "new"

@@ -52,7 +52,8 @@ def read_run(run: PlannedRun) -> dict | None:
     meta_path = run.run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = {"seed": run.seed, "run_dir": str(run.run_dir), "best_epoch": final.get("best_epoch"),
-           "epochs": final.get("epochs"), "train_seconds": final.get("total_train_seconds"),
+           "epochs": final.get("epochs"), "stopped": final.get("stopped"),
+           "train_seconds": final.get("total_train_seconds"),
            "last_val_acc": _last_val_acc(run.run_dir), "hardware": meta.get("hardware"),
            "device": meta.get("device"), "torch": meta.get("torch"), "git_commit": meta.get("git_commit"),
            "started": meta.get("started"),

@@ -61,6 +61,8 @@ DEFAULTS: dict = {
         "amp": True,                   # bf16 autocast on CUDA (ignored on CPU)
         "channels_last": True,
         "compile": False,
+        "cuda_graph": False,           # CUDA: replay forward + backward from a CUDA graph (see train/step.py)
+        "time_limit_s": 0.0,           # >0: start no epoch that would end after this many seconds of the run
         "threads": 0,                  # torch intra-op threads; 0 = torch default
         "ema_decay": 0.0,              # model EMA; 0 = off
         "tta_flip": False,             # horizontal-flip test-time augmentation at evaluation
@@ -179,6 +181,10 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"data.dataset must be ferplus, rafdb or folder, got {cfg['data']['dataset']!r}")
     if cfg["run"]["progress"] not in ("auto", "always", "never"):
         raise ConfigError("run.progress must be auto, always or never")
+    if float(cfg["run"]["time_limit_s"]) < 0:
+        raise ConfigError(f"run.time_limit_s must be >= 0 (0 = no limit), got {cfg['run']['time_limit_s']}")
+    if cfg["run"]["cuda_graph"] and cfg["run"]["compile"]:
+        raise ConfigError("run.cuda_graph and run.compile exclude each other; choose one")
     classifier = cfg["run"]["classifier"]
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"run.classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")

@@ -18,6 +18,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +26,22 @@ import torch
 import torch.distributed as dist
 
 from .. import __version__
-from ..data import AugmentConfig, BatchSampler, Preprocess, augment, build_datasets
+from ..data import AugmentConfig, BatchSampler, Preprocess, build_datasets
 from ..losses import JointLoss
 from ..models import create_model
 from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                     hardware_summary, setup_logging)
+                     hardware_summary, remove_stale_temp_files, setup_logging)
 from ..weights import weights_payload
 from .config import dump_config
-from .evaluate import class_means, evaluate, plot_confusion, prototype_scores
+from .evaluate import class_means, evaluate, plot_confusion
 from .metrics import format_report
+from .step import DeviceData, EpochMeter, StepConfig, TrainStep, epoch_generator, graph_unsupported_reason
 
 log = logging.getLogger("litefer.train")
 
 METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_ce", "train_centre", "train_triplet", "train_acc",
-                 "val_loss", "val_acc", "val_mean_class_acc", "val_macro_f1", "epoch_seconds", "images_per_s"]
+                 "val_loss", "val_acc", "val_mean_class_acc", "val_macro_f1", "epoch_seconds", "images_per_s",
+                 "setup_seconds"]
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -97,13 +100,30 @@ class ModelEMA:
                 v.copy_(src[k])
 
 
-def _make_optimizer(params, o: dict) -> torch.optim.Optimizer:
-    if o["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=o["lr"], weight_decay=o["weight_decay"])
-    if o["optimizer"] == "adamw":
-        return torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
-    return torch.optim.SGD(params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
-                           nesterov=True)
+def make_optimizer(params, optim_cfg: dict, device: torch.device) -> torch.optim.Optimizer:
+    """The configured optimizer; on CUDA its fused kernels (one launch for all parameters)."""
+    kind, lr, wd = optim_cfg["optimizer"], optim_cfg["lr"], optim_cfg["weight_decay"]
+    fast = {"fused": True} if device.type == "cuda" else {}
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fast)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fast)
+    return torch.optim.SGD(params, lr=lr, momentum=optim_cfg["momentum"], weight_decay=wd, nesterov=True, **fast)
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimizer state but keep this run's kernel choice (fused on CUDA, not on the
+    CPU): a checkpoint written on one device resumes on the other."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, chosen in zip(optimizer.param_groups, kernels):
+        group.update(chosen)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _epoch_lr(o: dict, epoch: int) -> float | None:
@@ -119,41 +139,82 @@ def _epoch_lr(o: dict, epoch: int) -> float | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------ main loop
-def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = False) -> dict:
-    """Train as ``cfg`` says; with ``resume`` continue the run in ``run_dir`` from its ``last.pt``."""
+# ------------------------------------------------------------------------------------------- set-up
+@dataclass
+class RunContext:
+    """Where and as what this process trains: the run folder, device, DDP rank and seed."""
+
+    cfg: dict
+    run_dir: Path
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    seed: int = 0
+    started: float = field(default_factory=time.time)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+@dataclass
+class TrainingParts:
+    """Everything a checkpoint holds besides the loop's state: the model and what trains it."""
+
+    model: torch.nn.Module
+    train_model: torch.nn.Module         # the model as the step calls it (DDP- or compile-wrapped)
+    criterion: JointLoss
+    optimizer: torch.optim.Optimizer
+    centre_opt: torch.optim.Optimizer | None
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    ema: ModelEMA | None
+    model_kwargs: dict
+    class_names: tuple
+    pp: Preprocess
+
+
+def setup_run(cfg: dict, run_dir, resume: bool) -> tuple[RunContext, bool]:
+    """Device, process group, run folder, logging and seeds; returns the context and whether a
+    checkpoint is resumed (a run killed before its first checkpoint restarts from its config)."""
     rank, local_rank, world = _dist_info()
-    distributed = world > 1
     device = resolve_device(cfg["run"]["device"], local_rank)
-    if distributed and not dist.is_initialized():
+    if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if cfg["run"]["threads"]:
         torch.set_num_threads(int(cfg["run"]["threads"]))
-
     run_dir = Path(run_dir or Path(cfg["run"]["out_dir"]) / (cfg["run"]["name"] or default_run_name(cfg)))
     last_path = run_dir / "last.pt"
     if resume and not last_path.is_file():
-        raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
-    if not resume and last_path.is_file():
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
+        log.warning("%s has no checkpoint yet (stopped in its first epoch): starting it again", run_dir)
+        resume = False
+    elif not resume and last_path.is_file():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose "
                               "another run.name")
-    if is_main:
+    ctx = RunContext(cfg, run_dir, device, rank, world, int(cfg["run"]["seed"]))
+    if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         setup_logging(file=run_dir / "train.log")
-    seed = int(cfg["run"]["seed"])
-    seed_everything(seed + rank)
+        for stale in remove_stale_temp_files(run_dir):
+            log.info("removed %s, left by a run killed while writing it", stale.name)
+    seed_everything(ctx.seed + rank)
     if cfg["run"]["deterministic"]:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return ctx, resume
 
-    # ---- data
-    mcfg = cfg["model"]
-    data_channels = 1 if cfg["data"]["dataset"] == "ferplus" else mcfg["in_chans"]
+
+def load_data(cfg: dict, ctx: RunContext) -> dict:
+    data_channels = 1 if cfg["data"]["dataset"] == "ferplus" else cfg["model"]["in_chans"]
     data = build_datasets(cfg["data"], channels=data_channels)
     train_ds, val_ds, test_ds = data["train"], data["val"], data["test"]
     if len(train_ds) == 0:
@@ -161,251 +222,328 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
     empty = [c for c, n in zip(train_ds.class_names, train_ds.class_counts()) if n == 0]
     if empty:
         log.warning("training split has no images of class(es) %s", empty)
-    pp = Preprocess(input_size=int(cfg["data"]["input_size"]), in_chans=int(mcfg["in_chans"]))
-    aug = AugmentConfig(**cfg["augment"])
-    class_names = train_ds.class_names
-    if is_main:
-        log.info("data: train %d, val %s, test %s images; classes %s", len(train_ds),
-                 len(val_ds) if val_ds else "none", len(test_ds) if test_ds else "none", list(class_names))
-
-    # How the model classifies at validation, selection and test: its logits, or (trained without the
-    # softmax loss, Table 6) the nearest learned centre or the nearest training class mean.
-    classifier = cfg["run"]["classifier"]
-    # class means of a triplet-trained model live where its loss measured distances
-    unit_protos = classifier == "class_mean" and bool(cfg["loss"]["triplet_normalize"])
-    if classifier != "logits" and val_ds is None:
-        raise ValueError(f"run.classifier {classifier} selects epochs on a validation split, and "
+    if cfg["run"]["classifier"] != "logits" and val_ds is None:
+        raise ValueError(f"run.classifier {cfg['run']['classifier']} selects epochs on a validation split, and "
                          f"{train_ds.name} has none")
+    if ctx.is_main:
+        log.info("data: train %d, val %s, test %s images; classes %s", len(train_ds),
+                 len(val_ds) if val_ds else "none", len(test_ds) if test_ds else "none", list(train_ds.class_names))
+    return data
 
-    # ---- model, loss, optimizers
-    model_kwargs = {"in_chans": mcfg["in_chans"], "dropout": mcfg["dropout"]}
-    if mcfg["attention_gate"]:
-        model_kwargs["attention_gate"] = mcfg["attention_gate"]
-    model = create_model(mcfg["name"], num_classes=len(class_names), **model_kwargs)
-    if mcfg["init"] and not resume:
+
+def build_parts(cfg: dict, class_names, ctx: RunContext, resume: bool) -> TrainingParts:
+    model_cfg, loss_cfg, optim_cfg = cfg["model"], cfg["loss"], cfg["optim"]
+    model_kwargs = {"in_chans": model_cfg["in_chans"], "dropout": model_cfg["dropout"]}
+    if model_cfg["attention_gate"]:
+        model_kwargs["attention_gate"] = model_cfg["attention_gate"]
+    model = create_model(model_cfg["name"], num_classes=len(class_names), **model_kwargs)
+    if model_cfg["init"] and not resume:
         from ..models.pretrained import load_by_name
-        load_by_name(model, mcfg["init"])
-    model.to(device)
-    channels_last = bool(cfg["run"]["channels_last"])
-    if channels_last:
+        load_by_name(model, model_cfg["init"])
+    model.to(ctx.device)
+    if cfg["run"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    lcfg = cfg["loss"]
-    criterion = JointLoss(len(class_names), model.embedding_dim, softmax=lcfg["softmax"], centre=lcfg["centre"],
-                          triplet=lcfg["triplet"], triplet_margin=lcfg["triplet_margin"],
-                          triplet_normalize=lcfg["triplet_normalize"],
-                          label_smoothing=lcfg["label_smoothing"]).to(device)
-    o = cfg["optim"]
-    optimizer = _make_optimizer(model.parameters(), o)
-    centre_opt = (torch.optim.SGD(criterion.center.parameters(), lr=lcfg["centre_lr"])
+    criterion = JointLoss(len(class_names), model.embedding_dim, softmax=loss_cfg["softmax"],
+                          centre=loss_cfg["centre"], triplet=loss_cfg["triplet"],
+                          triplet_margin=loss_cfg["triplet_margin"], triplet_normalize=loss_cfg["triplet_normalize"],
+                          label_smoothing=loss_cfg["label_smoothing"]).to(ctx.device)
+    optimizer = make_optimizer(model.parameters(), optim_cfg, ctx.device)
+    centre_opt = (torch.optim.SGD(criterion.center.parameters(), lr=loss_cfg["centre_lr"])
                   if criterion.center is not None else None)
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=o["plateau_factor"],
-                                                          patience=o["plateau_patience"])
-               if o["schedule"] == "plateau" else None)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=optim_cfg["plateau_factor"],
+                                                          patience=optim_cfg["plateau_patience"])
+               if optim_cfg["schedule"] == "plateau" else None)
     ema = ModelEMA(model, cfg["run"]["ema_decay"]) if cfg["run"]["ema_decay"] > 0 else None
-    amp_dtype = torch.bfloat16 if (device.type == "cuda" and cfg["run"]["amp"]) else None
-
-    state = {"epoch": 0, "best_acc": -1.0, "best_epoch": -1, "history": [], "best": None}
-    if resume:
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        criterion.load_state_dict(ckpt["criterion"])
-        if centre_opt is not None:
-            centre_opt.load_state_dict(ckpt["centre_optimizer"])
-        if plateau is not None:
-            plateau.load_state_dict(ckpt["plateau"])
-        if ema is not None:
-            ema.module.load_state_dict(ckpt["ema"])
-        state = ckpt["state"]
-        if is_main and ckpt.get("config") != cfg:
-            _record_resume_changes(run_dir, ckpt.get("config") or {}, cfg, state["epoch"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
-        if is_main:
-            log.info("resumed %s at epoch %d (best val acc %.4f at epoch %d)", run_dir, state["epoch"],
-                     state["best_acc"], state["best_epoch"])
-    elif is_main:
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        atomic_write_json(run_dir / "meta.json", {
-            "litefer": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
-            "git_commit": _git_commit(), "command": " ".join(sys.argv), "hardware": hardware_summary(),
-            "device": str(device), "world_size": world, "seed": seed,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "params": sum(p.numel() for p in model.parameters())})
-
     train_model = model
-    if distributed:
+    if ctx.distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if cfg["run"]["compile"]:
         train_model = torch.compile(train_model)
+    pp = Preprocess(input_size=int(cfg["data"]["input_size"]), in_chans=int(model_cfg["in_chans"]))
+    return TrainingParts(model, train_model, criterion, optimizer, centre_opt, plateau, ema, model_kwargs,
+                         tuple(class_names), pp)
 
-    sampler = BatchSampler(len(train_ds), o["batch_size"], shuffle=True, seed=seed, drop_last=True,
-                           rank=rank, world_size=world)
-    writer = None
-    if is_main and cfg["run"]["tensorboard"]:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(run_dir / "tb", purge_step=state["epoch"])
-        except ImportError:
-            log.warning("tensorboard is not installed; metrics go to metrics.csv only")
-    show_bar = is_main and (cfg["run"]["progress"] == "always" or
-                            (cfg["run"]["progress"] == "auto" and sys.stderr.isatty()))
-    soft = train_ds.soft_targets is not None and cfg["data"].get("label_mode") == "crossentropy"
-    probability = train_ds.soft_targets is not None and cfg["data"].get("label_mode") == "probability"
-    max_batches = int(cfg["run"]["max_batches"])
-    run_start = time.time()
 
-    for epoch in range(state["epoch"], o["epochs"]):
-        # Every epoch's randomness derives from (seed, epoch, rank): a resumed run repeats it exactly.
-        epoch_seed = seed * 1000 + epoch * 10 + rank
-        torch.manual_seed(epoch_seed)
-        gen = torch.Generator().manual_seed(epoch_seed + 7)
-        sampler.set_epoch(epoch)
-        lr = _epoch_lr(o, epoch)
-        if lr is not None:
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-        train_model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "centre": 0.0, "triplet": 0.0, "correct": 0, "n": 0}
-        t0 = time.time()
-        n_batches = min(len(sampler), max_batches) if max_batches else len(sampler)
-        bar = None
-        last_note = t0
-        if show_bar:
-            from tqdm import tqdm
-            bar = tqdm(total=n_batches * o["batch_size"] * world, unit="img", desc=f"epoch {epoch + 1}/{o['epochs']}",
-                       dynamic_ncols=True, leave=False)
-        for step, idx in enumerate(sampler):
-            if step >= n_batches:
-                break
-            x = augment(train_ds.images[idx], pp, aug, generator=gen, device=device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if soft:
-                target = train_ds.soft_targets[idx].to(device)
-            elif probability:
-                target = torch.multinomial(train_ds.soft_targets[idx], 1, generator=gen).squeeze(1).to(device)
-            else:
-                target = train_ds.labels[idx].to(device)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits, emb = train_model(x, return_embedding=True)
-            loss, parts = criterion(logits.float(), emb.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            if centre_opt is not None:
-                centre_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if o["grad_clip"] > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o["grad_clip"])
-            optimizer.step()
-            if centre_opt is not None:
-                centers = criterion.center.centers
-                if distributed:
-                    dist.all_reduce(centers.grad)
-                    centers.grad /= world
-                centers.grad.mul_(criterion.centre_grad_scale)
-                centre_opt.step()
-            if ema is not None:
-                ema.update(model)
-            hard = target.argmax(1) if target.ndim == 2 else target
-            b = len(idx)
-            sums["loss"] += float(loss.detach()) * b
-            for k in ("ce", "centre", "triplet"):
-                if k in parts:
-                    sums[k] += float(parts[k].detach()) * b
-            if classifier == "logits":
-                sums["correct"] += int((logits.argmax(1) == hard).sum())
-            else:
-                protos = (criterion.center.centers.detach() if classifier == "nearest_centre"
-                          else state.get("prototypes"))        # class means of the previous epoch
-                if protos is None:
-                    sums["correct"] = float("nan")
-                else:
-                    pred = prototype_scores(emb.detach().float(), protos.to(emb.device), unit_protos).argmax(1)
-                    sums["correct"] += int((pred == hard).sum())
-            sums["n"] += b
-            if bar is not None:
-                bar.update(b * world)
-                bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", acc=f"{sums['correct'] / sums['n']:.3f}")
-            elif is_main and time.time() - last_note > 60:
-                # no terminal (a background run): a progress line in the log every minute instead
-                last_note = time.time()
-                rate = sums["n"] * world / (last_note - t0)
-                eta = (n_batches - step - 1) * o["batch_size"] * world / max(rate, 1e-9)
-                log.info("epoch %d: batch %d/%d, loss %.4f, %.0f img/s, epoch ETA %.0f s", epoch + 1, step + 1,
-                         n_batches, sums["loss"] / sums["n"], rate, eta)
-        if bar is not None:
-            bar.close()
-        seconds = time.time() - t0
-        throughput = sums["n"] * world / max(seconds, 1e-9)
-        eval_model = ema.module if ema is not None else model
-        eval_kw = dict(batch_size=cfg["run"]["eval_batch_size"], device=device, tta_flip=cfg["run"]["tta_flip"],
-                       channels_last=channels_last, autocast_dtype=amp_dtype)
-        prototypes = None
-        if classifier == "nearest_centre":
-            prototypes = criterion.center.centers.detach().float().cpu().clone()
-        elif classifier == "class_mean":
-            prototypes = class_means(eval_model, train_ds, pp, normalize=unit_protos, **eval_kw)
-            state["prototypes"] = prototypes
-        val = (evaluate(eval_model, val_ds, pp, prototypes=prototypes, normalize=unit_protos, **eval_kw)
-               if val_ds is not None else None)
-        n = max(sums["n"], 1)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": sums["loss"] / n,
-               "train_ce": sums["ce"] / n, "train_centre": sums["centre"] / n, "train_triplet": sums["triplet"] / n,
-               "train_acc": sums["correct"] / n,
-               "val_loss": val["loss"] if val else float("nan"), "val_acc": val["accuracy"] if val else float("nan"),
-               "val_mean_class_acc": val["mean_class_accuracy"] if val else float("nan"),
-               "val_macro_f1": val["macro_f1"] if val else float("nan"),
-               "epoch_seconds": seconds, "images_per_s": throughput}
-        if plateau is not None and val is not None and epoch + 1 >= o["warmup_epochs"]:
-            plateau.step(val["loss"])
-        state["history"].append(row)
-        state["epoch"] = epoch + 1
-        # Selection uses the validation split only (train accuracy when there is no validation split).
-        score = val["accuracy"] if val is not None else row["train_acc"]
-        improved = score > state["best_acc"]
-        if improved:
-            state["best_acc"], state["best_epoch"] = score, epoch + 1
-            state["best"] = weights_payload(eval_model, mcfg["name"], class_names, pp.to_dict(), model_kwargs,
-                                            config=cfg, epoch=epoch + 1, val=val)
-            if criterion.center is not None:
-                state["best"]["centers"] = criterion.center.centers.detach().cpu().clone()
-            if prototypes is not None:
-                state["best"]["classifier"], state["best"]["prototypes"] = classifier, prototypes
-                state["best"]["prototypes_normalized"] = unit_protos
-        if is_main:
-            log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s%s",
-                     epoch + 1, o["epochs"], row["lr"], row["train_loss"], row["train_acc"], row["val_loss"],
-                     row["val_acc"], throughput, "  *best*" if improved else "")
-            _write_metrics(run_dir, state["history"])
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch" and not (isinstance(v, float) and math.isnan(v)):
-                        writer.add_scalar(k, v, epoch + 1)
-                writer.flush()
-            if improved:
-                atomic_torch_save(state["best"], run_dir / "best.pt")
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "criterion": criterion.state_dict(),
-                    "centre_optimizer": centre_opt.state_dict() if centre_opt is not None else None,
-                    "plateau": plateau.state_dict() if plateau is not None else None,
-                    "ema": ema.module.state_dict() if ema is not None else None,
-                    "state": state, "config": cfg,
-                    "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                            "python": random.getstate()}}
-            atomic_torch_save(ckpt, last_path)
-        if distributed:
-            dist.barrier()
+# ------------------------------------------------------------------------------- start, resume, save
+def start_run(ctx: RunContext, parts: TrainingParts) -> dict:
+    """A fresh run: write its config and metadata; return the loop's initial state."""
+    if ctx.is_main:
+        atomic_write_text(ctx.run_dir / "config.yaml", dump_config(ctx.cfg))
+        atomic_write_json(ctx.run_dir / "meta.json", {
+            "litefer": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
+            "git_commit": _git_commit(), "command": " ".join(sys.argv), "hardware": hardware_summary(),
+            "device": _device_name(ctx.device), "world_size": ctx.world, "seed": ctx.seed,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "params": sum(p.numel() for p in parts.model.parameters())})
+    return {"epoch": 0, "best_acc": -1.0, "best_epoch": -1, "history": [], "best": None}
 
-    result = _finish(run_dir, state, test_ds, pp, cfg, device, channels_last, amp_dtype, is_main,
-                     time.time() - run_start)
-    if writer is not None:
-        writer.close()
-    if distributed:
+
+def resume_run(ctx: RunContext, parts: TrainingParts) -> dict:
+    """Load ``last.pt`` into ``parts`` and the RNGs; return the loop's state where it stopped."""
+    ckpt = torch.load(ctx.run_dir / "last.pt", map_location="cpu", weights_only=False)
+    parts.model.load_state_dict(ckpt["model"])
+    _load_optimizer(parts.optimizer, ckpt["optimizer"])
+    parts.criterion.load_state_dict(ckpt["criterion"])
+    if parts.centre_opt is not None:
+        parts.centre_opt.load_state_dict(ckpt["centre_optimizer"])
+    if parts.plateau is not None:
+        parts.plateau.load_state_dict(ckpt["plateau"])
+    if parts.ema is not None:
+        parts.ema.module.load_state_dict(ckpt["ema"])
+    state = ckpt["state"]
+    if ctx.is_main and ckpt.get("config") != ctx.cfg:
+        _record_resume_changes(ctx.run_dir, ckpt.get("config") or {}, ctx.cfg, state["epoch"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    np.random.set_state(ckpt["rng"]["numpy"])
+    random.setstate(ckpt["rng"]["python"])
+    if ctx.is_main:
+        log.info("resumed %s at epoch %d (best val acc %.4f at epoch %d)", ctx.run_dir, state["epoch"],
+                 state["best_acc"], state["best_epoch"])
+    return state
+
+
+def save_checkpoint(ctx: RunContext, parts: TrainingParts, state: dict) -> None:
+    """``last.pt``: everything ``resume_run`` needs, written atomically."""
+    ckpt = {"model": parts.model.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "criterion": parts.criterion.state_dict(),
+            "centre_optimizer": parts.centre_opt.state_dict() if parts.centre_opt is not None else None,
+            "plateau": parts.plateau.state_dict() if parts.plateau is not None else None,
+            "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
+            "state": state, "config": ctx.cfg,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+    atomic_torch_save(ckpt, ctx.run_dir / "last.pt")
+
+
+# ------------------------------------------------------------------------------------ the main loop
+def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = False) -> dict:
+    """Train as ``cfg`` says; with ``resume`` continue the run in ``run_dir`` from its ``last.pt``."""
+    ctx, resume = setup_run(cfg, run_dir, resume)
+    data = load_data(cfg, ctx)
+    parts = build_parts(cfg, data["train"].class_names, ctx, resume)
+    state = resume_run(ctx, parts) if resume else start_run(ctx, parts)
+    loop = EpochLoop(ctx, parts, data, state["epoch"])
+    limit = float(cfg["run"]["time_limit_s"])
+    for epoch in range(state["epoch"], cfg["optim"]["epochs"]):
+        if limit and loop.would_exceed(limit):
+            state["stopped"] = f"run.time_limit_s: epoch {epoch + 1} would end after {limit:.0f} s"
+            log.warning("stopping before epoch %d: %s", epoch + 1, state["stopped"])
+            break
+        loop.run_epoch(epoch, state)
+    if ctx.is_main:
+        _write_metrics(ctx.run_dir, state["history"], plot=True)
+    result = _finish(ctx, state, data["test"], parts.pp, time.time() - ctx.started)
+    loop.close()
+    if ctx.distributed:
         dist.barrier()
         dist.destroy_process_group()
     return result
+
+
+class EpochLoop:
+    """One epoch at a time: train, validate, select, record, checkpoint."""
+
+    def __init__(self, ctx: RunContext, parts: TrainingParts, data: dict, start_epoch: int = 0):
+        self.ctx, self.parts, self.cfg = ctx, parts, ctx.cfg
+        run_cfg, optim_cfg = self.cfg["run"], self.cfg["optim"]
+        self.train_ds, self.val_ds = data["train"], data["val"]
+        self.device_data = DeviceData(self.train_ds, ctx.device)
+        classifier = run_cfg["classifier"]
+        # class means of a triplet-trained model live where its loss measured distances
+        unit_protos = classifier == "class_mean" and bool(self.cfg["loss"]["triplet_normalize"])
+        amp_dtype = torch.bfloat16 if (ctx.device.type == "cuda" and run_cfg["amp"]) else None
+        label_mode = self.cfg["data"].get("label_mode") if self.train_ds.soft_targets is not None else "hard"
+        self.settings = StepConfig(parts.pp, AugmentConfig(**self.cfg["augment"]), label_mode,
+                                   bool(run_cfg["channels_last"]), amp_dtype, optim_cfg["grad_clip"],
+                                   classifier, unit_protos, ctx.world)
+        self.step = TrainStep(parts.model, parts.train_model, parts.criterion, parts.optimizer, parts.centre_opt,
+                              parts.ema, self.settings)
+        self.want_graph = bool(run_cfg["cuda_graph"])
+        if self.want_graph:
+            reason = graph_unsupported_reason(self.cfg, ctx.device, ctx.distributed)
+            if reason:
+                log.warning("run.cuda_graph is off for this run: %s", reason)
+                self.want_graph = False
+        self.sampler = BatchSampler(len(self.train_ds), optim_cfg["batch_size"], shuffle=True, seed=ctx.seed,
+                                    drop_last=True, rank=ctx.rank, world_size=ctx.world)
+        self.writer = _tensorboard_writer(ctx, run_cfg["tensorboard"], start_epoch)
+        self.epoch_wall: list[float] = []
+
+    def would_exceed(self, limit: float) -> bool:
+        """Would one more epoch, as long as the slowest of the last two, end past ``limit`` seconds?"""
+        if not self.epoch_wall:
+            return False
+        return time.time() - self.ctx.started + max(self.epoch_wall[-2:]) > limit
+
+    def run_epoch(self, epoch: int, state: dict) -> None:
+        t_start = time.time()
+        sums, seconds = self.train_one_epoch(epoch, state)
+        val, prototypes = self.validate(state)
+        row = self.epoch_row(epoch, sums, seconds, val)
+        parts = self.parts
+        if parts.plateau is not None and val is not None and epoch + 1 >= self.cfg["optim"]["warmup_epochs"]:
+            parts.plateau.step(val["loss"])
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        improved = self.select(state, row, val, prototypes)
+        if self.ctx.is_main:
+            self.record(row, improved, state)
+            save_checkpoint(self.ctx, parts, state)
+        if self.ctx.distributed:
+            dist.barrier()
+        self.epoch_wall.append(time.time() - t_start)
+
+    def train_one_epoch(self, epoch: int, state: dict) -> tuple[dict, float]:
+        ctx, optim_cfg = self.ctx, self.cfg["optim"]
+        # Every epoch's randomness derives from (seed, epoch, rank): a resumed run repeats it exactly.
+        epoch_seed = ctx.seed * 1000 + epoch * 10 + ctx.rank
+        torch.manual_seed(epoch_seed)
+        gen = epoch_generator(ctx.device, epoch_seed + 7)
+        self.sampler.set_epoch(epoch)
+        lr = _epoch_lr(optim_cfg, epoch)
+        if lr is not None:
+            for g in self.parts.optimizer.param_groups:
+                g["lr"] = lr
+        self.parts.train_model.train()
+        prototypes = None
+        if self.settings.classifier == "nearest_centre":
+            prototypes = self.parts.criterion.center.centers.detach()
+        elif self.settings.classifier == "class_mean":
+            prototypes = state.get("prototypes")          # class means of the previous epoch
+        max_batches = int(self.cfg["run"]["max_batches"])
+        batches = self.sampler.batches(ctx.device)
+        if max_batches:
+            batches = batches[:max_batches]
+        meter = EpochMeter(ctx.device)
+        progress = _Progress(ctx, epoch, self.cfg, len(batches), meter)
+        t0 = time.time()
+        for step_no, idx in enumerate(batches):
+            x, target = self.step.batch(self.device_data, idx, gen)
+            if self.want_graph and not self.step.graphed:
+                self.step.capture_graph(x)
+            self.step(x, target, meter, prototypes)
+            if not self.epoch_wall and step_no == 0:
+                self.step.time_first_step(t0)             # autotuning and capture: logged, once
+            progress.update(step_no, len(idx))
+        sums = meter.read()                                # the epoch's one host synchronisation
+        seconds = time.time() - t0
+        progress.close()
+        return sums, seconds
+
+    def validate(self, state: dict) -> tuple[dict | None, torch.Tensor | None]:
+        parts, run_cfg = self.parts, self.cfg["run"]
+        eval_model = parts.ema.module if parts.ema is not None else parts.model
+        eval_kw = dict(batch_size=run_cfg["eval_batch_size"], device=self.ctx.device, tta_flip=run_cfg["tta_flip"],
+                       channels_last=self.settings.channels_last, autocast_dtype=self.settings.amp_dtype)
+        prototypes = None
+        if self.settings.classifier == "nearest_centre":
+            prototypes = parts.criterion.center.centers.detach().float().cpu().clone()
+        elif self.settings.classifier == "class_mean":
+            prototypes = class_means(eval_model, self.train_ds, parts.pp, normalize=self.settings.unit_protos,
+                                     **eval_kw)
+            state["prototypes"] = prototypes
+        val = (evaluate(eval_model, self.val_ds, parts.pp, prototypes=prototypes, normalize=self.settings.unit_protos,
+                        **eval_kw) if self.val_ds is not None else None)
+        return val, prototypes
+
+    def epoch_row(self, epoch: int, sums: dict, seconds: float, val: dict | None) -> dict:
+        n = max(sums["n"], 1)
+        nan = float("nan")
+        return {"epoch": epoch + 1, "lr": float(self.parts.optimizer.param_groups[0]["lr"]),
+                "train_loss": sums["loss"] / n, "train_ce": sums["ce"] / n, "train_centre": sums["centre"] / n,
+                "train_triplet": sums["triplet"] / n, "train_acc": sums["correct"] / n,
+                "val_loss": val["loss"] if val else nan, "val_acc": val["accuracy"] if val else nan,
+                "val_mean_class_acc": val["mean_class_accuracy"] if val else nan,
+                "val_macro_f1": val["macro_f1"] if val else nan,
+                "epoch_seconds": seconds, "images_per_s": sums["n"] * self.ctx.world / max(seconds, 1e-9),
+                "setup_seconds": self.step.pop_setup_seconds()}
+
+    def select(self, state: dict, row: dict, val: dict | None, prototypes) -> bool:
+        """Keep the epoch's weights as ``best`` if validation accuracy improved (train accuracy when
+        there is no validation split); the test split plays no part."""
+        score = val["accuracy"] if val is not None else row["train_acc"]
+        if not score > state["best_acc"]:
+            return False
+        parts, settings = self.parts, self.settings
+        eval_model = parts.ema.module if parts.ema is not None else parts.model
+        state["best_acc"], state["best_epoch"] = score, row["epoch"]
+        state["best"] = weights_payload(eval_model, self.cfg["model"]["name"], parts.class_names, parts.pp.to_dict(),
+                                        parts.model_kwargs, config=self.cfg, epoch=row["epoch"], val=val)
+        if parts.criterion.center is not None:
+            state["best"]["centers"] = parts.criterion.center.centers.detach().cpu().clone()
+        if prototypes is not None:
+            state["best"]["classifier"], state["best"]["prototypes"] = settings.classifier, prototypes
+            state["best"]["prototypes_normalized"] = settings.unit_protos
+        return True
+
+    def record(self, row: dict, improved: bool, state: dict) -> None:
+        log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.0f img/s%s",
+                 row["epoch"], self.cfg["optim"]["epochs"], row["lr"], row["train_loss"], row["train_acc"],
+                 row["val_loss"], row["val_acc"], row["images_per_s"], "  *best*" if improved else "")
+        _write_metrics(self.ctx.run_dir, state["history"])
+        if self.writer is not None:
+            for k, v in row.items():
+                if k != "epoch" and not (isinstance(v, float) and math.isnan(v)):
+                    self.writer.add_scalar(k, v, row["epoch"])
+            self.writer.flush()
+        if improved:
+            atomic_torch_save(state["best"], self.ctx.run_dir / "best.pt")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _Progress:
+    """A tqdm bar on a terminal, else a log line a minute. Reading the running loss synchronises with
+    the device, so it happens at most every few seconds, never per step."""
+
+    def __init__(self, ctx: RunContext, epoch: int, cfg: dict, n_batches: int, meter: EpochMeter):
+        self.ctx, self.meter, self.n_batches = ctx, meter, n_batches
+        self.batch_size = cfg["optim"]["batch_size"]
+        self.t0 = self.last_read = time.time()
+        mode = cfg["run"]["progress"]
+        self.bar = None
+        if ctx.is_main and (mode == "always" or (mode == "auto" and sys.stderr.isatty())):
+            from tqdm import tqdm
+            self.bar = tqdm(total=n_batches * self.batch_size * ctx.world, unit="img",
+                            desc=f"epoch {epoch + 1}/{cfg['optim']['epochs']}", dynamic_ncols=True, leave=False)
+        self.epoch = epoch
+
+    def update(self, step_no: int, batch: int) -> None:
+        if not self.ctx.is_main:
+            return
+        now = time.time()
+        if self.bar is not None:
+            self.bar.update(batch * self.ctx.world)
+            if now - self.last_read > 2:
+                self.last_read = now
+                sums = self.meter.read()
+                n = max(sums["n"], 1)
+                self.bar.set_postfix(loss=f"{sums['loss'] / n:.3f}", acc=f"{sums['correct'] / n:.3f}")
+        elif now - self.last_read > 60:
+            # no terminal (a background run): a progress line in the log every minute instead
+            self.last_read = now
+            sums = self.meter.read()
+            rate = sums["n"] * self.ctx.world / (now - self.t0)
+            eta = (self.n_batches - step_no - 1) * self.batch_size * self.ctx.world / max(rate, 1e-9)
+            log.info("epoch %d: batch %d/%d, loss %.4f, %.0f img/s, epoch ETA %.0f s", self.epoch + 1, step_no + 1,
+                     self.n_batches, sums["loss"] / max(sums["n"], 1), rate, eta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _tensorboard_writer(ctx: RunContext, enabled: bool, purge_step: int):
+    if not (ctx.is_main and enabled):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed; metrics go to metrics.csv only")
+        return None
+    return SummaryWriter(ctx.run_dir / "tb", purge_step=purge_step)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -429,14 +567,22 @@ def _record_resume_changes(run_dir: Path, old: dict, new: dict, epoch: int) -> N
     atomic_write_json(meta_path, meta)
 
 
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+_last_plot: dict[str, float] = {}
+
+
+def _write_metrics(run_dir: Path, history: list[dict], plot: bool = False) -> None:
+    """metrics.csv every epoch; curves.png at most every 30 s (a plot costs about as much as a short
+    GPU epoch) and whenever ``plot`` asks, as at the end of a run."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS)
+    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
     w.writeheader()
     for row in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-    _plot_curves(run_dir / "curves.png", history)
+    key = str(run_dir)
+    if plot or time.time() - _last_plot.get(key, 0.0) > 30:
+        _plot_curves(run_dir / "curves.png", history)
+        _last_plot[key] = time.time()
 
 
 def _plot_curves(path: Path, history: list[dict]) -> None:
@@ -459,15 +605,18 @@ def _plot_curves(path: Path, history: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _finish(run_dir, state, test_ds, pp, cfg, device, channels_last, amp_dtype, is_main, seconds) -> dict:
+def _finish(ctx: RunContext, state: dict, test_ds, pp: Preprocess, seconds: float) -> dict:
     """Evaluate the selected weights: validation report + the test split once, if it exists."""
     from ..weights import load_checkpoint_model
 
+    cfg, run_dir = ctx.cfg, ctx.run_dir
     result = {"run_dir": str(run_dir), "best_epoch": state["best_epoch"], "best_val_acc": state["best_acc"],
               "epochs": state["epoch"], "train_seconds_this_session": seconds}
-    if not is_main or state["best"] is None:
+    if state.get("stopped"):
+        result["stopped"] = state["stopped"]
+    if not ctx.is_main or state["best"] is None:
         return result
-    model, _ = load_checkpoint_model(run_dir / "best.pt", device=device)
+    model, _ = load_checkpoint_model(run_dir / "best.pt", device=ctx.device)
     val = state["best"].get("val")
     if val is not None:
         result["val"] = val
@@ -475,7 +624,7 @@ def _finish(run_dir, state, test_ds, pp, cfg, device, channels_last, amp_dtype, 
     if test_ds is not None and cfg["run"]["eval_test"]:
         test = evaluate(model, test_ds, pp, prototypes=state["best"].get("prototypes"),
                         normalize=bool(state["best"].get("prototypes_normalized")),
-                        batch_size=cfg["run"]["eval_batch_size"], device=device, tta_flip=cfg["run"]["tta_flip"])
+                        batch_size=cfg["run"]["eval_batch_size"], device=ctx.device, tta_flip=cfg["run"]["tta_flip"])
         result["test"] = test
         plot_confusion(test, run_dir / "confusion_test.png", f"test: accuracy {test['accuracy']:.4f}")
         log.info("test split (evaluated once, selected epoch %d):\n%s", state["best_epoch"], format_report(test))
@@ -483,4 +632,6 @@ def _finish(run_dir, state, test_ds, pp, cfg, device, channels_last, amp_dtype, 
     atomic_write_json(run_dir / "final.json", result)
     if val is not None:
         log.info("selected epoch %d on validation:\n%s", state["best_epoch"], format_report(val))
+    for stale in remove_stale_temp_files(run_dir):
+        log.info("removed %s, left by a run killed while writing it", stale.name)
     return result

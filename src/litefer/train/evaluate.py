@@ -33,9 +33,9 @@ def _predict(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, forwa
             y = forward(model, x).float()
             if tta_flip:
                 y = (y + forward(model, x.flip(3)).float()) / 2
-        out.append(y.cpu())
+        out.append(y)                     # stays on the device: one copy to the host at the end
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, width)
+    return torch.cat(out).cpu() if out else torch.zeros(0, width)
 
 
 def predict_logits(model: torch.nn.Module, dataset: FaceDataset, pp: Preprocess, **kwargs) -> torch.Tensor:
