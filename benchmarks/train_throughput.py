@@ -59,6 +59,7 @@ def measure(name: str, size: int, batch: int, device: torch.device, mode: str, s
             warmup: int = 3, start_at: float | None = None) -> dict:
     """Images/s of whole training steps over ``seconds`` after ``warmup`` steps (and, with
     ``start_at``, after waiting for that wall-clock time, so that concurrent copies overlap)."""
+    torch.backends.cudnn.benchmark = device.type == "cuda"        # as the engine sets it
     step, data = build_step(name, size, batch, device, mode)
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(1)
     meter = EpochMeter(device)
@@ -72,7 +73,9 @@ def measure(name: str, size: int, batch: int, device: torch.device, mode: str, s
         step(x, y, meter)
     _sync(device)
     setup = time.perf_counter() - t_setup
+    late = 0.0
     if start_at is not None:
+        late = max(0.0, time.time() - start_at)       # >0: this copy missed the common start
         time.sleep(max(0.0, start_at - time.time()))
     steps, t0 = 0, time.perf_counter()
     while True:
@@ -88,7 +91,8 @@ def measure(name: str, size: int, batch: int, device: torch.device, mode: str, s
     if loss != loss:
         raise RuntimeError(f"{name} {mode}: the training loss is NaN")
     return {"model": name, "input": size, "batch": batch, "mode": mode, "images_per_s": round(steps * batch / elapsed, 1),
-            "step_ms": round(1000 * elapsed / steps, 3), "steps": steps, "setup_s": round(setup, 2)}
+            "step_ms": round(1000 * elapsed / steps, 3), "steps": steps, "setup_s": round(setup, 2),
+            "late_start_s": round(late, 2)}
 
 
 def graph_parity(name: str, size: int, batch: int, device: torch.device) -> dict:
@@ -119,19 +123,21 @@ def run_concurrent(args, name: str, size: int, batch: int, mode: str, procs: int
            "--seconds", str(args.seconds), "--start-at", str(start_at)]
     children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 for _ in range(procs)]
-    rates = []
+    rates, late = [], 0.0
     for c in children:
         out, _ = c.communicate(timeout=args.concurrent_lead_s + 10 * args.seconds + 120)
         if c.returncode != 0:
             raise RuntimeError(f"concurrent copy failed with exit code {c.returncode}")
-        rates.append(json.loads(out.strip().splitlines()[-1])["images_per_s"])
+        row = json.loads(out.strip().splitlines()[-1])
+        rates.append(row["images_per_s"])
+        late = max(late, row["late_start_s"])
     return {"model": name, "input": size, "batch": batch, "mode": mode, "procs": procs,
-            "images_per_s": round(sum(rates), 1), "per_process": rates}
+            "images_per_s": round(sum(rates), 1), "per_process": rates, "late_start_s": late}
 
 
 def _configs(args) -> list[tuple[str, int, int, str]]:
     """The measurements in order: ``--configs`` as given, else models x sizes x batches x modes."""
-    if args.configs:
+    if args.configs is not None:
         out = []
         for spec in args.configs:
             name, size, batch, mode = spec.split(":")
@@ -142,21 +148,35 @@ def _configs(args) -> list[tuple[str, int, int, str]]:
 
 
 def run_all(args, device: torch.device) -> dict:
+    """Concurrent copies first (their start-up overlaps nothing else), then the parity check, then the
+    single-process rows until ``--max-seconds`` is spent."""
     t_begin = time.time()
     rows, skipped, parity, concurrent = [], [], [], []
-    budget_left = lambda: args.max_seconds - (time.time() - t_begin)  # noqa: E731
-    if device.type == "cuda" and args.parity:
-        name, size, batch, _ = _configs(args)[0]
+    budget_left = lambda: args.max_seconds - (time.time() - t_begin) if args.max_seconds else float("inf")  # noqa: E731
+    for spec in args.concurrent:
+        name, size, batch, mode, procs = spec.split(":")
+        if budget_left() < args.concurrent_lead_s + args.seconds + 5:
+            skipped.append({"concurrent": spec})
+            continue
+        try:
+            concurrent.append(run_concurrent(args, name, int(size), int(batch), mode, int(procs)))
+        except Exception as e:
+            concurrent.append({"model": name, "input": int(size), "batch": int(batch), "mode": mode,
+                               "procs": int(procs), "images_per_s": None, "error": f"{type(e).__name__}: {e}"[:500]})
+        print(json.dumps(concurrent[-1]), flush=True)
+    configs = _configs(args)
+    if device.type == "cuda" and args.parity and configs:
+        name, size, batch, _ = configs[0]
         try:
             parity.append(graph_parity(name, size, batch, device))
         except Exception as e:
             parity.append({"model": name, "input": size, "batch": batch, "ok": False,
                            "error": f"{type(e).__name__}: {e}"[:500]})
         print(json.dumps({"parity": parity[-1]}), flush=True)
-    for name, size, batch, mode in _configs(args):
+    for name, size, batch, mode in configs:
         if mode == "graph" and device.type != "cuda":
             continue
-        if args.max_seconds and budget_left() < args.seconds + 5:
+        if budget_left() < args.seconds + 5:
             skipped.append({"model": name, "input": size, "batch": batch, "mode": mode})
             continue
         try:
@@ -165,13 +185,6 @@ def run_all(args, device: torch.device) -> dict:
             rows.append({"model": name, "input": size, "batch": batch, "mode": mode, "images_per_s": None,
                          "error": f"{type(e).__name__}: {e}"[:500]})
         print(json.dumps(rows[-1]), flush=True)
-    for spec in args.concurrent:
-        name, size, batch, mode, procs = spec.split(":")
-        if args.max_seconds and budget_left() < args.concurrent_lead_s + args.seconds + 5:
-            skipped.append({"concurrent": spec})
-            continue
-        concurrent.append(run_concurrent(args, name, int(size), int(batch), mode, int(procs)))
-        print(json.dumps(concurrent[-1]), flush=True)
     return {"command": "python " + " ".join(sys.argv), "device": device_label(device),
             "hardware": hardware_summary(), "torch": torch.__version__, "seconds_per_measurement": args.seconds,
             "rows": rows, "concurrent": concurrent, "parity": parity, "skipped": skipped,
@@ -203,6 +216,10 @@ def to_markdown(report: dict) -> str:
         lines += ["", "Several processes at once on the same device (sum of their images/s):", "",
                   "| model | input | batch | mode | processes | images/s in all | per process |", "|---|---|---|---|---|---|---|"]
         for r in report["concurrent"]:
+            if r.get("error"):
+                lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['procs']} | failed | "
+                             f"{r['error'][:120]} |")
+                continue
             lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['procs']} | "
                          f"{r['images_per_s']:,.0f} | {', '.join(f'{v:,.0f}' for v in r['per_process'])} |")
     for p in report["parity"]:
@@ -223,7 +240,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[48, 112, 224])
     p.add_argument("--batches", nargs="+", type=int, default=[64])
     p.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "graph", "compile"])
-    p.add_argument("--configs", nargs="+", metavar="MODEL:SIZE:BATCH:MODE",
+    p.add_argument("--configs", nargs="*", metavar="MODEL:SIZE:BATCH:MODE",
                    help="measure exactly these, in this order (instead of the product of the lists above)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--seconds", type=float, default=3.0, help="timed span per measurement")

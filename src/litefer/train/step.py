@@ -193,7 +193,7 @@ class TrainStep:
         wrapper = EmbeddingForward(self.model).train()
         with torch.autocast(device_type="cuda", dtype=self.s.amp_dtype, enabled=self.s.amp_dtype is not None,
                             cache_enabled=False):
-            self.forward = torch.cuda.make_graphed_callables(wrapper, (x.detach(),))
+            self.forward = torch.cuda.make_graphed_callables(wrapper, (x.detach(),), allow_unused_input=True)
         with torch.no_grad():
             for k, v in self.model.named_buffers():
                 v.copy_(buffers[k])
