@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -36,13 +37,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+TEMP_SUFFIX = ".tmp"
+# the names atomic_open's temporary files get: mkstemp's "." + target name + "." + 8 random characters
+# from tempfile's alphabet (lower-case letters, digits, "_") + suffix
+_TEMP_NAME = r"\.(?P<target>.+)\.[a-z0-9_]{8}"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, suffix: str = ".tmp"):
+def atomic_open(path: str | os.PathLike, suffix: str = TEMP_SUFFIX):
     """A binary file handle whose content replaces ``path`` only if the block finishes without error:
     readers never see half a file, and a failure (or Ctrl-C) leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -54,6 +65,23 @@ def atomic_open(path: str | os.PathLike, suffix: str = ".tmp"):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, suffix: str = TEMP_SUFFIX) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_open` left in ``folder`` (not its subfolders)
+    when the process was killed mid-write (``.last.pt.k3j_x9ab.tmp``); returns the paths removed.
+
+    Only names of exactly that form are touched. Call it when no atomic write to ``folder`` is in
+    progress (at resume, at the end of a run).
+    """
+    folder = Path(folder)
+    pattern = re.compile(_TEMP_NAME + re.escape(suffix))
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if pattern.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
