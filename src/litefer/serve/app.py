@@ -29,6 +29,7 @@ from .. import __version__
 from ..inference.align import CropSpec
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
+from .protocol import error_payload
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +117,16 @@ def detector_settings(cfg: ServeConfig) -> dict:
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    from http import HTTPStatus
-
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    return JSONResponse({"status": status, "error": phrase, "message": message}, status_code=status, headers=headers)
+    return JSONResponse(error_payload(status, message), status_code=status, headers=headers)
 
 
 async def read_upload(request: Request, cfg: ServeConfig) -> bytes:
     """The image bytes of a request: the ``file`` field of a multipart form, else the raw body whatever
     its Content-Type (``curl --data-binary @photo.jpg`` sends one saying URL-encoded form).
 
-    Enforces ``max_upload_bytes`` (from Content-Length before reading, and while reading) and
-    ``upload_timeout`` on the whole body.
+    Enforces ``max_upload_bytes`` (from Content-Length before reading, and while reading); the
+    deadline on the body (``upload_timeout``) is the protocol's, the same for every route
+    (``protocol.py``).
     """
     ctype = request.headers.get("content-type", "").lower()
     multipart = ctype.startswith("multipart/form-data")
@@ -145,17 +141,11 @@ async def read_upload(request: Request, cfg: ServeConfig) -> bytes:
             raise ServeError(413, f"upload of {n} bytes exceeds the {cfg.max_upload_bytes}-byte limit", close=True)
     body = bytearray()
 
-    async def pull():
+    try:
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > limit:
                 raise ServeError(413, f"upload exceeds the {cfg.max_upload_bytes}-byte limit", close=True)
-
-    try:
-        await asyncio.wait_for(pull(), cfg.upload_timeout)
-    except asyncio.TimeoutError:
-        raise ServeError(408, f"upload not received within {cfg.upload_timeout:g} s ({len(body)} bytes arrived)",
-                         close=True) from None
     except ClientDisconnect:
         raise ServeError(400, f"client disconnected during the upload ({len(body)} bytes arrived)", close=True) from None
     if not multipart:
