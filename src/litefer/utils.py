@@ -135,6 +135,40 @@ def hardware_summary() -> str:
     return text
 
 
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the operating system (glibc ``malloc_trim``); False where
+    the C library has no such call. After a large image is freed its buffers sit in the allocator's
+    arenas, one per thread that touched them, and the process would keep that memory while idle."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _LIBC = False
+    trim = getattr(_LIBC, "malloc_trim", None) if _LIBC else None
+    if trim is None:
+        return False
+    trim(ctypes.c_size_t(0))
+    return True
+
+
+_LIBC = None
+
+
+def rss_mib(pid: int | str = "self") -> float | None:
+    """Resident memory of a process in MiB (Linux ``/proc``); None where that cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def setup_logging(level: int = logging.INFO, file: str | os.PathLike | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if file is not None:

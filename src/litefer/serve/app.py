@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..utils import release_free_memory, rss_mib
 from ..inference.align import CropSpec
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
@@ -180,13 +181,22 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
         await form.close()
 
 
+LARGE_IMAGE_PIXELS = 4_000_000     # after an image this large, the worker returns the freed memory to the OS
+
+
 def _work(rec, data: bytes, cfg: ServeConfig, admitted: float) -> dict:
     t0 = time.monotonic()
     bgr = decode_upload(data, cfg.max_pixels, cfg.max_side)
     t1 = time.monotonic()
-    faces = recognize_image(rec, bgr)
+    height, width = bgr.shape[:2]
+    try:
+        faces = recognize_image(rec, bgr)
+    finally:
+        del bgr
+        if width * height >= LARGE_IMAGE_PIXELS:
+            release_free_memory()
     t2 = time.monotonic()
-    return {"width": int(bgr.shape[1]), "height": int(bgr.shape[0]), "faces": faces,
+    return {"width": int(width), "height": int(height), "faces": faces,
             "timing_ms": {"queue": round(1000 * (t0 - admitted), 2), "decode": round(1000 * (t1 - t0), 2),
                           "recognize": round(1000 * (t2 - t1), 2)}}
 
@@ -253,7 +263,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     async def healthz():
         return {"status": "ok", "model": model_name, "backend": model.backend, "workers": pool.workers,
                 "inflight": pool.inflight, "capacity": pool.capacity, "uptime_s": round(time.time() - started, 1),
-                "stats": dict(pool.stats)}
+                "rss_mib": rss_mib(), "stats": dict(pool.stats)}
 
     @app.get("/v1/model", summary="Model card: classes, preprocessing, crop, detector settings, limits")
     async def model_card():
