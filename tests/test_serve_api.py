@@ -12,7 +12,7 @@ import pytest
 
 from litefer.inference.align import CropSpec
 from litefer.serve.engine import RecognizerPool, ServeConfig, ServeError, decode_upload
-from litefer.serve.loadtest import png_header_only
+from loadtest import png_header_only
 from serve_support import CLASSES, astronaut_rgb, encode
 
 
@@ -217,7 +217,7 @@ def test_weights_whose_tensors_do_not_fit_are_a_value_error_and_one_line(tmp_pat
 
 def test_cli_serves_a_pt_file_exported_for_the_page(serve_model, tmp_path):
     """A .pt weights file is exported to ONNX once (cached by content hash) for the page."""
-    from litefer.serve.loadtest import get_json
+    from loadtest import get_json
     from serve_support import serve
 
     env_cache = tmp_path / "cache"                        # conftest points LITEFER_CACHE here; the server inherits it

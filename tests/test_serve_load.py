@@ -5,7 +5,7 @@ Bounded: 4 clients x 6 requests of a 512 x 512 JPEG, plus one client per fault. 
 answer every well-formed request with 200 (no 5xx), answer each fault with a 4xx or let it time
 out, and still be healthy afterwards.
 """
-from litefer.serve import loadtest as L
+import loadtest as L
 from serve_support import astronaut_rgb, encode
 
 
@@ -61,21 +61,9 @@ def test_memory_is_returned_after_large_images(serve_url):
     """Four 39.7-MP PNGs (126 KB each, inside the 40-MP limit), two at a time: the server's idle RSS
     grew by about 620 MB and stayed there before; now what remains is the workers' bounded
     scratch (about 140 MB here), less than two such images decoded (2 x 119 MB)."""
-    import io
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (7280, 5450), (90, 90, 90)).save(buf, "PNG")
-    png = buf.getvalue()
-    before = L.get_json(serve_url, "/healthz")[1]["rss_mib"]
-    if before is None:
+    m = L.large_image_phase(serve_url, 4, concurrent=2, idle_s=0.5)
+    if m["rss_before_mib"] is None:
         import pytest
         pytest.skip("no /proc on this system: the server cannot report its resident memory")
-    with ThreadPoolExecutor(2) as ex:
-        runs = list(ex.map(lambda _: L.run_load(serve_url, png, clients=1, requests=1, content_type="image/png"),
-                           range(4)))
-    assert all(r.statuses == {200: 1} for r in runs), [dict(r.statuses) for r in runs]
-    after = L.get_json(serve_url, "/healthz")[1]["rss_mib"]
-    assert after - before < 2 * 7280 * 5450 * 3 / 2**20, (before, after)
+    assert m["statuses"] == {"200": 4}, m
+    assert m["rss_after_idle_mib"] - m["rss_before_mib"] < 2 * 7280 * 5450 * 3 / 2**20, m

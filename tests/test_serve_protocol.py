@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from loadtest import exchange, read_answer
 from serve_support import serve
 
 LIMIT = 16          # --max-connections
@@ -26,31 +27,6 @@ def small_server(serve_model, tmp_path_factory):
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=10)
-
-
-def read_answer(s: socket.socket, within: float) -> tuple[int | None, dict, bytes, bool]:
-    """(status, headers, body, closed) of what the server sends within ``within`` seconds; closed
-    says whether the server also closed the connection by then."""
-    data, closed, end = b"", False, time.monotonic() + within
-    while time.monotonic() < end:
-        s.settimeout(max(0.01, end - time.monotonic()))
-        try:
-            chunk = s.recv(65536)
-        except socket.timeout:
-            break
-        except ConnectionResetError:
-            closed = True
-            break
-        if not chunk:
-            closed = True
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    if not head:
-        return None, {}, b"", closed
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
-    return int(lines[0].split()[1]), headers, body, closed
 
 
 def assert_json_error(status, headers, body, expected: int, pattern: str = ""):
@@ -133,13 +109,7 @@ def test_slow_body_on_a_route_that_reads_it_gets_a_json_408(small_server):
     (b"\x16\x03\x01garbage that is not HTTP\r\n\r\n", 400, "malformed"),
 ], ids=["content-length-abc", "content-length-negative", "1MB-header", "1MB-url", "garbage-request-line"])
 def test_malformed_requests_get_json_errors(small_server, request_bytes, expected, pattern):
-    _, port = small_server
-    with connect(port) as s:
-        try:
-            s.sendall(request_bytes)
-        except (BrokenPipeError, ConnectionResetError):
-            pass                                   # the server answered and closed before taking it all
-        status, headers, body, closed = read_answer(s, 5)
+    status, headers, body, closed = exchange(small_server[0], request_bytes, 5)
     assert_json_error(status, headers, body, expected, pattern)
     assert closed
 
