@@ -26,6 +26,18 @@ def cache_dir() -> Path:
     return path
 
 
+def models_dir() -> Path:
+    """Where fetched files live (``<litefer cache>/models``): written by ``litefer.fetch``, read by
+    the detectors, so it sits below both."""
+    path = cache_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# the name ``litefer fetch yunet`` stores the YuNet detector under, and ``--detector yunet`` looks for
+YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks (data files can be large)."""
     import hashlib

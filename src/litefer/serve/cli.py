@@ -77,7 +77,7 @@ def main(args) -> int:
         model = prepare_model(cfg)
         app = create_app(cfg, model)
     except (FileNotFoundError, ValueError) as e:
-        print(f"litefer serve: {e}", file=sys.stderr)
+        print(f"litefer serve: error: {e}", file=sys.stderr)
         return 2
     # OpenCV's own thread pool would multiply with the workers: share the cores between them
     cv2.setNumThreads(max(1, (os.cpu_count() or 1) // cfg.workers))
