@@ -123,6 +123,18 @@ def test_slow_headers_get_a_json_408(small_server):
     assert closed
 
 
+@pytest.mark.parametrize("second, expected, pattern", [
+    (b"\x16\x03 garbage\r\n\r\n", 400, "malformed"), (b"GET /hea", 408, "headers not received")])
+def test_errors_on_a_kept_alive_connection_are_answered_too(small_server, second, expected, pattern):
+    """After a first request on the connection, a bad or slow second one still gets its JSON answer."""
+    with connect(small_server[1]) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body, closed = read_answer(s, 1.0)
+        assert status == 200 and not closed
+        s.sendall(second)
+        assert_json_error(*read_answer(s, DEADLINE + 3)[:3], expected, pattern)
+
+
 def test_connection_limit_answers_json_503_with_retry_after(small_server):
     _, port = small_server
     idle = [connect(port) for _ in range(LIMIT)]       # open, counted, silent (inside the header deadline)

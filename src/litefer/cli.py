@@ -14,7 +14,7 @@ COMMANDS = {
     "predict": ("litefer.inference.predict", "recognize expressions in images, folders, videos or a webcam"),
     "export": ("litefer.export_tools", "export weights to ONNX, INT8 ONNX or TorchScript, with parity checks"),
     "serve": ("litefer.serve.cli", "HTTP API and live web page (webcam, on the server or in the browser)"),
-    "reproduce": ("litefer.reproduce", "train and aggregate the paper's Tables 2, 5, 6 and Figure 6"),
+    "reproduce": ("litefer.reproduce.cli", "train and aggregate the paper's Tables 2, 5, 6 and Figure 6"),
     "fetch": ("litefer.fetch", "download a third-party file (the YuNet detector) or published weights, on request only"),
 }
 

@@ -128,8 +128,8 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _answer_and_close(self, status: int, message: str) -> None:
         """Answer a JSON error unless an answer was already started, then close the connection."""
-        cycle = self.cycle
-        if cycle is None or not cycle.response_started:
+        cycle = self.cycle          # on a kept-alive connection: the previous request's, complete
+        if cycle is None or not cycle.response_started or cycle.response_complete:
             self.transport.write(_error_bytes(status, message))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True        # the application's receive() now says the client left
