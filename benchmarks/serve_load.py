@@ -6,9 +6,11 @@ face):
 
 1. ``serial``: one client, for the latency of an unloaded server;
 2. ``load``: all clients;
-3. ``load + faults``: all clients again while the faults of ``litefer.serve.loadtest`` hit the
+3. ``load + faults``: all clients again while the faults of ``benchmarks/loadtest.py`` hit the
    server (truncated, non-image, oversized declared and chunked, a 30,000 x 30,000 PNG header,
-   slowloris body and headers, a client vanishing mid-upload).
+   slowloris body and headers, a client vanishing mid-upload);
+4. ``large images``: ``--large-images`` PNGs of 39.7 MP (inside the 40-MP limit), two at a time,
+   with the server's resident memory (from ``/healthz``) before, and after it has gone idle.
 
 Writes a Markdown report (and JSON beside it) with p50/p95/p99 latency, throughput, status counts,
 the fault outcomes, and how busy the CPUs were with other processes during the run (read from
@@ -31,9 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from litefer.utils import cpu_model
-from litefer.serve import loadtest as L
-from litefer.utils import atomic_write_json, atomic_write_text
+import loadtest as L
+from litefer.utils import atomic_write_json, atomic_write_text, cpu_model
 
 
 # ----------------------------------------------------------------------------- CPU accounting
@@ -152,6 +153,8 @@ def report(meta: dict, phases: list[dict], faults: list[L.FaultOutcome]) -> str:
         L.markdown_table(phases, L.LOAD_COLS), "",
         "## Faults (sent during the `load + faults` phase)", "",
         L.markdown_table([vars(f) for f in faults], L.FAULT_COLS), "",
+        "## Memory after large images", "",
+        L.markdown_table([meta["large"]], LARGE_COLS), "",
         f"After the run: `/healthz` {health['status']}, {health['stats']['admitted']} requests admitted, "
         f"{health['stats']['rejected_busy']} refused as busy, {health['inflight']} in flight.", "",
         "## CPU contention", "",
@@ -166,6 +169,11 @@ def report(meta: dict, phases: list[dict], faults: list[L.FaultOutcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
+LARGE_COLS = [("images", "39.7-MP PNGs"), ("concurrent", "at a time"), ("statuses", "statuses"),
+              ("wall_s", "wall s"), ("rss_before_mib", "server RSS before, MiB"),
+              ("rss_after_idle_mib", "RSS after, idle, MiB")]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="default",
@@ -177,6 +185,7 @@ def main(argv=None) -> int:
     ap.add_argument("--serial", type=int, default=20, help="requests of the one-client phase")
     ap.add_argument("--workers", type=int, default=None, help="server workers (default: the server's default)")
     ap.add_argument("--server-arg", action="append", default=[], help="extra `litefer serve` argument (repeatable)")
+    ap.add_argument("--large-images", type=int, default=30, help="39.7-MP PNGs of the memory phase")
     ap.add_argument("--out", default="results/serve.md")
     args = ap.parse_args(argv)
 
@@ -205,6 +214,7 @@ def main(argv=None) -> int:
             loaded, faults = L.load_with_faults(url, jpeg, args.clients, args.requests, card["limits"])
             phases.append({"phase": "load + faults", **loaded.summary()})
             cpu = meter.stop()
+            large = L.large_image_phase(url, args.large_images)
             _, health = L.get_json(url, "/healthz")
         finally:
             if proc is not None:
@@ -215,7 +225,7 @@ def main(argv=None) -> int:
             f"{args.untrained_input_size} px input, flip TTA): what a request costs does not depend on the weights' "
             "values, the labels are meaningless") if args.weights == "untrained" else None
     meta = {"weights_note": note, "command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpu_model": cpu_model(),
-            "card": card, "health": health, "cpu": cpu, "image_bytes": len(jpeg)}
+            "card": card, "health": health, "cpu": cpu, "image_bytes": len(jpeg), "large": large}
     text = report(meta, phases, faults)
     atomic_write_text(args.out, text)
     atomic_write_json(Path(args.out).with_suffix(".json"),

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))   # tests/fixtures.py: generated data sets
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))   # loadtest.py: the serve load and fault clients
 
 
 @pytest.fixture(autouse=True, scope="session")

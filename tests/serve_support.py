@@ -100,7 +100,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(weights: Path, log: Path, *extra: str, timeout: float = 90.0):
     """Run ``litefer serve`` in a subprocess on a free port; yields (base URL, process)."""
-    from litefer.serve.loadtest import wait_ready
+    from loadtest import wait_ready
 
     port = free_port()
     cmd = [sys.executable, "-m", "litefer", "serve", "--weights", str(weights), "--port", str(port),

@@ -76,6 +76,15 @@ def test_ferplus_bad_files(tmp_path):
     (tmp_path / "a" / "fer2013.csv").write_text("\n".join(bad) + "\n")
     with pytest.raises(DataError, match=r"fer2013.csv, line 4: expected 2304 pixel values"):
         load_ferplus(tmp_path / "a", "train")
+    # one value out of range on line 5: named, with where it is (the count was reported before)
+    bad = list(text)
+    fields = text[4].split(",")
+    px = fields[1].split()
+    px[9] = "300"
+    bad[4] = ",".join([fields[0], " ".join(px), *fields[2:]])
+    (tmp_path / "a" / "fer2013.csv").write_text("\n".join(bad) + "\n")
+    with pytest.raises(DataError, match=r"line 5: pixel values must be in 0..255, found 300 \(pixel 10 of 2304"):
+        load_ferplus(tmp_path / "a", "train")
     bad[3] = text[3].replace(" ", " x", 1)
     (tmp_path / "a" / "fer2013.csv").write_text("\n".join(bad) + "\n")
     with pytest.raises(DataError, match=r"line 4: pixels are not integers"):

@@ -16,7 +16,7 @@ PARAMS = {  # name: (params at 7 classes, params at 8 classes)
     "litefer_cpsca": (1_297_092, 1_297_733),
 }
 
-# paper-facts §1, the paper's network row by row: (in, k, exp, out, attention, act, stride)
+# the paper's Table 1, its network row by row: (in, k, exp, out, attention, act, stride)
 PAPER_TABLE = [
     (16, 3, 16, 16, None, "HS", 1),
     (16, 3, 64, 24, None, "HS", 2),

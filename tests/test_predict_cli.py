@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from face_fixtures import checkpoint, onnx_file, photo_dir, video_file  # noqa: F401
 
+from face_fixtures import write_video
 from litefer.cli import main as cli
+from litefer.inference.predict import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def test_folder_with_images_videos_and_bad_files(checkpoint, inputs, tmp_path, c
     out = tmp_path / "out"
     code = cli(["predict", str(inputs), "--weights", str(checkpoint), "--every", "4", "--json", str(out / "r.json"),
                 "--csv", str(out / "r.csv"), "--save-annotated", str(out / "ann"), "--scores"])
-    assert code == 0
+    assert code == 3                                                    # some inputs skipped
     captured = capsys.readouterr()
     table, summary = captured.out, captured.err
     assert "happiness" in table and "no face found" in table and "skipped:" in table
@@ -56,7 +58,7 @@ def test_folder_with_images_videos_and_bad_files(checkpoint, inputs, tmp_path, c
 def test_globs_stdout_csv_and_onnx_weights(onnx_file, photo_dir, capsys):
     code = cli(["predict", str(photo_dir / "astro*"), str(photo_dir / "nothing_*.png"), "--weights", str(onnx_file),
                 "--csv", "--no-progress"])
-    assert code == 0
+    assert code == 3                                                    # a pattern matched nothing
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     assert lines[0].startswith("source,") and len(lines) == 3                  # astronaut.jpg and .png
@@ -95,3 +97,67 @@ def test_sample_photo_demo(checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "astronaut.png" in out and "177" in out
     assert (tmp_path / "astronaut.png").is_file()
+
+
+def test_exit_codes_tell_complete_partial_and_interrupted_runs(checkpoint, photo_dir, monkeypatch, capsys):
+    """A partial run and a Ctrl-C both exited 0 before."""
+    good = str(photo_dir / "astronaut.png")
+    assert cli(["predict", good, "--weights", str(checkpoint)]) == EXIT_OK
+    assert cli(["predict", good, str(photo_dir / "truncated.jpg"), "--weights", str(checkpoint)]) == EXIT_PARTIAL
+    from litefer.inference import predict
+
+    seen = []
+
+    def image_then_ctrl_c(self, r):
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(r)
+
+    monkeypatch.setattr(predict.Output, "image", image_then_ctrl_c)
+    capsys.readouterr()
+    assert cli(["predict", good, str(photo_dir / "astronaut.jpg"), "--weights", str(checkpoint)]) == EXIT_INTERRUPTED
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_broken_links_and_link_loops_in_a_folder_are_reported(checkpoint, photo_dir, tmp_path, capsys):
+    """Dangling symbolic links and link loops were dropped without a word before."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(photo_dir / "astronaut.png", d / "a.png")
+    (d / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (d / "self.png").symlink_to(d / "self.png")
+    (d / "sub").mkdir()
+    (d / "sub" / "up").symlink_to(d)                              # a folder loop
+    (d / "sub" / "notes.txt").symlink_to(tmp_path / "nowhere")     # not an input: ignored, as before
+    code = cli(["predict", str(d), "--weights", str(checkpoint), "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == EXIT_PARTIAL, err
+    assert "1 image(s)" in err and "skipped 3:" in err
+    assert "1 broken link" in err and "2 link loop" in err
+    report = json.loads((tmp_path / "r.json").read_text())["summary"]
+    skipped = sorted(report["skipped_inputs"])
+    assert [m.split(":")[0] for m in skipped] == sorted([str(d / "gone.jpg"), str(d / "self.png"), str(d / "sub" / "up")])
+    assert "deleted.jpg, which does not exist" in " ".join(skipped)
+
+
+def test_truncated_video_is_reported_incomplete(checkpoint, tmp_path, capsys):
+    """A video cut short was analysed up to the break with no warning before."""
+    import cv2
+
+    full = write_video(tmp_path / "clip.avi", frames=30, size=(160, 120))
+    assert full.suffix == ".avi"
+    cap = cv2.VideoCapture(str(full))
+    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    data = full.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    code = cli(["predict", str(cut), "--weights", str(checkpoint), "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == EXIT_PARTIAL, err
+    assert "1 video(s) incomplete" in err and f"of the {announced} its header announces" in err
+    report = json.loads((tmp_path / "r.json").read_text())
+    video = report["inputs"][0]
+    assert 0 < len(video["frames"]) < announced and "truncated" in video["warning"]
+    assert report["summary"]["incomplete_videos"] == [video["warning"]]
+    assert cli(["predict", str(full), "--weights", str(checkpoint)]) == EXIT_OK

@@ -12,7 +12,7 @@ import pytest
 
 from litefer.inference.align import CropSpec
 from litefer.serve.engine import RecognizerPool, ServeConfig, ServeError, decode_upload
-from litefer.serve.loadtest import png_header_only
+from loadtest import png_header_only
 from serve_support import CLASSES, astronaut_rgb, encode
 
 
@@ -195,9 +195,29 @@ def test_cli_refuses_missing_weights_clearly(tmp_path):
     assert "nope.pt does not exist" in out.stderr
 
 
+def test_weights_whose_tensors_do_not_fit_are_a_value_error_and_one_line(tmp_path):
+    """A weights file whose tensors do not fit its architecture: torch's RuntimeError (Python API)
+    and a traceback (`litefer serve`) before."""
+    import torch
+
+    from litefer import create_model
+    from litefer.data.transforms import Preprocess
+    from litefer.weights import load_checkpoint_model, weights_payload
+
+    model = create_model("litefer_cpsca", num_classes=8)
+    bad = tmp_path / "misfit.pt"
+    torch.save(weights_payload(model, "litefer_cpsca", CLASSES[:7], Preprocess(48, 3).to_dict()), bad)
+    with pytest.raises(ValueError, match=r"misfit.pt: its tensors do not fit litefer_cpsca with 7 classes"):
+        load_checkpoint_model(bad)
+    out = subprocess.run([sys.executable, "-m", "litefer", "serve", "--weights", str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "its tensors do not fit litefer_cpsca" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_cli_serves_a_pt_file_exported_for_the_page(serve_model, tmp_path):
     """A .pt weights file is exported to ONNX once (cached by content hash) for the page."""
-    from litefer.serve.loadtest import get_json
+    from loadtest import get_json
     from serve_support import serve
 
     env_cache = tmp_path / "cache"                        # conftest points LITEFER_CACHE here; the server inherits it

@@ -54,6 +54,36 @@ def test_config_unknown_key_and_bad_values(tmp_path):
     assert cfg["loss"]["centre"] == 0.1 and cfg["data"]["dataset"] == "rafdb" and cfg["optim"]["lr"] == 0.001
 
 
+@pytest.mark.parametrize("override, message", [
+    ("optim.min_lr=-1", "optim.min_lr must be in [0, inf), got -1"),      # trained a diverged model before
+    ("optim.epochs=0", "optim.epochs must be in [1, inf), got 0"),         # exited 0 with no checkpoint
+    ("optim.lr=0", "optim.lr must be in (0, inf)"),
+    ("optim.lr=.nan", "optim.lr must be in (0, inf), got nan"),
+    ("optim.lr=0.01", None),
+    ("optim.min_lr=0.5", "optim.min_lr (0.5) must not exceed optim.lr"),
+    ("optim.batch_size=2.5", "optim.batch_size must be a whole number"),
+    ("data.input_size=16", "data.input_size must be in [32, 512]"),
+    ("augment.flip=1.5", "augment.flip must be in [0, 1]"),
+    ("loss.label_smoothing=1", "loss.label_smoothing must be in [0, 1)"),
+    ("loss.centre=-0.4", "loss.centre must be in [0, inf)"),
+    ("model.dropout=true", "model.dropout must be a number"),
+    ("run.seed=-1", "run.seed must be in [0, 4294967295]"),
+    ("optim.schedule=linear", "optim.schedule must be one of plateau, cosine, none, got 'linear'"),
+])
+def test_config_numeric_ranges_name_the_key(override, message):
+    if message is None:
+        assert load_config(None, [override])["optim"]["lr"] == 0.01
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_config_all_losses_zero_is_refused():
+    with pytest.raises(ConfigError, match="nothing to train on"):
+        load_config(None, ["loss.softmax=0", "loss.centre=0"])
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_every_shipped_config_loads(name):
     cfg = load_config(REPO / "configs" / name)

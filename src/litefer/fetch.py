@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .utils import atomic_open, cache_dir, sha256_file
+from .utils import YUNET_FILENAME, atomic_open, models_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -34,20 +34,13 @@ class Source:
 KNOWN: dict[str, Source] = {
     "yunet": Source(
         url="https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/"
-            "face_detection_yunet_2023mar.onnx",
-        filename="face_detection_yunet_2023mar.onnx",
+            + YUNET_FILENAME,
+        filename=YUNET_FILENAME,
         kind="yunet",
         about="OpenCV Zoo YuNet face detector (MIT licence upstream), used by --detector yunet"),
 }
 
 MAX_BYTES = 512 * 1024 * 1024
-
-
-def models_dir() -> Path:
-    """Where fetched files live: ``<litefer cache>/models``."""
-    path = cache_dir() / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def cached_path(name: str) -> Path | None:

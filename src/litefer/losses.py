@@ -4,7 +4,8 @@ and their weighted sum.
 The centre loss follows Wen et al. (ECCV 2016): persistent, learnable class centres on the embedding,
 moved by their own optimizer. Eq. 3 sums over the batch; like Wen et al.'s reference code we divide
 by the batch size so that lambda does not depend on it. ``JointLoss.centre_grad_scale`` gives the
-1/lambda factor that keeps the centres' speed independent of lambda (paper-facts §3).
+1/lambda factor that keeps the centres' speed independent of lambda, as in Wen et al.'s update rule,
+whose centre rate alpha does not involve lambda.
 """
 from __future__ import annotations
 

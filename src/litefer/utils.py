@@ -5,6 +5,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,18 @@ def cache_dir() -> Path:
     return path
 
 
+def models_dir() -> Path:
+    """Where fetched files live (``<litefer cache>/models``): written by ``litefer.fetch``, read by
+    the detectors, so it sits below both."""
+    path = cache_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# the name ``litefer fetch yunet`` stores the YuNet detector under, and ``--detector yunet`` looks for
+YUNET_FILENAME = "face_detection_yunet_2023mar.onnx"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks (data files can be large)."""
     import hashlib
@@ -36,13 +49,23 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+TEMP_SUFFIX = ".tmp"
+# the names atomic_open's temporary files get: mkstemp's "." + target name + "." + 8 random characters
+# from tempfile's alphabet (lower-case letters, digits, "_") + suffix
+_TEMP_NAME = r"\.(?P<target>.+)\.[a-z0-9_]{8}"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, suffix: str = ".tmp"):
+def atomic_open(path: str | os.PathLike, suffix: str = TEMP_SUFFIX):
     """A binary file handle whose content replaces ``path`` only if the block finishes without error:
     readers never see half a file, and a failure (or Ctrl-C) leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -56,14 +79,20 @@ def atomic_open(path: str | os.PathLike, suffix: str = ".tmp"):
         raise
 
 
-def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files ``atomic_open`` leaves when its process is killed mid-write
-    (``.NAME.XXXXXXXX.tmp``); returns what was removed."""
+def remove_stale_temp_files(folder: str | os.PathLike, suffix: str = TEMP_SUFFIX) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_open` left in ``folder`` (not its subfolders)
+    when the process was killed mid-write (``.last.pt.k3j_x9ab.tmp``); returns the paths removed.
+
+    Only names of exactly that form are touched. Call it when no atomic write to ``folder`` is in
+    progress (at resume, at the end of a run).
+    """
+    folder = Path(folder)
+    pattern = re.compile(_TEMP_NAME + re.escape(suffix))
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
-        if tmp.is_file():
-            tmp.unlink()
-            removed.append(tmp)
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if pattern.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 
@@ -116,6 +145,40 @@ def hardware_summary() -> str:
     except ImportError:
         pass
     return text
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free pages back to the operating system (glibc ``malloc_trim``); False where
+    the C library has no such call. After a large image is freed its buffers sit in the allocator's
+    arenas, one per thread that touched them, and the process would keep that memory while idle."""
+    import ctypes
+    import ctypes.util
+
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _LIBC = False
+    trim = getattr(_LIBC, "malloc_trim", None) if _LIBC else None
+    if trim is None:
+        return False
+    trim(ctypes.c_size_t(0))
+    return True
+
+
+_LIBC = None
+
+
+def rss_mib(pid: int | str = "self") -> float | None:
+    """Resident memory of a process in MiB (Linux ``/proc``); None where that cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def setup_logging(level: int = logging.INFO, file: str | os.PathLike | None = None) -> None:

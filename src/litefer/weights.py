@@ -44,7 +44,12 @@ def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
     """Build the model a weights file or run checkpoint describes; returns (model in eval mode, meta)."""
     payload = read_weights(path)
     model = create_model(payload["model_name"], num_classes=payload["num_classes"], **payload["model_kwargs"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:          # tensors missing, unexpected or of other shapes than the architecture's
+        first = str(e).strip().splitlines()
+        raise ValueError(f"{path}: its tensors do not fit {payload['model_name']} with "
+                         f"{payload['num_classes']} classes ({' '.join(x.strip() for x in first[:3])[:300]})") from None
     model.pretrained_cfg = {"preprocess": payload["preprocess"], "class_names": payload["class_names"]}
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.to(device).eval(), meta

@@ -62,9 +62,12 @@ def _parse_pixels(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 px = np.array(row[1].split(), dtype=np.int32)
             except ValueError:
                 raise DataError(f"{path}, line {row_no}: pixels are not integers") from None
-            if px.size != PIXELS or px.min(initial=0) < 0 or px.max(initial=0) > 255:
-                raise DataError(f"{path}, line {row_no}: expected {PIXELS} pixel values in 0..255, "
-                                f"found {px.size} values")
+            if px.size != PIXELS:
+                raise DataError(f"{path}, line {row_no}: expected {PIXELS} pixel values, found {px.size}")
+            outside = np.flatnonzero((px < 0) | (px > 255))
+            if outside.size:
+                raise DataError(f"{path}, line {row_no}: pixel values must be in 0..255, found {px[outside[0]]} "
+                                f"(pixel {outside[0] + 1} of {PIXELS}; {outside.size} outside the range)")
             images.append(px.astype(np.uint8))
             usages.append(row[2])
     if not images:

@@ -194,9 +194,10 @@ def create_detector(spec: "str | FaceDetector" = "haar", min_size: int = 32, mod
         return HaarDetector(min_size=min_size, **kwargs)
     if s == "yunet":
         if model_path is None:
-            from ..fetch import cached_path
+            from ..utils import YUNET_FILENAME, models_dir
 
-            model_path = cached_path("yunet")
+            cached = models_dir() / YUNET_FILENAME          # where `litefer fetch yunet` puts it
+            model_path = cached if cached.is_file() else None
         if model_path is None:
             raise ValueError("the yunet detector needs a model file: pass model_path= (CLI: --yunet-model PATH), "
                              "e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo, or download it once "

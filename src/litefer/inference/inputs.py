@@ -5,6 +5,7 @@ record it and carry on. Nothing here imports torch.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import warnings
@@ -25,6 +26,11 @@ MAX_PIXELS = 150_000_000
 
 class InputError(ValueError):
     """An input that cannot be used; the message names it and says why."""
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video that stops decoding before the frame count its header announces (cut short or corrupt);
+    the frames before the break were delivered."""
 
 
 def describe(src) -> str:
@@ -219,8 +225,19 @@ def _frames(cap, info: VideoInfo, name: str, every: int, max_frames: int | None)
             elif not cap.grab():
                 break
             index += 1
+        else:
+            return                                  # stopped at max_frames, not at the end
+        _warn_if_truncated(name, index, info.frames)
     finally:
         cap.release()
+
+
+def _warn_if_truncated(name: str, decoded: int, announced: int) -> None:
+    """Warn when a video ended well before the frame count of its header (containers may round that
+    count, so a shortfall of 1 % or one frame is taken as normal)."""
+    if announced and decoded < announced - max(1, announced // 100):
+        warnings.warn(f"{name}: video ends at frame {decoded} of the {announced} its header announces "
+                      "(truncated or corrupt); the frames before were analysed", TruncatedVideoWarning, stacklevel=2)
 
 
 def to_bgr_frame(frame: np.ndarray) -> np.ndarray:
@@ -254,13 +271,12 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
             seen.add(key)
             files.append(p)
 
-    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in known
-                           and not q.name.startswith("."))
-            if not found:
+            found, bad = walk_folder(p)
+            problems += bad
+            if not found and not bad:
                 problems.append(f"{p}: folder has no image or video files")
             for q in found:
                 add(q)
@@ -273,5 +289,48 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
             for q in found:
                 add(q)
         else:
-            problems.append(f"{spec}: no such file")
+            problems.append(f"{spec}: {_why_missing(p)}")
     return files, problems
+
+
+def _why_missing(p: Path) -> str:
+    """Why a path that does not exist as a file or folder cannot be read."""
+    if not p.is_symlink():
+        return "no such file"
+    try:
+        p.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"symbolic link loop (-> {os.readlink(p)})"
+    return f"broken symbolic link (-> {os.readlink(p)}, which does not exist)"
+
+
+def walk_folder(folder: Path) -> tuple[list[Path], list[str]]:
+    """Image and video files below ``folder`` (hidden files excluded), following symbolic links to
+    folders once each; returns (sorted files, problems): broken links and link loops among the names
+    that could be inputs (an image or video suffix, or none), and folders that cannot be read."""
+    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    found, problems, visited = [], [], set()
+
+    def unreadable(e: OSError):
+        problems.append(f"{e.filename}: cannot read folder ({e.strerror})")
+
+    for root, dirs, names in os.walk(folder, followlinks=True, onerror=unreadable):
+        real = os.path.realpath(root)
+        if real in visited:          # a link to a folder already searched: a loop if it points up
+            above = os.path.realpath(Path(root).parent)
+            if above == real or above.startswith(real + os.sep):
+                problems.append(f"{root}: symbolic link loop (-> {os.readlink(root)})")
+            dirs[:] = []
+            continue
+        visited.add(real)
+        for name in names:
+            q = Path(root) / name
+            if name.startswith(".") or q.suffix.lower() not in known | {""}:
+                continue
+            if q.is_file():
+                if q.suffix:
+                    found.append(q)
+            elif q.is_symlink():
+                problems.append(f"{q}: {_why_missing(q)}")
+    return sorted(found), problems

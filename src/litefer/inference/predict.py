@@ -4,8 +4,10 @@
     litefer predict clip.mp4 --every 5 --csv clip.csv --save-annotated out/
     litefer predict --webcam 0 --max-frames 300 --json
 
-Inputs that cannot be used (missing, unreadable, truncated, not an image, an unopenable video) are
-skipped with their reason and counted in the summary on stderr; the rest of the batch goes on.
+Inputs that cannot be used (missing, unreadable, truncated, not an image, an unopenable video, a
+broken symbolic link) are skipped with their reason and counted in the summary on stderr; the rest of
+the batch goes on. A video that breaks off before its announced end is analysed up to the break and
+reported as incomplete. Exit status: :data:`EXIT_CODES`.
 """
 from __future__ import annotations
 
@@ -16,13 +18,20 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
-from .inputs import InputError, expand_inputs, kind_of
+from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
 from ..utils import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {EXIT_OK: "every input processed", EXIT_NOTHING: "no input could be processed",
+              EXIT_USAGE: "bad arguments or model (nothing run)",
+              EXIT_PARTIAL: "some inputs skipped or videos incomplete, the rest processed",
+              EXIT_INTERRUPTED: "interrupted (Ctrl-C); results up to then written"}
 
 ANNOTATED_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("empty image", "empty image"),
@@ -30,7 +39,9 @@ REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("emp
            ("cannot decode image", "undecodable image"), ("MP limit", "image too large"),
            ("too large", "image too large"), ("cannot open as a video", "unopenable video"),
            ("cannot decode any frame", "undecodable video"), ("no image or video files", "empty folder"),
-           ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file")]
+           ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file"),
+           ("broken symbolic link", "broken link"), ("symbolic link loop", "link loop"),
+           ("cannot read folder", "unreadable folder")]
 
 
 def sample_photo() -> Path:
@@ -60,6 +71,7 @@ class Output:
         self.entries: list[dict] = []          # JSON: one per input
         self.results = []                      # ImageResults for the CSV
         self.skipped: list[str] = []
+        self.incomplete: list[str] = []        # videos analysed up to a break
         self.counts = Counter()
         self.table = args.json != "-" and args.csv != "-"
         self.used_names: set[str] = set()
@@ -109,6 +121,13 @@ class Output:
         self.results.append(_stripped(r))
         self.entries.append({"kind": "image", **r.to_dict()})
 
+    def frame(self, r, entry: dict):
+        self.counts["frames"] += 1
+        self.counts["faces"] += len(r.faces)
+        self.row(r)
+        entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
+        self.results.append(_stripped(r))
+
     def annotated_path(self, source: str, suffix: str) -> Path:
         stem = Path(source).stem if source else "image"
         stem = re.sub(r"[^\w.-]+", "_", stem) or "image"
@@ -150,14 +169,18 @@ class Output:
                 atomic_write_text(self.args.csv, df.to_csv(index=False))
         print(self.summary_text(interrupted), file=sys.stderr)
         processed = self.counts["images"] + self.counts["videos"] + self.counts["streams"]
-        return 0 if processed or not self.skipped else 1
+        if interrupted:
+            return EXIT_INTERRUPTED
+        if self.skipped and not processed:
+            return EXIT_NOTHING
+        return EXIT_PARTIAL if self.skipped or self.incomplete else EXIT_OK
 
     def summary_dict(self) -> dict:
         return {"images": self.counts["images"], "images_with_faces": self.counts["images_with_faces"],
                 "videos": self.counts["videos"] + self.counts["streams"], "frames": self.counts["frames"],
                 "faces": self.counts["faces"], "skipped": len(self.skipped),
                 "skipped_by_reason": dict(Counter(reason_of(m) for m in self.skipped)),
-                "skipped_inputs": self.skipped}
+                "skipped_inputs": self.skipped, "incomplete_videos": self.incomplete}
 
     def summary_text(self, interrupted: bool) -> str:
         c = self.counts
@@ -173,6 +196,8 @@ class Output:
             line += "\n" + "\n".join(f"  skipped {m}" for m in shown)
             if len(self.skipped) > len(shown):
                 line += f"\n  ... and {len(self.skipped) - len(shown)} more"
+        if self.incomplete:
+            line += f"\n{len(self.incomplete)} video(s) incomplete:\n" + "\n".join(f"  {m}" for m in self.incomplete)
         if interrupted:
             line += "\n(interrupted; results up to that point were written)"
         return line
@@ -214,7 +239,6 @@ class VideoSink:
 
 def run_video(rec, source, out: Output, args, bar_factory) -> None:
     """One video file or webcam: per-frame results, optional annotated video."""
-    from .draw import annotate
     from .inputs import VideoInfo, open_video
 
     is_cam = isinstance(source, int)
@@ -235,34 +259,23 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
     total = (info.frames + args.every - 1) // args.every if info.frames else None
     if args.max_frames:
         total = min(total, args.max_frames) if total else args.max_frames
-    entry = {"kind": "video", "source": name, "error": None, "fps": info.fps, "width": info.width,
-             "height": info.height, "every": args.every, "frames": []}
+    entry = {"kind": "video", "source": name, "error": None, "warning": None, "fps": info.fps,
+             "width": info.width, "height": info.height, "every": args.every, "frames": []}
     out.entries.append(entry)
-    sink, n, ok = None, 0, False
     bar = bar_factory(total=total, unit="frame", desc=Path(name).name if not is_cam else name, leave=False)
+    sink = _AnnotatedVideo(out, f"webcam{source}" if is_cam else name, (info.fps or 25.0) / args.every) \
+        if args.save_annotated else None
+    n = 0
     try:
-        for r in frames:
-            if args.save_annotated and r.image is not None:
-                if sink is None:
-                    suffix = ".mp4"
-                    path = out.annotated_path(f"webcam{source}" if is_cam else name, suffix)
-                    fps = (info.fps or 25.0) / args.every
-                    try:
-                        sink = VideoSink(path, fps, (r.image.shape[1], r.image.shape[0]))
-                    except OSError:
-                        sink = VideoSink(path.with_suffix(".avi"), fps, (r.image.shape[1], r.image.shape[0]))
-                sink.write(annotate(r.image, r.faces))
-            n += 1
-            out.counts["frames"] += 1
-            out.counts["faces"] += len(r.faces)
-            out.row(r)
-            entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
-            out.results.append(_stripped(r))
-            bar.update(1)
-        ok = True
-    except KeyboardInterrupt:
-        ok = n > 0
-        raise
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always", TruncatedVideoWarning)
+            for r in frames:
+                if sink is not None:
+                    sink.add(r)
+                n += 1
+                out.frame(r, entry)
+                bar.update(1)
+        _note_warnings(warned, out, entry)
     except InputError as e:
         entry["error"] = str(e)
         out.skip(str(e), "video")
@@ -271,8 +284,43 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
         bar.close()
         if sink is not None:
             sink.close(keep=n > 0)
-        if ok:
+        if n > 0 and entry["error"] is None:
             out.counts["streams" if is_cam else "videos"] += 1
+
+
+def _note_warnings(warned, out: Output, entry: dict) -> None:
+    """Record a truncated video as incomplete; pass any other warning on."""
+    for w in warned:
+        if issubclass(w.category, TruncatedVideoWarning):
+            entry["warning"] = str(w.message)
+            out.incomplete.append(str(w.message))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+class _AnnotatedVideo:
+    """The annotated copy of a video, opened at its first frame (whose size it takes)."""
+
+    def __init__(self, out: Output, source_name: str, fps: float):
+        self.out, self.source_name, self.fps, self.sink = out, source_name, fps, None
+
+    def add(self, r) -> None:
+        from .draw import annotate
+
+        if r.image is None:
+            return
+        if self.sink is None:
+            path = self.out.annotated_path(self.source_name, ".mp4")
+            size = (r.image.shape[1], r.image.shape[0])
+            try:
+                self.sink = VideoSink(path, self.fps, size)
+            except OSError:
+                self.sink = VideoSink(path.with_suffix(".avi"), self.fps, size)
+        self.sink.write(annotate(r.image, r.faces))
+
+    def close(self, keep: bool) -> None:
+        if self.sink is not None:
+            self.sink.close(keep=keep)
 
 
 def _error_result(name, message):
@@ -318,20 +366,20 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.every < 1:
         print("litefer predict: error: --every must be >= 1", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.json and args.json == args.csv == "-":
         print("litefer predict: error: --json and --csv cannot both go to stdout", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     specs = list(args.paths)
     if args.sample:
         try:
             specs.insert(0, str(sample_photo()))
         except InputError as e:
             print(f"litefer predict: error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     if not specs and args.webcam is None:
         print("litefer predict: error: give at least one PATH, --sample or --webcam INDEX", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from tqdm.auto import tqdm
 
     from .recognizer import Recognizer
@@ -342,7 +390,7 @@ def main(args: argparse.Namespace) -> int:
                          yunet_model=args.yunet_model)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"litefer predict: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     files, problems = expand_inputs(specs)
     out = Output(args, rec.class_names)
     for message in problems:

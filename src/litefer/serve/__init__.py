@@ -4,9 +4,9 @@
   so that concurrent requests queue instead of oversubscribing the CPU;
 * ``app``: the FastAPI application (``POST /v1/recognize``, ``GET /healthz``, ``GET /v1/model``, the
   ONNX model and Haar cascades for the page's on-device mode, OpenAPI docs at ``/docs``);
-* ``protocol``: uvicorn's HTTP/1.1 protocol with a deadline on request headers (slow-header clients);
+* ``protocol``: uvicorn's HTTP/1.1 protocol with deadlines on request headers and bodies (slow
+  clients) and JSON for the errors answered below the application;
 * ``cli``: the ``litefer serve`` command;
-* ``loadtest``: loopback load and fault clients used by the tests and ``benchmarks/serve_load.py``;
 * ``static/``: the page (``index.html``, ``app.js``, ``pipeline.js``); ``static/vendor/`` is filled
   from npm by ``make web`` (onnxruntime-web, opencv.js) and is not committed.
 """

@@ -26,9 +26,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..utils import release_free_memory, rss_mib
 from ..inference.align import CropSpec
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
+from .protocol import error_payload
 
 log = logging.getLogger(__name__)
 
@@ -116,21 +118,16 @@ def detector_settings(cfg: ServeConfig) -> dict:
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    from http import HTTPStatus
-
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    return JSONResponse({"status": status, "error": phrase, "message": message}, status_code=status, headers=headers)
+    return JSONResponse(error_payload(status, message), status_code=status, headers=headers)
 
 
 async def read_upload(request: Request, cfg: ServeConfig) -> bytes:
     """The image bytes of a request: the ``file`` field of a multipart form, else the raw body whatever
     its Content-Type (``curl --data-binary @photo.jpg`` sends one saying URL-encoded form).
 
-    Enforces ``max_upload_bytes`` (from Content-Length before reading, and while reading) and
-    ``upload_timeout`` on the whole body.
+    Enforces ``max_upload_bytes`` (from Content-Length before reading, and while reading); the
+    deadline on the body (``upload_timeout``) is the protocol's, the same for every route
+    (``protocol.py``).
     """
     ctype = request.headers.get("content-type", "").lower()
     multipart = ctype.startswith("multipart/form-data")
@@ -145,17 +142,11 @@ async def read_upload(request: Request, cfg: ServeConfig) -> bytes:
             raise ServeError(413, f"upload of {n} bytes exceeds the {cfg.max_upload_bytes}-byte limit", close=True)
     body = bytearray()
 
-    async def pull():
+    try:
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > limit:
                 raise ServeError(413, f"upload exceeds the {cfg.max_upload_bytes}-byte limit", close=True)
-
-    try:
-        await asyncio.wait_for(pull(), cfg.upload_timeout)
-    except asyncio.TimeoutError:
-        raise ServeError(408, f"upload not received within {cfg.upload_timeout:g} s ({len(body)} bytes arrived)",
-                         close=True) from None
     except ClientDisconnect:
         raise ServeError(400, f"client disconnected during the upload ({len(body)} bytes arrived)", close=True) from None
     if not multipart:
@@ -190,13 +181,22 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
         await form.close()
 
 
+LARGE_IMAGE_PIXELS = 4_000_000     # after an image this large, the worker returns the freed memory to the OS
+
+
 def _work(rec, data: bytes, cfg: ServeConfig, admitted: float) -> dict:
     t0 = time.monotonic()
     bgr = decode_upload(data, cfg.max_pixels, cfg.max_side)
     t1 = time.monotonic()
-    faces = recognize_image(rec, bgr)
+    height, width = bgr.shape[:2]
+    try:
+        faces = recognize_image(rec, bgr)
+    finally:
+        del bgr
+        if width * height >= LARGE_IMAGE_PIXELS:
+            release_free_memory()
     t2 = time.monotonic()
-    return {"width": int(bgr.shape[1]), "height": int(bgr.shape[0]), "faces": faces,
+    return {"width": int(width), "height": int(height), "faces": faces,
             "timing_ms": {"queue": round(1000 * (t0 - admitted), 2), "decode": round(1000 * (t1 - t0), 2),
                           "recognize": round(1000 * (t2 - t1), 2)}}
 
@@ -263,7 +263,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     async def healthz():
         return {"status": "ok", "model": model_name, "backend": model.backend, "workers": pool.workers,
                 "inflight": pool.inflight, "capacity": pool.capacity, "uptime_s": round(time.time() - started, 1),
-                "stats": dict(pool.stats)}
+                "rss_mib": rss_mib(), "stats": dict(pool.stats)}
 
     @app.get("/v1/model", summary="Model card: classes, preprocessing, crop, detector settings, limits")
     async def model_card():

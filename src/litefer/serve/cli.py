@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to receive a request body (default: %(default)s)")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds to receive request headers (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections beyond which requests get 503 (default: 4 x (workers + queue), at least 256)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 
@@ -75,7 +77,7 @@ def main(args) -> int:
         model = prepare_model(cfg)
         app = create_app(cfg, model)
     except (FileNotFoundError, ValueError) as e:
-        print(f"litefer serve: {e}", file=sys.stderr)
+        print(f"litefer serve: error: {e}", file=sys.stderr)
         return 2
     # OpenCV's own thread pool would multiply with the workers: share the cores between them
     cv2.setNumThreads(max(1, (os.cpu_count() or 1) // cfg.workers))
@@ -83,7 +85,7 @@ def main(args) -> int:
     print(f"litefer serve: model {model.meta.get('model_name')} ({model.backend}, {cfg.workers} worker(s) x "
           f"{cfg.threads} thread(s), queue {cfg.queue}); page http://{host}:{args.port}/  API docs "
           f"http://{host}:{args.port}/docs", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, http=protocol_class(cfg.header_timeout),
+    uvicorn.run(app, host=args.host, port=args.port, http=protocol_class(cfg.header_timeout, cfg.upload_timeout),
                 log_level=args.log_level, access_log=not args.no_access_log, timeout_keep_alive=5,
-                limit_concurrency=max(256, 4 * cfg.capacity), timeout_graceful_shutdown=5)
+                limit_concurrency=args.max_connections or max(256, 4 * cfg.capacity), timeout_graceful_shutdown=5)
     return 0

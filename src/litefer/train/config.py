@@ -169,26 +169,70 @@ def _deep_update(a: dict, b: dict) -> dict:
     return out
 
 
+# Allowed values of the numeric keys, one line each, in interval notation ("[" includes the bound,
+# "(" excludes it; inf for none). A key whose default is an int must also be a whole number.
+RANGES = {
+    "model.in_chans": "[1, 3]",
+    "model.dropout": "[0, 1)",
+    "data.input_size": "[32, 512]",            # paper: 224; 48..224 tested
+    "data.image_size": "[16, 4096]",
+    "data.val_fraction": "(0, 1)",
+    "augment.flip": "[0, 1]", "augment.translate": "[0, 1)", "augment.rotate": "[0, 180]",
+    "augment.scale": "[0, 1)", "augment.contrast": "[0, 1]", "augment.contrast_p": "[0, 1]",
+    "augment.noise_std": "[0, inf)", "augment.noise_p": "[0, 1]", "augment.erase_p": "[0, 1]",
+    "loss.softmax": "[0, inf)", "loss.centre": "[0, inf)", "loss.triplet": "[0, inf)",
+    "loss.triplet_margin": "[0, inf)", "loss.centre_lr": "(0, inf)", "loss.label_smoothing": "[0, 1)",
+    "optim.lr": "(0, inf)", "optim.min_lr": "[0, inf)", "optim.weight_decay": "[0, inf)",
+    "optim.momentum": "[0, 1)", "optim.batch_size": "[1, inf)", "optim.epochs": "[1, inf)",
+    "optim.plateau_patience": "[0, inf)", "optim.plateau_factor": "(0, 1)", "optim.warmup_epochs": "[0, inf)",
+    "optim.grad_clip": "[0, inf)",
+    "run.seed": "[0, 4294967295]", "run.threads": "[0, inf)", "run.ema_decay": "[0, 1)",
+    "run.eval_batch_size": "[1, inf)", "run.max_batches": "[0, inf)", "run.time_limit_s": "[0, inf)",
+}
+
+CHOICES = {
+    "data.dataset": ("ferplus", "rafdb", "folder"),
+    "optim.optimizer": ("adam", "adamw", "sgd"),
+    "optim.schedule": ("plateau", "cosine", "none"),
+    "run.progress": ("auto", "always", "never"),
+    "run.classifier": CLASSIFIERS,
+}
+
+
+def _in_interval(value: float, interval: str) -> bool:
+    lo_bracket, lo, hi, hi_bracket = interval[0], *interval[1:-1].split(","), interval[-1]
+    lo, hi = float(lo), float(hi)
+    return (lo <= value if lo_bracket == "[" else lo < value) and (value <= hi if hi_bracket == "]" else value < hi)
+
+
+def _lookup(cfg: dict, key: str):
+    section, name = key.split(".")
+    return cfg[section][name], DEFAULTS[section][name]
+
+
 def validate(cfg: dict) -> None:
-    size = cfg["data"]["input_size"]
-    if not 32 <= int(size) <= 512:
-        raise ConfigError(f"data.input_size must be in 32..512 (paper: 224; 48..224 supported), got {size}")
-    if cfg["optim"]["optimizer"] not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"optim.optimizer must be adam, adamw or sgd, got {cfg['optim']['optimizer']!r}")
-    if cfg["optim"]["schedule"] not in ("plateau", "cosine", "none"):
-        raise ConfigError(f"optim.schedule must be plateau, cosine or none, got {cfg['optim']['schedule']!r}")
-    if cfg["data"]["dataset"] not in ("ferplus", "rafdb", "folder"):
-        raise ConfigError(f"data.dataset must be ferplus, rafdb or folder, got {cfg['data']['dataset']!r}")
-    if cfg["run"]["progress"] not in ("auto", "always", "never"):
-        raise ConfigError("run.progress must be auto, always or never")
-    if float(cfg["run"]["time_limit_s"]) < 0:
-        raise ConfigError(f"run.time_limit_s must be >= 0 (0 = no limit), got {cfg['run']['time_limit_s']}")
+    """Check every key of :data:`RANGES` and :data:`CHOICES`, and the rules that tie keys together;
+    raises :class:`ConfigError` naming the key, its allowed values and what it got."""
+    for key, interval in RANGES.items():
+        value, default = _lookup(cfg, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number in {interval}, got {value!r}")
+        if isinstance(default, int) and not float(value).is_integer():
+            raise ConfigError(f"{key} must be a whole number in {interval}, got {value!r}")
+        if not _in_interval(float(value), interval):
+            raise ConfigError(f"{key} must be in {interval}, got {value!r}")
+    for key, allowed in CHOICES.items():
+        value, _ = _lookup(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    loss, optim = cfg["loss"], cfg["optim"]
+    if not loss["softmax"] + loss["centre"] + loss["triplet"] > 0:
+        raise ConfigError("loss.softmax, loss.centre and loss.triplet are all 0: nothing to train on")
+    if optim["min_lr"] > optim["lr"]:
+        raise ConfigError(f"optim.min_lr ({optim['min_lr']}) must not exceed optim.lr ({optim['lr']})")
     if cfg["run"]["cuda_graph"] and cfg["run"]["compile"]:
         raise ConfigError("run.cuda_graph and run.compile exclude each other; choose one")
-    classifier = cfg["run"]["classifier"]
-    if classifier not in CLASSIFIERS:
-        raise ConfigError(f"run.classifier must be one of {', '.join(CLASSIFIERS)}, got {classifier!r}")
-    if classifier == "nearest_centre" and not cfg["loss"]["centre"] > 0:
+    if cfg["run"]["classifier"] == "nearest_centre" and not loss["centre"] > 0:
         raise ConfigError("run.classifier nearest_centre needs learned centres: set loss.centre > 0")
 
 

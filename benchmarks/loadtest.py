@@ -1,4 +1,6 @@
-"""Loopback load and fault clients for ``litefer serve`` (used by the tests and ``benchmarks/serve_load.py``).
+"""Loopback load and fault clients for ``litefer serve``, used by ``benchmarks/serve_load.py``,
+``benchmarks/robustness.py`` and the tests (``tests/conftest.py`` puts this folder on the path);
+not part of the installed package.
 
 * :func:`run_load`: ``clients`` threads, each with one keep-alive connection, each sending
   ``requests`` uploads one after another; latency of every request and the status counts.
@@ -182,6 +184,41 @@ def _read_response(sock: socket.socket, deadline: float) -> tuple[int | None, st
     return status, f"HTTP {status}", message
 
 
+def read_answer(s: socket.socket, within: float) -> tuple[int | None, dict, bytes, bool]:
+    """(status, headers, body, closed) of what the server sends within ``within`` seconds; closed
+    says whether the server also closed the connection by then."""
+    data, closed, end = b"", False, time.monotonic() + within
+    while time.monotonic() < end:
+        s.settimeout(max(0.01, end - time.monotonic()))
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not chunk:
+            closed = True
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head:
+        return None, {}, b"", closed
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body, closed
+
+
+def exchange(url: str, data: bytes, within: float = 10.0) -> tuple[int | None, dict, bytes, bool]:
+    """Send raw ``data`` on a new connection; :func:`read_answer` of what comes back."""
+    with _connect(url, within) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                       # the server answered and closed before taking it all
+        return read_answer(s, within)
+
+
 def _connect(url: str, timeout: float) -> socket.socket:
     host, port = _addr(url)
     return socket.create_connection((host, port), timeout=timeout)
@@ -217,6 +254,72 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def big_png(width: int = 7280, height: int = 5450) -> bytes:
+    """A flat grey PNG of ``width`` x ``height`` pixels: about 126 KB to send, 119 MB decoded."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 90, 90)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def large_image_phase(url: str, count: int, concurrent: int = 2, idle_s: float = 2.0) -> dict:
+    """``count`` 39.7-MP PNGs, ``concurrent`` at a time; the server's RSS before and once idle after."""
+    png = big_png()
+    before = get_json(url, "/healthz")[1].get("rss_mib")
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrent) as ex:
+        runs = list(ex.map(lambda _: run_load(url, png, 1, 1, content_type="image/png", timeout=120), range(count)))
+    wall = time.perf_counter() - t0
+    time.sleep(idle_s)
+    after = get_json(url, "/healthz")[1].get("rss_mib")
+    statuses = Counter()
+    for r in runs:
+        statuses.update(r.statuses)
+    return {"images": count, "megapixels": 39.7, "png_bytes": len(png), "concurrent": concurrent,
+            "statuses": {str(k): v for k, v in sorted(statuses.items(), key=str)}, "wall_s": round(wall, 1),
+            "rss_before_mib": before, "rss_after_idle_mib": after}
+
+
+def slow_body_flood(url: str, connections: int, seconds: float, path: str = "/healthz",
+                    interval: float = 1.0) -> dict:
+    """``connections`` clients that each send ``POST path`` declaring a 1 MB body, then drip it a byte
+    every ``interval`` s for ``seconds``; counts those the server answered and closed, and when."""
+    import select
+
+    socks, t0 = [], time.monotonic()
+    head = f"POST {path} HTTP/1.1\r\nHost: flood\r\nContent-Length: 1000000\r\n\r\nx".encode()
+    for _ in range(connections):
+        s = _connect(url, 10)
+        s.sendall(head)
+        socks.append(s)
+    open_, closed_at, next_drip = set(socks), [], t0 + interval
+    while open_ and time.monotonic() - t0 < seconds:
+        ready, _, _ = select.select(list(open_), [], [], 0.05)
+        for s in ready:
+            try:
+                data = s.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                open_.discard(s)
+                closed_at.append(time.monotonic() - t0)
+        if time.monotonic() >= next_drip:
+            next_drip += interval
+            for s in list(open_):
+                try:
+                    s.send(b"x")
+                except OSError:
+                    pass
+    for s in socks:
+        s.close()
+    return {"connections": connections, "path": path, "closed_by_server": len(closed_at),
+            "last_closed_s": round(max(closed_at), 2) if closed_at else None, "still_open": len(open_),
+            "watched_s": seconds}
 
 
 def fault_truncated(url, jpeg: bytes, timeout: float = 30.0, **_):
