@@ -1,7 +1,7 @@
 """Same-run comparison of ``litefer train`` on the CPU: this checkout's loop against an earlier commit's.
 
-Both versions train the same short configuration on real FERPlus (48 px, batch 64, a fixed number of
-batches, one thread pair), alternating A/B so that load from anything else on the machine falls on
+Both versions train the same short configuration on real FERPlus (the paper's recipe at 48 px, batch
+64, a fixed number of batches, two threads), alternating A/B so that load from anything else on the machine falls on
 both alike; the figure is each version's training time per epoch from its own ``metrics.csv``
 (validation excluded) and their ratio. The earlier commit's ``src`` is taken with ``git archive``.
 
@@ -35,7 +35,7 @@ def export_ref(ref: str, dest: Path) -> Path:
 
 def train_once(src: Path, data: str, work: Path, batches: int, threads: int) -> dict:
     run_dir = work / f"run{time.time_ns()}"
-    cmd = [sys.executable, "-m", "litefer", "train", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "litefer", "train", str(REPO / "configs" / "ferplus_paper.yaml"), "--run-dir", str(run_dir),
            "--set", f"data.root={data}", "--set", "data.input_size=48", "--set", "optim.batch_size=64",
            "--set", "optim.epochs=1", "--set", f"run.max_batches={batches}", "--set", f"run.threads={threads}",
            "--set", "run.progress=never", "--set", "run.tensorboard=false", "--set", "run.eval_test=false",

@@ -202,3 +202,17 @@ def test_gpu_suite_dry_run_end_to_end(tmp_path):
     with tarfile.open(out / "run0-cpsca.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("paper/ferplus/") and n.endswith("seed0/best.pt") for n in names)
+
+
+def test_suite_uses_graphs_only_where_they_agree_and_pay():
+    import gpu_suite
+
+    def report(graph, eager, ok):
+        rows = [{"model": "litefer_cpsca", "input": 224, "batch": 64, "mode": "graph", "images_per_s": graph},
+                {"model": "litefer_cpsca", "input": 224, "batch": 64, "mode": "eager", "images_per_s": eager}]
+        return {"rows": rows, "parity": [{"ok": ok}]}
+
+    assert gpu_suite.choose_mode(report(5000.0, 1500.0, True), 224, 64) == ("graph", 5000.0)
+    assert gpu_suite.choose_mode(report(5000.0, 1500.0, False), 224, 64) == ("eager", 1500.0)
+    assert gpu_suite.choose_mode(report(1000.0, 1500.0, True), 224, 64) == ("eager", 1500.0)
+    assert gpu_suite.choose_mode(report(None, 1500.0, True), 224, 64) == ("eager", 1500.0)
