@@ -1,6 +1,7 @@
 """Weights files: a state dict plus everything needed to use it (model name and arguments, class
 names in order, preprocessing). Run checkpoints (``best.pt``, ``last.pt``) carry the same fields,
-so every consumer loads models through ``load_checkpoint_model``."""
+so every consumer loads models through ``load_checkpoint_model``; what a file says about itself
+(its model card) is read by ``litefer.card``."""
 from __future__ import annotations
 
 import os
@@ -45,6 +46,5 @@ def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
     payload = read_weights(path)
     model = create_model(payload["model_name"], num_classes=payload["num_classes"], **payload["model_kwargs"])
     model.load_state_dict(payload["state_dict"])
-    model.pretrained_cfg = {"preprocess": payload["preprocess"], "class_names": payload["class_names"]}
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.to(device).eval(), meta

@@ -16,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..inference.align import CropSpec
+from ..prior import PriorError, describe as describe_prior, log_weights, parse_prior
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
 
@@ -56,6 +57,8 @@ class RecognizeOut(BaseModel):
     height: int
     faces: list[FaceOut]
     model: str
+    prior: str | dict[str, float] = Field(description="the class prior the scores were computed with "
+                                                       "(the request's `prior` parameter, default 'dataset')")
     timing_ms: dict[str, float] = Field(description="queue, decode, recognize and total milliseconds")
 
 
@@ -190,11 +193,28 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
         await form.close()
 
 
-def _work(rec, data: bytes, cfg: ServeConfig, admitted: float) -> dict:
+PRIOR_DOC = ("class prior of the scores: 'dataset' (default; the model's own probabilities), 'balanced' (the "
+             "training class frequencies divided out) or class=weight pairs naming every class, e.g. "
+             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised)")
+
+
+def request_prior(text: str | None, model: ModelFiles):
+    """The ``prior`` query parameter, checked against the model's classes (422 when unusable)."""
+    if text is None or text == "":
+        return "dataset"
+    try:
+        prior = parse_prior(text)
+        log_weights(prior, model.card)
+    except PriorError as e:
+        raise ServeError(422, f"prior: {e}") from None
+    return prior
+
+
+def _work(rec, data: bytes, cfg: ServeConfig, admitted: float, prior="dataset") -> dict:
     t0 = time.monotonic()
     bgr = decode_upload(data, cfg.max_pixels, cfg.max_side)
     t1 = time.monotonic()
-    faces = recognize_image(rec, bgr)
+    faces = recognize_image(rec, bgr, prior)
     t2 = time.monotonic()
     return {"width": int(bgr.shape[1]), "height": int(bgr.shape[0]), "faces": faces,
             "timing_ms": {"queue": round(1000 * (t0 - admitted), 2), "decode": round(1000 * (t1 - t0), 2),
@@ -209,7 +229,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     model = model or prepare_model(cfg)
     pool = RecognizerPool(make_recognizer_factory(cfg, model), cfg.workers, cfg.capacity)
     started = time.time()
-    model_name = str(model.meta.get("model_name") or model.weights.stem)
+    model_name = model.name
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -241,12 +261,13 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
 
     @app.post("/v1/recognize", response_model=RecognizeOut, responses=ERRORS, openapi_extra=UPLOAD_DOC,
               summary="Faces, expression labels and per-class scores in an uploaded image")
-    async def recognize(request: Request):
+    async def recognize(request: Request, prior: str | None = Query(None, description=PRIOR_DOC)):
         t0 = time.monotonic()
         data = await read_upload(request, cfg)
+        chosen = request_prior(prior, model)
         admitted = time.monotonic()
         deadline = admitted + cfg.request_timeout
-        fut = pool.submit(_work, data, cfg, admitted, deadline=deadline)
+        fut = pool.submit(_work, data, cfg, admitted, chosen, deadline=deadline)
         if fut is None:
             raise ServeError(503, f"server busy: {pool.capacity} requests are running or queued; retry later",
                              headers={"Retry-After": "1"})
@@ -256,6 +277,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
             raise ServeError(503, f"request not answered within {cfg.request_timeout:g} s; the server is overloaded",
                              headers={"Retry-After": "2"}) from None
         result["model"] = model_name
+        result["prior"] = describe_prior(chosen)
         result["timing_ms"]["total"] = round(1000 * (time.monotonic() - t0), 2)
         return JSONResponse(result)
 
@@ -267,12 +289,14 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
 
     @app.get("/v1/model", summary="Model card: classes, preprocessing, crop, detector settings, limits")
     async def model_card():
-        meta = model.meta
+        card = model.card
         manifest = vendor_manifest()
-        return {"model_name": model_name, "class_names": meta["class_names"], "num_classes": meta["num_classes"],
-                "preprocess": meta["preprocess"], "crop": CropSpec.from_meta(meta).to_dict(),
-                "tta_flip": bool(meta.get("tta_flip")),
-                "precision": meta.get("precision"), "val_accuracy": meta.get("val_accuracy"), "card": model.card,
+        return {"model_name": model_name, "class_names": card.class_names, "num_classes": card.num_classes,
+                "preprocess": card.preprocess, "crop": CropSpec.from_card(card).to_dict(),
+                "tta_flip": card.tta_flip, "precision": card.precision, "val_accuracy": card.val_accuracy,
+                "class_prior": card.class_prior,
+                "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"],
+                "card": card.to_dict(),
                 "server": {"backend": model.backend, "weights": model.weights.name, "workers": cfg.workers,
                            "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": cfg.detector},
                 "limits": cfg.limits(),
