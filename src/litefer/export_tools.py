@@ -33,7 +33,7 @@ from .card import Card, card_from_payload, torchscript_extra_files, with_onnx_ca
 from .inference.align import CropSpec, crop_face
 from .inference.backends import OnnxBackend, preprocess_numpy, resolve_weights, softmax
 from .inference.inputs import IMAGE_SUFFIXES, InputError, read_image
-from .utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .utils import atomic_write_bytes, atomic_write_json, atomic_write_text, hardware_summary
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     max_diff = max_diff if max_diff is not None else (None if fmt == "onnx-int8" else 1e-3)
     min_agreement = min_agreement if min_agreement is not None else (0.9 if fmt == "onnx-int8" else 0.99)
     report = {"weights": str(src), "format": fmt, "output": str(out), "model_name": card.model_name,
+              "hardware": hardware_summary(),
               "input_size": pp["input_size"], "opset": opset if fmt != "torchscript" else None}
 
     parity_faces = load_faces(faces, spec, "val", parity_size, seed=1)
@@ -404,7 +405,8 @@ def markdown(report: dict) -> str:
              f"- command: `litefer {' '.join(sys.argv[1:])}`" if sys.argv[1:2] == ["export"] else
              "- made by `litefer.export_tools.export`",
              f"- weights: `{report['weights']}` ({report['model_name']}, input {report['input_size']} px)",
-             f"- output: `{report['output']}` ({report['bytes'] / 1e6:.2f} MB)"]
+             f"- output: `{report['output']}` ({report['bytes'] / 1e6:.2f} MB)",
+             f"- hardware: {report.get('hardware', 'not recorded')}"]
     if "calibration" in report:
         c = report["calibration"]
         lines.append(f"- calibration: {c['faces']} face crops from `{c['source']}`, {c['method']}")

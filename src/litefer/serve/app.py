@@ -206,7 +206,9 @@ def request_prior(text: str | None, model: ModelFiles):
         prior = parse_prior(text)
         log_weights(prior, model.card)
     except PriorError as e:
-        raise ServeError(422, f"prior: {e}") from None
+        names = model.card.class_names
+        hint = "" if str(names) in str(e) else f" (the model's classes: {names})"
+        raise ServeError(422, f"prior: {e}{hint}") from None
     return prior
 
 

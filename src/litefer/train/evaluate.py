@@ -154,7 +154,7 @@ def eval_data_config(meta: dict, card, data: str | None, dataset: str | None, la
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run's best.pt / last.pt, or a weights file")
+    p.add_argument("checkpoint", help="a run's best.pt / last.pt, a weights file, or 'default' (the packaged model)")
     p.add_argument("--data", default=None, help="data root (default: the one in the checkpoint's config)")
     p.add_argument("--dataset", default=None, choices=["ferplus", "rafdb", "folder"])
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -213,10 +213,12 @@ def score_split(model, meta: dict, card, data_cfg: dict, split: str, tta: bool, 
 def run_eval(args) -> dict:
     """The ``litefer eval`` report for the command's arguments."""
     from ..card import card_from_payload
+    from ..inference.backends import resolve_weights
     from ..weights import load_checkpoint_model
 
-    model, meta = load_checkpoint_model(args.checkpoint, device=args.device)
-    card = card_from_payload(meta, str(args.checkpoint))
+    path, _ = resolve_weights(args.checkpoint, "torch")         # "default" is the packaged model
+    model, meta = load_checkpoint_model(path, device=args.device)
+    card = card_from_payload(meta, str(path))
     data_cfg = eval_data_config(meta, card, args.data, args.dataset, args.label_mode)
     if "root" not in data_cfg or "dataset" not in data_cfg:
         raise ValueError("the checkpoint names no data set; pass --data and --dataset")
