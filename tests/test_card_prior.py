@@ -202,8 +202,11 @@ def test_eval_scores_majority_rows_and_both_priors(with_prior, tmp_path, capsys)
     expected = write_ferplus(tmp_path / "fer", {"Training": 40, "PublicTest": 30})
     report = tmp_path / "e.json"
     assert cli(["eval", str(with_prior), "--data", str(tmp_path / "fer"), "--dataset", "ferplus",
-                "--json", str(report)]) == 0
+                "--json", str(report), "--markdown", str(tmp_path / "e.md")]) == 0
     r = json.loads(report.read_text())
+    md = (tmp_path / "e.md").read_text()
+    assert "| | prior=dataset | prior=balanced |" in md and "- hardware: " in md and "- command: `" in md
+    assert f"| contempt | {r['per_class'][7]['support']} | 1.00 % |" in md
     assert r["n"] == expected["PublicTest"] and r["label_mode"] == "majority"
     assert set(r["priors"]) == {"dataset", "balanced"} and r["priors"]["dataset"]["accuracy"] == r["accuracy"]
     assert set(r["priors"]["balanced"]["per_class_recall"]) == set(CLASSES)

@@ -169,6 +169,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON here")
     p.add_argument("--confusion", default=None, help="write the confusion matrix PNG here")
+    p.add_argument("--markdown", default=None, help="write the per-prior table (with command and hardware) here")
 
 
 def _priors(card, model_classifier: str) -> tuple[dict, str | None]:
@@ -224,7 +225,8 @@ def run_eval(args) -> dict:
         raise ValueError("the checkpoint names no data set; pass --data and --dataset")
     tta = card.tta_flip if args.tta_flip is None else args.tta_flip
     report = score_split(model, meta, card, data_cfg, args.split, tta, args.batch_size, args.device)
-    report["checkpoint"] = str(args.checkpoint)
+    report.update(checkpoint=str(args.checkpoint), weights=str(path), model_name=card.model_name,
+                  input_size=card.preprocess.get("input_size"), class_prior=card.class_prior)
     return report
 
 
@@ -237,6 +239,39 @@ def format_priors(report: dict) -> str:
     if report.get("prior_note"):
         lines.append(f"({report['prior_note']})")
     return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def markdown_report(report: dict, command: str, hardware: str) -> str:
+    """The per-prior figures of a report as a results page: overall accuracy, mean class accuracy,
+    macro-F1 and per-class recall for every prior, with the command and hardware that made them."""
+    names = list(report["priors"])
+    support = {r["class"]: r["support"] for r in report["per_class"]}
+    prior = report.get("class_prior") or {}
+    head = [f"# `litefer eval`: {report.get('model_name')} on {report['split']}, every prior", "",
+            f"- command: `{command}`",
+            f"- weights: `{report['weights']}` ({report.get('model_name')}, {report.get('input_size')} px input)",
+            f"- data: `{report['data']}`, split `{report['split']}`, labels `{report.get('label_mode')}`, "
+            f"{report['n']} images, flip TTA {'on' if report['tta_flip'] else 'off'}",
+            f"- hardware: {hardware}, torch {torch.__version__}", "",
+            "`prior=dataset` is the model's own probabilities; `prior=balanced` divides the training split's "
+            "class frequencies (stored in the model card, column *train share*) out of them (logit "
+            "adjustment: softmax(logits - log prior)).", ""]
+    rows = ["| | " + " | ".join(f"prior={n}" for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy")):
+        rows.append(f"| {label} | " + " | ".join(_pct(report["priors"][n][key]) for n in names) + " |")
+    rows.append("| macro-F1 | " + " | ".join(f"{report['priors'][n]['macro_f1']:.3f}" for n in names) + " |")
+    rows += ["", "Recall per class:", "", "| class | images | train share | " +
+             " | ".join(f"prior={n}" for n in names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
+    for c in report["class_names"]:
+        share = _pct(prior[c]) if c in prior else "–"
+        rows.append(f"| {c} | {support[c]} | {share} | " +
+                    " | ".join(_pct(report["priors"][n]["per_class_recall"][c]) for n in names) + " |")
+    note = ["", f"({report['prior_note']})"] if report.get("prior_note") else []
+    return "\n".join(head + rows + note) + "\n"
 
 
 def main(args) -> int:
@@ -255,4 +290,9 @@ def main(args) -> int:
         atomic_write_json(args.json_path, report)
     if args.confusion:
         plot_confusion(report, args.confusion, f"{report['split']}: accuracy {report['accuracy']:.3f}")
+    if args.markdown:
+        from ..utils import atomic_write_text, hardware_summary
+
+        command = "litefer " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "litefer.train.evaluate"
+        atomic_write_text(args.markdown, markdown_report(report, command, hardware_summary()))
     return 0
