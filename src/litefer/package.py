@@ -126,7 +126,7 @@ def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: 
     if note:
         card.info["note"] = note
     shipped = weights_payload(model, payload["model_name"], payload["class_names"], payload["preprocess"],
-                              payload.get("model_kwargs"), card=card.to_dict())
+                              payload.get("model_kwargs"), card=card)
     pt_path = out_dir / f"{name}.pt"
     atomic_torch_save(shipped, pt_path)
     card.info.update(sha256=sha256_file(pt_path), file_bytes=pt_path.stat().st_size)

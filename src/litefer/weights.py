@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .card import Card
 from .models import create_model
 
 FORMAT = "litefer-weights/1"
@@ -16,10 +17,17 @@ REQUIRED = ("model_name", "num_classes", "class_names", "preprocess", "state_dic
 
 
 def weights_payload(model, model_name: str, class_names, preprocess: dict, model_kwargs: dict | None = None,
-                    **extra) -> dict:
-    """The dict saved as a weights file; ``extra`` may hold a model card, config, metrics."""
+                    card: Card | dict | None = None, **extra) -> dict:
+    """The dict saved as a weights file: with ``card`` (a :class:`litefer.card.Card`, or its dict) a
+    packaged file that ``litefer.card`` reads back; ``extra`` may hold a run's config and metrics."""
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
              for k, v in model.state_dict().items()}
+    if isinstance(card, dict):
+        extra["card"] = dict(card)
+    elif card is not None:
+        if list(card.class_names) != list(class_names) or dict(card.preprocess) != dict(preprocess):
+            raise ValueError(f"{card.source}: the card's classes / preprocessing differ from the weights'")
+        extra["card"] = card.to_dict()
     return {"format": FORMAT, "model_name": model_name, "num_classes": len(class_names),
             "class_names": list(class_names), "preprocess": dict(preprocess),
             "model_kwargs": dict(model_kwargs or {}), "state_dict": state, **extra}
