@@ -17,6 +17,7 @@ import litefer
 from litefer.card import Card, CardError, card_from_payload, read_card, write_sidecar
 from litefer.cli import main as cli
 from litefer.inference.backends import DEFAULT_FILES, packaged_file, softmax
+from litefer.inference.inputs import read_image
 from litefer.prior import PriorError, log_weights, parse_prior
 
 CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
@@ -141,7 +142,7 @@ def test_an_onnx_file_without_metadata_uses_its_sidecar_or_names_itself(onnx_fil
 
 def test_recognizer_prior_dataset_balanced_and_mapping(with_prior, photo_dir):
     rec = litefer.Recognizer(weights=with_prior, backend="torch")
-    crops = rec.detect_and_crop(litefer.inference.inputs.read_image(photo_dir / "astronaut.png"))[1]
+    crops = rec.detect_and_crop(read_image(photo_dir / "astronaut.png"))[1]
     logits = rec.backend.logits(np.stack(crops), rec.tta)
     np.testing.assert_allclose(rec.classify_crops(np.stack(crops)), softmax(logits), atol=1e-6)
     freq = np.array([PRIOR[c] for c in CLASSES])
