@@ -336,18 +336,28 @@ async function setMode(mode) {
   if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
 }
 
+// The selector's explanation, with the training class balance read from the model card.
+function priorNote(c, prior) {
+  if (prior === "balanced") {
+    return "Balanced: the training set's class frequencies are divided out of the scores, as if every expression " +
+           "were equally common (fairer to rare classes, less accurate on data balanced like the training set).";
+  }
+  if (!c.class_prior) return "Dataset: the model's own probabilities.";
+  const top = Object.entries(c.class_prior).sort((a, b) => b[1] - a[1]).slice(0, 2)
+    .map(([name, f]) => `${(100 * f).toFixed(0)} % ${name}`).join(", ");
+  return `Dataset: the model's own probabilities, which carry its training set's class balance (${top}, ...).`;
+}
+
 function setupPrior(c) {
   const select = $("prior");
   if (!c.class_prior) {
     select.querySelector("option[value=balanced]").disabled = true;
     select.title = "the model stores no training class prior";
   }
+  $("prior-note").textContent = priorNote(c, state.prior);
   select.addEventListener("change", () => {
     state.prior = select.value;
-    $("prior-note").textContent = state.prior === "balanced"
-      ? "Balanced: the training set's class frequencies are divided out of the scores, as if every expression " +
-        "were equally common (fairer to rare classes, less accurate on data balanced like FERPlus)."
-      : "Dataset: the model's own probabilities, which carry FERPlus's class balance (35 % neutral, 29 % happiness).";
+    $("prior-note").textContent = priorNote(c, state.prior);
     if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
   });
 }
