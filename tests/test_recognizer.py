@@ -145,7 +145,7 @@ def test_weights_resolution_errors(tmp_path, monkeypatch):
     (tmp_path / "x.onnx").write_bytes(b"junk")
     with pytest.raises(ValueError, match="runs with backend='onnxruntime'"):
         resolve_weights(tmp_path / "x.onnx", "torch")
-    with pytest.raises(ValueError, match="x.onnx: not a loadable ONNX model"):
+    with pytest.raises(ValueError, match="x.onnx: not a readable ONNX file"):
         litefer.Recognizer(weights=tmp_path / "x.onnx")
     monkeypatch.setitem(DEFAULT_FILES, "default", {"torch": "no_such_weights.pt"})
     with pytest.raises(FileNotFoundError, match="packaged file litefer/weights/no_such_weights.pt is missing"):
