@@ -68,8 +68,8 @@ def seed_everything(seed: int) -> None:
 
 
 def default_run_name(cfg: dict) -> str:
-    d = cfg["data"]
-    return f"{cfg['model']['name']}_{d['dataset']}_{d['input_size']}px_seed{cfg['run']['seed']}"
+    data_cfg = cfg["data"]
+    return f"{cfg['model']['name']}_{data_cfg['dataset']}_{data_cfg['input_size']}px_seed{cfg['run']['seed']}"
 
 
 def _git_commit() -> str | None:
@@ -126,16 +126,16 @@ def _device_name(device: torch.device) -> str:
     return str(device)
 
 
-def _epoch_lr(o: dict, epoch: int) -> float | None:
+def _epoch_lr(optim_cfg: dict, epoch: int) -> float | None:
     """Learning rate of an epoch for warm-up and cosine schedules (None: plateau decides)."""
-    if epoch < o["warmup_epochs"]:
-        return o["lr"] * (epoch + 1) / (o["warmup_epochs"] + 1)
-    if o["schedule"] == "cosine":
-        span = max(1, o["epochs"] - o["warmup_epochs"])
-        t = (epoch - o["warmup_epochs"]) / span
-        return o["min_lr"] + 0.5 * (o["lr"] - o["min_lr"]) * (1 + math.cos(math.pi * t))
-    if o["schedule"] == "none":
-        return o["lr"]
+    if epoch < optim_cfg["warmup_epochs"]:
+        return optim_cfg["lr"] * (epoch + 1) / (optim_cfg["warmup_epochs"] + 1)
+    if optim_cfg["schedule"] == "cosine":
+        span = max(1, optim_cfg["epochs"] - optim_cfg["warmup_epochs"])
+        t = (epoch - optim_cfg["warmup_epochs"]) / span
+        return optim_cfg["min_lr"] + 0.5 * (optim_cfg["lr"] - optim_cfg["min_lr"]) * (1 + math.cos(math.pi * t))
+    if optim_cfg["schedule"] == "none":
+        return optim_cfg["lr"]
     return None
 
 
