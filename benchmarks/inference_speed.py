@@ -27,8 +27,7 @@ from litefer.inference.backends import ort_session, preprocess_numpy
 from litefer.data.transforms import Preprocess
 from litefer.export import export_onnx
 from litefer.export_tools import load_faces, quantize_int8
-from litefer.profile import environment, torch_threads
-from litefer.utils import atomic_write_json, atomic_write_text
+from litefer.profile import environment, publish, torch_threads
 
 MODELS = ("litefer_cpsca", "mobilenetv3_large")
 
@@ -148,9 +147,7 @@ def main(argv=None) -> int:
                 rows += measure(name, size, args.threads, faces, Path(tmp), args.seconds)
     command = "python benchmarks/inference_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report(rows, env, command.strip(), args.calib)
-    atomic_write_text(f"{args.out}.md", text)
-    atomic_write_json(f"{args.out}.json", {"environment": env, "command": command, "rows": rows})
-    print(text)
+    publish(args.out, text, {"environment": env, "command": command, "rows": rows})
     return 0
 
 

@@ -264,6 +264,13 @@ def environment() -> dict:
     }
 
 
+def publish(out: str, text: str, payload: dict) -> None:
+    """Write a benchmark's report as ``<out>.md`` and its data as ``<out>.json`` (atomically), print it."""
+    atomic_write_text(f"{out}.md", text)
+    atomic_write_json(f"{out}.json", payload)
+    print(text)
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command that produced a report: the real argv when run as ``litefer``, else its equivalent."""
     if Path(sys.argv[0]).name == "litefer" and sys.argv[1:2] == ["profile"]:
