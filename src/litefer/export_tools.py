@@ -253,7 +253,8 @@ def quantize_int8(fp32_onnx: Path, out: Path, calib: np.ndarray, method: str = "
                "percentile": CalibrationMethod.Percentile}
     with tempfile.TemporaryDirectory(prefix="litefer-int8-") as tmp:
         prep = Path(tmp) / "prep.onnx"
-        quant_pre_process(str(fp32_onnx), str(prep))
+        # ONNX's own shape inference (the symbolic one cannot follow the inference form's Resize)
+        quant_pre_process(str(fp32_onnx), str(prep), skip_symbolic_shape=True)
         import onnx
 
         model = onnx.load(str(prep))
