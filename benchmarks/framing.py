@@ -30,7 +30,7 @@ from litefer.inference.align import FER2013_TEMPLATE, HAAR_FRAME_SCALE, CropSpec
 from litefer.data.ferplus import load_arrays, majority_labels
 from litefer.inference.detect import HaarDetector, YuNetDetector
 from litefer.inference.inputs import array_to_bgr
-from litefer.utils import atomic_write_bytes, atomic_write_text
+from litefer.utils import atomic_write_bytes, atomic_write_text, hardware_summary
 
 UP, PAD = 4, 48          # FER faces are measured at 4x (192 px) with a 48 px replicated border
 
@@ -158,7 +158,9 @@ def main(argv=None) -> int:
     hb = m["haar_boxes"]
     lines = ["# FER2013 framing: measured, and reproduced by litefer's crops", "",
              f"Command: `.venv/bin/python benchmarks/framing.py --data {args.data} --yunet {args.yunet} "
-             f"--n {args.n} --n-check {args.n_check}`", "",
+             f"--n {args.n} --n-check {args.n_check}{f' --weights {args.weights}' if args.weights else ''}`", "",
+             f"Hardware: {hardware_summary()}" + (f"; weights `{args.weights}` ({rec.card.model_name}, "
+                                                  f"{rec.card.preprocess['input_size']} px input)" if rec else ""), "",
              f"## 1. FER2013 training faces ({args.n} random `Training` rows, upscaled {UP}x, padded)", "",
              f"- Haar cascade finds a face in {len(hb)} ({100 * len(hb) / args.n:.0f} %); its box in 48-px frame units: "
              f"median x, y, w, h = {', '.join(f'{v:.2f}' for v in np.median(hb, 0))} "

@@ -40,11 +40,11 @@ MODELS = ("litefer_cpsca", "mobilenetv3_large")
 
 def default_input_size() -> int:
     """The packaged default weights' input size (64 when they are not installed)."""
+    from litefer.card import read_card
     from litefer.inference.backends import DEFAULT_FILES, packaged_file
-    from litefer.weights import read_weights
 
     try:
-        return int(read_weights(packaged_file(DEFAULT_FILES["default"]["torch"]))["preprocess"]["input_size"])
+        return int(read_card(packaged_file(DEFAULT_FILES["default"]["torch"])).preprocess["input_size"])
     except FileNotFoundError:
         return 64
 

@@ -42,9 +42,10 @@ def yunet_path() -> Path:
 
 
 def make_checkpoint(path: Path, class_names=None, input_size: int = 64, seed: int = 0, tta: bool = False,
-                    packaged: bool = False) -> Path:
+                    packaged: bool = False, class_prior: dict | None = None) -> Path:
     """A litefer_cpsca weights file with random weights and BatchNorm statistics measured on real face
-    crops, so that its outputs differ between faces like a trained model's do."""
+    crops, so that its outputs differ between faces like a trained model's do; ``class_prior`` is
+    stored as its training class frequencies."""
     from litefer import create_model
     from litefer.inference.align import CropSpec, crop_face
     from litefer.data.transforms import Preprocess, preprocess
@@ -76,6 +77,8 @@ def make_checkpoint(path: Path, class_names=None, input_size: int = 64, seed: in
     else:
         extra = {"config": {"data": {"dataset": "ferplus"}, "run": {"tta_flip": tta}}, "epoch": 1,
                  "val": {"accuracy": 0.5}}
+    if class_prior is not None:
+        (extra["card"] if packaged else extra)["class_prior"] = dict(class_prior)
     atomic_torch_save(weights_payload(model, "litefer_cpsca", class_names, pp.to_dict(), {}, **extra), path)
     return path
 

@@ -145,12 +145,19 @@ def test_haar_crop_places_the_eyes_where_fer2013_has_them():
         assert np.all(np.abs(lm[:2] - FER2013_TEMPLATE[:2]) < 3.5), lm
 
 
-def test_crop_spec_from_metadata():
-    assert CropSpec.from_meta({"config": {"data": {"dataset": "ferplus"}}}) == CropSpec(48, True)
-    assert CropSpec.from_meta({"card": {"data": {"dataset": "ferplus"}}}) == CropSpec(48, True)
-    assert CropSpec.from_meta({"config": {"data": {"dataset": "rafdb", "image_size": 100}},
-                               "preprocess": {"in_chans": 3}}) == CropSpec(100, False)
-    assert CropSpec.from_meta({"crop": {"size": 56, "grayscale": False}}) == CropSpec(56, False)
+def test_crop_spec_from_the_model_card():
+    from litefer.card import card_from_payload
+
+    base = {"class_names": ["a", "b"], "preprocess": {"input_size": 64, "in_chans": 3}}
+
+    def spec(**payload):
+        return CropSpec.from_card(card_from_payload({**base, **payload}))
+
+    assert spec(config={"data": {"dataset": "ferplus"}}) == CropSpec(48, True)
+    assert spec(card={"data": {"dataset": "ferplus"}}) == CropSpec(48, True)
+    assert spec(config={"data": {"dataset": "rafdb", "image_size": 100}}) == CropSpec(100, False)
+    assert spec(crop={"size": 56, "grayscale": False}) == CropSpec(56, False)
+    assert spec(crop={"size": 56, "rotate": False, "level_above": 5}) == CropSpec(56, True, rotate=False, level_above=5.0)
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -10,6 +10,7 @@ from face_fixtures import astronaut_bgr, checkpoint, photo_dir, rec_torch  # noq
 from fixtures import write_ferplus
 
 import litefer
+from litefer.card import read_card
 from litefer.inference.align import CropSpec
 from litefer.cli import main as cli
 from litefer.export_tools import astronaut_faces, export
@@ -45,6 +46,7 @@ def test_onnx_export_cli_checks_parity_and_embeds_metadata(checkpoint, rec_torch
     model = onnx.load(str(out))
     meta = json.loads({p.key: p.value for p in model.metadata_props}["litefer"])
     assert meta["class_names"] == CLASSES and meta["crop"]["size"] == 48 and meta["precision"] == "fp32"
+    assert meta["format"] == "litefer-card/1" and read_card(out).class_names == CLASSES
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param        # dynamic batch
     rec = litefer.Recognizer(weights=out)
     np.testing.assert_allclose(probs(rec.recognize(photo_dir / "two_faces.png")),

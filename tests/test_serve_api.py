@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from litefer.card import read_card
 from litefer.inference.align import CropSpec
 from litefer.serve.engine import RecognizerPool, ServeConfig, ServeError, decode_upload
 from loadtest import png_header_only
@@ -125,6 +126,35 @@ def test_recognize_matches_the_python_api(client, serve_model):
     assert list(face["scores"]) == CLASSES and face["label"] == max(face["scores"], key=face["scores"].get)
     x, y, w, h = face["box"]
     assert 150 < x < 200 and 40 < y < 100 and 80 < w < 120         # the astronaut's face
+    assert body["prior"] == "dataset"
+
+
+def test_recognize_honours_the_prior_parameter_and_echoes_it(client, serve_model):
+    from litefer import Recognizer
+    from serve_support import PRIOR
+
+    jpeg = encode(astronaut_rgb(), "JPEG", quality=95)
+    bgr = decode_upload(jpeg, 10**8, 10**5)
+    weights = {c: round(1 + i / 2, 2) for i, c in enumerate(CLASSES)}
+    query = ",".join(f"{c}={w}" for c, w in weights.items())
+    for prior, param in (("balanced", "balanced"), (weights, query)):
+        r = client.post("/v1/recognize", params={"prior": param}, content=jpeg)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["prior"] == prior
+        want = Recognizer(str(serve_model[1]), backend="onnxruntime", prior=prior).recognize(bgr)[0]
+        assert body["faces"][0]["scores"] == pytest.approx(want.scores, abs=1e-6)
+    plain = client.post("/v1/recognize", content=jpeg).json()["faces"][0]["scores"]
+    balanced = client.post("/v1/recognize?prior=balanced", content=jpeg).json()["faces"][0]["scores"]
+    # balanced divides the stored frequencies out: p_bal(c) is proportional to p(c) / prior(c)
+    ratio = {c: balanced[c] * PRIOR[c] / plain[c] for c in CLASSES}
+    assert max(ratio.values()) == pytest.approx(min(ratio.values()), rel=1e-4)
+    for bad, needle in (("sometimes", "class=weight pairs"), ("neutral=1", "missing class(es)"),
+                        (query + ",smirk=2", "unknown class(es) ['smirk']"), (query.replace("=1.0", "=0", 1), "positive")):
+        r = client.post("/v1/recognize", params={"prior": bad}, content=jpeg)
+        assert r.status_code == 422 and needle in r.json()["message"], (bad, r.text)
+        if "class" in needle:
+            assert str(CLASSES) in r.json()["message"]
 
 
 def test_errors_are_json_with_4xx(client):
@@ -158,9 +188,10 @@ def test_health_model_card_and_model_files(client, serve_model):
     assert h["status"] == "ok" and h["workers"] == 1 and h["capacity"] == 3
     card = client.get("/v1/model").json()
     meta = json.loads({p.key: p.value for p in onnx.load(str(serve_model[1])).metadata_props}["litefer"])
-    for key in ("class_names", "preprocess", "tta_flip"):
+    for key in ("class_names", "preprocess", "tta_flip", "class_prior"):
         assert card[key] == meta[key]
-    assert card["crop"] == CropSpec.from_meta(meta).to_dict()
+    assert card["crop"] == CropSpec.from_card(read_card(serve_model[1])).to_dict()
+    assert card["priors"] == ["dataset", "balanced"] and card["card"]["format"] == "litefer-card/1"
     assert card["limits"]["max_upload_bytes"] == 200_000
     det = card["browser"]["detector"]
     assert (det["scale_factor"], det["min_neighbors"], det["min_size"]) == (1.1, 5, 32)
@@ -233,10 +264,12 @@ def test_packaged_default_model_serves_the_astronaut():
     try:
         packaged_file(DEFAULT_FILES["default"]["onnxruntime"])
     except FileNotFoundError:
-        pytest.skip("packaged default weights (src/litefer/weights/litefer_cpsca_ferplus.onnx) not built yet")
+        pytest.fail(f"the packaged default weights (src/litefer/weights/{DEFAULT_FILES['default']['onnxruntime']}) "
+                    "are missing from this checkout")
     from litefer.serve import create_app
 
     with _testclient_class()(create_app(ServeConfig(workers=1, queue=1))) as c:
         r = c.post("/v1/recognize", content=encode(astronaut_rgb(), "JPEG"))
         assert r.status_code == 200 and len(r.json()["faces"]) == 1
-        assert c.get("/v1/model").json()["card"] is not None
+        card = c.get("/v1/model").json()
+        assert card["card"]["training"]["epochs_trained"] == 17 and card["priors"] == ["dataset", "balanced"]

@@ -154,5 +154,49 @@ def test_on_device_result_matches_python_on_a_photo(page, serve_model, tmp_path)
     assert max(abs(srv["scores"][c] - want.scores[c]) for c in CLASSES) < 1e-5
 
 
+def settle(pg, quiet_ms: int = 800):
+    """Wait until no analysis has finished for ``quiet_ms`` (mode and prior changes re-analyse)."""
+    count = lambda: pg.evaluate("window.litefer.state.frames.server + window.litefer.state.frames.device")  # noqa: E731
+    seen = count()
+    for _ in range(100):
+        pg.wait_for_timeout(quiet_ms)
+        now = count()
+        if now == seen:
+            return
+        seen = now
+
+
+def test_prior_selector_in_both_modes_matches_python(page, serve_model, tmp_path):
+    """The class prior selector: on-device (logit adjustment in the page) and on the server (the
+    request's prior parameter), each equal to the Python API's Recognizer(prior="balanced")."""
+    from litefer import Recognizer
+
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(encode(astronaut_rgb(), "PNG"))
+    want = Recognizer(str(serve_model[1]), backend="onnxruntime", prior="balanced").recognize(photo)[0]
+    plain = Recognizer(str(serve_model[1]), backend="onnxruntime").recognize(photo)[0]
+    assert max(abs(want.scores[c] - plain.scores[c]) for c in CLASSES) > 0.01     # the prior matters here
+    assert page.locator("#prior option[value=balanced]").is_enabled()
+    for mode, tolerance in (("device", 1e-4), ("server", 1e-5)):
+        if page.input_value("#prior") != "dataset":
+            page.select_option("#prior", "dataset")
+        page.check(f"input[name=mode][value={mode}]")
+        before = page.evaluate(f"window.litefer.state.frames.{mode}")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function(f"window.litefer.state.frames.{mode} > {before}", timeout=WAIT_MS)
+        settle(page)
+        before = page.evaluate(f"window.litefer.state.frames.{mode}")
+        page.select_option("#prior", "balanced")              # re-analyses the picked image
+        page.wait_for_function(f"window.litefer.state.frames.{mode} > {before} && "
+                               "window.litefer.state.lastPrior === 'balanced'", timeout=WAIT_MS)
+        settle(page)
+        assert page.evaluate("window.litefer.state.lastPrior") == "balanced"
+        (got,) = faces_of(page)
+        assert got["label"] == want.label, (mode, got["scores"], want.scores)
+        assert max(abs(got["scores"][c] - want.scores[c]) for c in CLASSES) < tolerance, mode
+        assert "Balanced" in page.text_content("#prior-note")
+    page.select_option("#prior", "dataset")
+
+
 def test_no_errors_in_the_page(page):
     assert not [p for p in page.problems if "favicon" not in p], page.problems

@@ -188,12 +188,19 @@ def test_package_run_writes_weights_and_card(tmp_path):
     from litefer.weights import load_checkpoint_model
     train(cfg, run_dir=tmp_path / "r")
     card = package_run(tmp_path / "r", tmp_path / "w", "tiny", data_root=str(tmp_path / "fer"))
-    assert card["classes"][0] == "neutral" and len(card["classes"]) == 8
-    assert card["preprocess"]["input_size"] == 48 and card["selected_epoch"] == 1
-    assert 0 <= card["validation"]["accuracy_no_tta"] <= 1 and card["hardware"]
+    assert card["class_names"][0] == "neutral" and len(card["class_names"]) == 8
+    assert card["preprocess"]["input_size"] == 48 and card["epoch"] == 1
+    assert 0 <= card["validation"]["accuracy_no_tta"] <= 1 and card["training"]["hardware"]
     assert json.loads((tmp_path / "w" / "tiny.json").read_text())["sha256"] == card["sha256"]
     model, meta = load_checkpoint_model(tmp_path / "w" / "tiny.pt")
-    assert meta["card"]["model"] == "litefer_cpsca" and "config" not in meta
+    assert meta["card"]["model_name"] == "litefer_cpsca" and "config" not in meta
+    # the training prior: label shares of the 48 training rows' majority labels
+    from litefer.data import load_split
+    counts = load_split({"dataset": "ferplus", "root": str(tmp_path / "fer")}, "train").class_counts()
+    assert card["class_prior"] == pytest.approx({c: n / sum(counts) for c, n in zip(card["class_names"], counts)},
+                                                abs=1e-6)
+    assert set(card["validation"]["prior"]) == {"dataset", "balanced"}
+    assert card["val_accuracy"] == card["validation"]["prior"]["dataset"]["accuracy"]
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 8)
 
 

@@ -122,12 +122,16 @@ def test_time_limit_stops_at_an_epoch_boundary_and_the_run_resumes(tmp_path, mon
     assert result["epochs"] == 1 and "time_limit_s" in result["stopped"]
     assert json.loads((tmp_path / "r" / "final.json").read_text())["stopped"]
     assert run_status(tmp_path / "r") == "incomplete"          # litefer reproduce would resume it
+    from litefer.reproduce.plan import PlannedRun
+    from litefer.reproduce.report import read_run
+    planned = PlannedRun("t", None, 0, cfg, tmp_path / "r")
+    assert read_run(planned) is None                           # and no table counts it as finished
     rows = (tmp_path / "r" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 2 and "setup_seconds" in rows[0]
     cfg2 = load_config(tmp_path / "r" / "config.yaml", ["run.time_limit_s=0"])
     again = train(cfg2, run_dir=tmp_path / "r", resume=True)
     assert again["epochs"] == 3 and "stopped" not in again
-    assert run_status(tmp_path / "r") == "complete"
+    assert run_status(tmp_path / "r") == "complete" and read_run(planned)["epochs"] == 3
 
 
 def test_resume_before_the_first_checkpoint_restarts_and_stale_temp_files_go(tmp_path, monkeypatch):
@@ -202,3 +206,17 @@ def test_gpu_suite_dry_run_end_to_end(tmp_path):
     with tarfile.open(out / "run0-cpsca.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("paper/ferplus/") and n.endswith("seed0/best.pt") for n in names)
+
+
+def test_suite_uses_graphs_only_where_they_agree_and_pay():
+    import gpu_suite
+
+    def report(graph, eager, ok):
+        rows = [{"model": "litefer_cpsca", "input": 224, "batch": 64, "mode": "graph", "images_per_s": graph},
+                {"model": "litefer_cpsca", "input": 224, "batch": 64, "mode": "eager", "images_per_s": eager}]
+        return {"rows": rows, "parity": [{"ok": ok}]}
+
+    assert gpu_suite.choose_mode(report(5000.0, 1500.0, True), 224, 64) == ("graph", 5000.0)
+    assert gpu_suite.choose_mode(report(5000.0, 1500.0, False), 224, 64) == ("eager", 1500.0)
+    assert gpu_suite.choose_mode(report(1000.0, 1500.0, True), 224, 64) == ("eager", 1500.0)
+    assert gpu_suite.choose_mode(report(None, 1500.0, True), 224, 64) == ("eager", 1500.0)

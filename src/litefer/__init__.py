@@ -16,6 +16,8 @@ _LAZY = {
     "to_dataframe": "litefer.inference.recognizer",
     "write_csv": "litefer.inference.recognizer",
     "InputError": "litefer.inference.inputs",
+    "PriorError": "litefer.prior",
+    "read_card": "litefer.card",
 }
 __all__ = [*_LAZY, "__version__"]
 

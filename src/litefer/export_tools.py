@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
 import os
 import sys
@@ -30,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .card import Card, card_from_payload, torchscript_extra_files, with_onnx_card
 from .inference.align import CropSpec, crop_face
-from .inference.backends import META_KEY, OnnxBackend, export_metadata, preprocess_numpy, resolve_weights, softmax
+from .inference.backends import OnnxBackend, preprocess_numpy, resolve_weights, softmax
 from .inference.inputs import IMAGE_SUFFIXES, InputError, read_image
-from .utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .utils import atomic_write_bytes, atomic_write_json, atomic_write_text, hardware_summary
 
 log = logging.getLogger(__name__)
 
@@ -158,37 +158,24 @@ def load_faces(source: str, spec: CropSpec, split: str, n: int | None, seed: int
 
 # ----------------------------------------------------------------------------- exports
 
-def add_onnx_metadata(model_bytes: bytes, meta: dict) -> bytes:
-    import onnx
-
-    model = onnx.load_from_string(model_bytes)
-    for prop in list(model.metadata_props):
-        if prop.key == META_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(meta)
-    model.producer_name = "litefer"
-    return model.SerializeToString()
-
-
-def load_torch(weights) -> tuple[object, dict, Path]:
-    """(model in eval mode, export metadata, weights path) for ``"default"`` or a weights path."""
+def load_torch(weights) -> tuple[object, Card, Path]:
+    """(model in eval mode, model card, weights path) for ``"default"`` or a weights path."""
     from .weights import load_checkpoint_model
 
     path, _ = resolve_weights(weights, "torch")
     model, meta = load_checkpoint_model(path)
-    return model, export_metadata(meta), path
+    return model, card_from_payload(meta, str(path)), path
 
 
 def export_with_metadata(weights, out: str | os.PathLike, opset: int = 17) -> Path:
-    """fp32 ONNX (dynamic batch) with litefer metadata, written atomically."""
+    """fp32 ONNX (dynamic batch) with the model card embedded, written atomically."""
     from .export import export_onnx
 
-    model, meta, _ = load_torch(weights)
+    model, card, _ = load_torch(weights)
     with tempfile.TemporaryDirectory(prefix="litefer-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        export_onnx(model, raw, meta["preprocess"]["input_size"], meta["preprocess"]["in_chans"], opset=opset)
-        atomic_write_bytes(out, add_onnx_metadata(raw.read_bytes(), meta))
+        export_onnx(model, raw, card.preprocess["input_size"], card.preprocess["in_chans"], opset=opset)
+        atomic_write_bytes(out, with_onnx_card(raw.read_bytes(), card.replace(precision="fp32")))
     return Path(out)
 
 
@@ -207,17 +194,17 @@ def _LogitsOnly(model):
     return LogitsOnly(model)
 
 
-def torchscript_bytes(model, meta: dict) -> bytes:
+def torchscript_bytes(model, card: Card) -> bytes:
     import torch
 
-    pp = meta["preprocess"]
+    pp = card.preprocess
     example = torch.randn(2, pp["in_chans"], pp["input_size"], pp["input_size"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)    # torch 2.9+ marks TorchScript deprecated
         with torch.inference_mode(False), torch.no_grad():
             traced = torch.jit.freeze(torch.jit.trace(_LogitsOnly(model).eval(), example, check_trace=False))
         buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={f"{META_KEY}.json": json.dumps(meta)})
+        torch.jit.save(traced, buf, _extra_files=torchscript_extra_files(card))
     return buf.getvalue()
 
 
@@ -322,13 +309,14 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     from .export import export_onnx
 
     t0 = time.time()
-    model, meta, src = load_torch(weights)
-    spec = CropSpec.from_meta(meta)
-    pp = meta["preprocess"]
+    model, card, src = load_torch(weights)
+    spec = CropSpec.from_card(card)
+    pp = card.preprocess
     out = Path(out) if out else src.with_name(src.stem + SUFFIX[fmt])
     max_diff = max_diff if max_diff is not None else (None if fmt == "onnx-int8" else 1e-3)
     min_agreement = min_agreement if min_agreement is not None else (0.9 if fmt == "onnx-int8" else 0.99)
-    report = {"weights": str(src), "format": fmt, "output": str(out), "model_name": meta["model_name"],
+    report = {"weights": str(src), "format": fmt, "output": str(out), "model_name": card.model_name,
+              "hardware": hardware_summary(),
               "input_size": pp["input_size"], "opset": opset if fmt != "torchscript" else None}
 
     parity_faces = load_faces(faces, spec, "val", parity_size, seed=1)
@@ -336,12 +324,12 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     with tempfile.TemporaryDirectory(prefix="litefer-export-") as tmp:
         tmp = Path(tmp)
         if fmt == "torchscript":
-            data = torchscript_bytes(model, {**meta, "precision": "fp32"})
+            data = torchscript_bytes(model, card.replace(precision="fp32"))
             got = _ts_logits(data, parity_faces, pp)
         else:
             fp32 = tmp / "fp32.onnx"
             export_onnx(model, fp32, pp["input_size"], pp["in_chans"], opset=opset)
-            fp32.write_bytes(add_onnx_metadata(fp32.read_bytes(), {**meta, "precision": "fp32"}))
+            fp32.write_bytes(with_onnx_card(fp32.read_bytes(), card.replace(precision="fp32")))
             final = fp32
             if fmt == "onnx-int8":
                 if not calib:
@@ -351,13 +339,13 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
                 report["calibration"] = {"source": calib, "faces": int(len(calib_faces)), "method": calib_method}
                 final = tmp / "int8.onnx"
                 quantize_int8(fp32, final, preprocess_numpy(calib_faces, pp), calib_method)
-                final.write_bytes(add_onnx_metadata(final.read_bytes(), {**meta, "precision": "int8"}))
+                final.write_bytes(with_onnx_card(final.read_bytes(), card.replace(precision="int8")))
             data = final.read_bytes()
             got = _onnx_logits(final, parity_faces, threads=threads)
         report["parity"] = {"source": faces, **compare(reference, got)}
         report["bytes"] = len(data)
         if eval_data:
-            report["accuracy"] = _accuracy(model, meta, Path(eval_data), fmt, tmp, data, threads)
+            report["accuracy"] = _accuracy(model, card, Path(eval_data), fmt, tmp, data, threads)
         failures = _check(report, max_diff, min_agreement, max_accuracy_drop)
         report["checks"] = {"max_diff": max_diff, "min_agreement": min_agreement,
                             "max_accuracy_drop_points": max_accuracy_drop if eval_data else None,
@@ -369,11 +357,11 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     return report
 
 
-def _accuracy(model, meta, root: Path, fmt: str, tmp: Path, data: bytes, threads) -> dict:
+def _accuracy(model, card: Card, root: Path, fmt: str, tmp: Path, data: bytes, threads) -> dict:
     """Top-1 accuracy of torch and of the export on the FERPlus validation split (model card TTA)."""
     if not _is_ferplus_root(root):
         raise InputError(f"{root}: --eval-data must be a FERPlus root (fer2013.csv[.gz] + fer2013new.csv)")
-    spec, pp, tta = CropSpec.from_meta(meta), meta["preprocess"], bool(meta.get("tta_flip"))
+    spec, pp, tta = CropSpec.from_card(card), card.preprocess, card.tta_flip
     crops, labels = ferplus_faces(root, "val", spec)
 
     def score(logit_fn):
@@ -418,7 +406,8 @@ def markdown(report: dict) -> str:
              f"- command: `litefer {' '.join(sys.argv[1:])}`" if sys.argv[1:2] == ["export"] else
              "- made by `litefer.export_tools.export`",
              f"- weights: `{report['weights']}` ({report['model_name']}, input {report['input_size']} px)",
-             f"- output: `{report['output']}` ({report['bytes'] / 1e6:.2f} MB)"]
+             f"- output: `{report['output']}` ({report['bytes'] / 1e6:.2f} MB)",
+             f"- hardware: {report.get('hardware', 'not recorded')}"]
     if "calibration" in report:
         c = report["calibration"]
         lines.append(f"- calibration: {c['faces']} face crops from `{c['source']}`, {c['method']}")

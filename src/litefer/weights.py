@@ -1,6 +1,7 @@
 """Weights files: a state dict plus everything needed to use it (model name and arguments, class
 names in order, preprocessing). Run checkpoints (``best.pt``, ``last.pt``) carry the same fields,
-so every consumer loads models through ``load_checkpoint_model``."""
+so every consumer loads models through ``load_checkpoint_model``; what a file says about itself
+(its model card) is read by ``litefer.card``."""
 from __future__ import annotations
 
 import os
@@ -15,10 +16,17 @@ REQUIRED = ("model_name", "num_classes", "class_names", "preprocess", "state_dic
 
 
 def weights_payload(model, model_name: str, class_names, preprocess: dict, model_kwargs: dict | None = None,
-                    **extra) -> dict:
-    """The dict saved as a weights file; ``extra`` may hold a model card, config, metrics."""
+                    card: Card | dict | None = None, **extra) -> dict:
+    """The dict saved as a weights file: with ``card`` (a :class:`litefer.card.Card`, or its dict) a
+    packaged file that ``litefer.card`` reads back; ``extra`` may hold a run's config and metrics."""
     state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
              for k, v in model.state_dict().items()}
+    if isinstance(card, dict):
+        extra["card"] = dict(card)
+    elif card is not None:
+        if list(card.class_names) != list(class_names) or dict(card.preprocess) != dict(preprocess):
+            raise ValueError(f"{card.source}: the card's classes / preprocessing differ from the weights'")
+        extra["card"] = card.to_dict()
     return {"format": FORMAT, "model_name": model_name, "num_classes": len(class_names),
             "class_names": list(class_names), "preprocess": dict(preprocess),
             "model_kwargs": dict(model_kwargs or {}), "state_dict": state, **extra}
@@ -50,6 +58,5 @@ def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
         first = str(e).strip().splitlines()
         raise ValueError(f"{path}: its tensors do not fit {payload['model_name']} with "
                          f"{payload['num_classes']} classes ({' '.join(x.strip() for x in first[:3])[:300]})") from None
-    model.pretrained_cfg = {"preprocess": payload["preprocess"], "class_names": payload["class_names"]}
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.to(device).eval(), meta

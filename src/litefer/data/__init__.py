@@ -18,7 +18,8 @@ def load_split(data_cfg: dict, split: str, channels: int = 3) -> FaceDataset:
     kind, root = data_cfg["dataset"], data_cfg["root"]
     if kind == "ferplus":
         from .ferplus import load_ferplus
-        return load_ferplus(root, split, data_cfg.get("label_mode", "majority"))
+        return load_ferplus(root, split, data_cfg.get("label_mode", "majority"),
+                            majority_rows=bool(data_cfg.get("majority_rows", False)))
     if kind == "rafdb":
         from .rafdb import load_rafdb
         return load_rafdb(root, split, data_cfg["image_size"], channels, data_cfg["val_fraction"],

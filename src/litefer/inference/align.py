@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..card import FER2013_SIDE, Card
 from .detect import Detection
 
-FER_SIZE = 48
+FER_SIZE = FER2013_SIDE
 # Subject's right eye, left eye, nose tip, right and left mouth corner; 48-px frame, continuous coords.
 FER2013_TEMPLATE = np.array([[14.9, 18.8], [33.1, 18.8], [24.0, 28.8], [16.6, 36.4], [31.4, 36.4]], np.float32)
 # Frame side / Haar box side (the box is centred on the frame).
@@ -61,19 +62,12 @@ class CropSpec:
                 "level_above": self.level_above}
 
     @classmethod
-    def from_meta(cls, meta: dict) -> "CropSpec":
-        """From weights metadata: an explicit ``crop`` entry, else inferred from the training data set
-        (a run checkpoint's ``config.data``, a packaged file's ``card.data``)."""
-        if isinstance(meta.get("crop"), dict):
-            c = meta["crop"]
-            return cls(int(c.get("size", FER_SIZE)), bool(c.get("grayscale", True)), str(c.get("framing", "fer2013")),
-                       bool(c.get("rotate", True)), float(c.get("level_above", LEVEL_ABOVE_DEGREES)))
-        data = ((meta.get("config") or {}).get("data") or (meta.get("card") or {}).get("data") or {})
-        pp = meta.get("preprocess") or {}
-        if data.get("dataset", "ferplus") == "ferplus":
-            return cls(FER_SIZE, True)
-        # other data sets: crops at the stored image size, colour unless the model is grayscale
-        return cls(int(data.get("image_size", pp.get("input_size", FER_SIZE))), int(pp.get("in_chans", 3)) == 1)
+    def from_card(cls, card: Card) -> "CropSpec":
+        """The crop a model card asks for; fields the card leaves out take the defaults above."""
+        c = card.crop
+        d = cls()
+        return cls(int(c.get("size", d.size)), bool(c.get("grayscale", d.grayscale)), str(c.get("framing", d.framing)),
+                   bool(c.get("rotate", d.rotate)), float(c.get("level_above", d.level_above)))
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

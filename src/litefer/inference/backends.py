@@ -7,7 +7,6 @@ tested against it, so that it runs without importing torch.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -16,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..card import TORCHSCRIPT_SUFFIXES, Card, card_from_payload, read_card
+
 log = logging.getLogger(__name__)
 
-# Packaged default files (written at release time; see README "Recognize expressions").
-DEFAULT_FILES = {"default": {"torch": "litefer_cpsca_ferplus.pt", "onnxruntime": "litefer_cpsca_ferplus.onnx"},
-                 "default-int8": {"onnxruntime": "litefer_cpsca_ferplus_int8.onnx"}}
-TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
-META_KEY = "litefer"                   # ONNX metadata_props key / TorchScript extra file stem
-META_FORMAT = "litefer-export/1"
+# Packaged default files (written by `litefer package` and `litefer export`; see README "The shipped model").
+DEFAULT_STEM = "litefer_cpsca112_ferplus"
+DEFAULT_FILES = {"default": {"torch": f"{DEFAULT_STEM}.pt", "onnxruntime": f"{DEFAULT_STEM}.onnx"},
+                 "default-int8": {"onnxruntime": f"{DEFAULT_STEM}_int8.onnx"}}
 BACKENDS = ("torch", "onnxruntime")
 
 
@@ -56,30 +55,6 @@ def resolve_weights(weights, backend: str | None) -> tuple[Path, str]:
     if backend == "torch" and path.suffix.lower() == ".onnx":
         raise ValueError(f"{path}: an ONNX file runs with backend='onnxruntime', not 'torch'")
     return path, backend
-
-
-def export_metadata(meta: dict, precision: str = "fp32") -> dict:
-    """The self-describing metadata embedded in exported files (ONNX, TorchScript).
-
-    ``meta`` is a weights file's metadata: a run checkpoint (``config``, ``val``) or a packaged
-    file (``card``). Flip TTA is on when the weights' reported accuracy was measured with it.
-    """
-    from .align import CropSpec
-
-    config, card = meta.get("config") or {}, meta.get("card") or {}
-    validation = card.get("validation") or {}
-    if "tta_flip" in meta:
-        tta = bool(meta["tta_flip"])
-    elif config:
-        tta = bool((config.get("run") or {}).get("tta_flip", False))
-    else:
-        tta = "accuracy_tta_flip" in validation
-    val = meta.get("val") if isinstance(meta.get("val"), dict) else {}
-    accuracy = val.get("accuracy", validation.get("accuracy_tta_flip", validation.get("accuracy")))
-    return {"format": META_FORMAT, "model_name": meta.get("model_name"), "num_classes": int(meta["num_classes"]),
-            "class_names": list(meta["class_names"]), "preprocess": dict(meta["preprocess"]),
-            "crop": CropSpec.from_meta(meta).to_dict(), "tta_flip": tta, "precision": precision,
-            "epoch": meta.get("epoch", card.get("selected_epoch")), "val_accuracy": accuracy}
 
 
 # ----------------------------------------------------------------------------- preprocessing (NumPy)
@@ -130,10 +105,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- backends
 
 class Backend:
-    """Maps uint8 crops to logits; ``meta`` holds class names, preprocessing and crop settings."""
+    """Maps uint8 crops to logits; ``card`` holds class names, preprocessing, crop settings and prior."""
 
     name = "backend"
-    meta: dict
+    card: Card
 
     def logits(self, crops: np.ndarray, tta_flip: bool = False) -> np.ndarray:
         raise NotImplementedError
@@ -154,23 +129,20 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(threads))
         self.device = torch.device(device)
         if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
-            extra = {f"{META_KEY}.json": ""}
+            self.card = read_card(path)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is deprecated in torch 2.9+
-                    self.model = torch.jit.load(str(path), map_location=self.device, _extra_files=extra)
+                    self.model = torch.jit.load(str(path), map_location=self.device)
             except Exception as e:
                 raise ValueError(f"{path}: not a readable TorchScript file ({type(e).__name__}: {e})") from None
-            if not extra[f"{META_KEY}.json"]:
-                raise ValueError(f"{path}: TorchScript file has no litefer metadata (export it with `litefer export`)")
-            self.meta = json.loads(extra[f"{META_KEY}.json"])
         else:
             from ..weights import load_checkpoint_model
 
             self.model, meta = load_checkpoint_model(path, self.device)
-            self.meta = export_metadata(meta)
+            self.card = card_from_payload(meta, str(path))
         self.model.eval()
-        self.pp = Preprocess.from_dict(self.meta["preprocess"])
+        self.pp = Preprocess.from_dict(self.card.preprocess)
 
     def logits(self, crops, tta_flip=False):
         import torch
@@ -212,17 +184,10 @@ class OnnxBackend(Backend):
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
         path = Path(path)
+        self.card = read_card(path)
         self.session = ort_session(path, threads, device)
-        custom = self.session.get_modelmeta().custom_metadata_map or {}
-        if META_KEY in custom:
-            self.meta = json.loads(custom[META_KEY])
-        elif path.with_suffix(".json").is_file():
-            self.meta = json.loads(path.with_suffix(".json").read_text())
-        else:
-            raise ValueError(f"{path}: ONNX file has no litefer metadata (class names, preprocessing); "
-                             "export it with `litefer export`")
         self.input_name = self.session.get_inputs()[0].name
-        self.pp = self.meta["preprocess"]
+        self.pp = self.card.preprocess
 
     def logits(self, crops, tta_flip=False):
         x = preprocess_numpy(crops, self.pp)
@@ -243,7 +208,9 @@ def torch_to_onnx_backend(path: Path, device: str = "cpu", threads: int | None =
         out = Path(tmp) / (path.stem + ".onnx")
         export_with_metadata(path, out)
         log.info("exported %s to a temporary ONNX file for the onnxruntime backend", path)
-        return OnnxBackend(out, device, threads)
+        backend = OnnxBackend(out, device, threads)
+    backend.card.source = str(path)          # messages name the user's file, not the temporary export
+    return backend
 
 
 def create_backend(weights="default", backend: str | None = None, device: str = "cpu",

@@ -66,8 +66,8 @@ def reason_of(message: str) -> str:
 class Output:
     """Collects results, prints the text table, writes JSON / CSV / annotated files."""
 
-    def __init__(self, args, class_names):
-        self.args, self.class_names = args, class_names
+    def __init__(self, args, class_names, prior="dataset"):
+        self.args, self.class_names, self.prior = args, class_names, prior
         self.entries: list[dict] = []          # JSON: one per input
         self.results = []                      # ImageResults for the CSV
         self.skipped: list[str] = []
@@ -180,7 +180,7 @@ class Output:
                 "videos": self.counts["videos"] + self.counts["streams"], "frames": self.counts["frames"],
                 "faces": self.counts["faces"], "skipped": len(self.skipped),
                 "skipped_by_reason": dict(Counter(reason_of(m) for m in self.skipped)),
-                "skipped_inputs": self.skipped, "incomplete_videos": self.incomplete}
+                "skipped_inputs": self.skipped, "incomplete_videos": self.incomplete, "prior": self.prior}
 
     def summary_text(self, interrupted: bool) -> str:
         c = self.counts
@@ -356,6 +356,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="average with the mirrored face")
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no mirror averaging")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
+    p.add_argument("--prior", default="dataset", metavar="PRIOR",
+                   help="class prior of the scores: 'dataset' (default: the model's own probabilities), 'balanced' "
+                        "(the training class frequencies divided out) or class=weight pairs for every class, "
+                        "e.g. neutral=1,happiness=0.5,... (probabilities multiplied by the weights, renormalised)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write results as JSON to FILE (stdout when FILE is omitted)")
     p.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
@@ -390,17 +394,19 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from tqdm.auto import tqdm
 
+    from ..prior import describe, parse_prior
     from .recognizer import Recognizer
 
     try:
+        prior = parse_prior(args.prior)
         rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
                          min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
-                         yunet_model=args.yunet_model)
+                         yunet_model=args.yunet_model, prior=prior)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"litefer predict: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     files, problems = expand_inputs(specs)
-    out = Output(args, rec.class_names)
+    out = Output(args, rec.class_names, describe(prior))
     for message in problems:
         out.skip(message, "input")
     disable = None if args.progress is None else not args.progress     # None: only on a terminal

@@ -23,6 +23,7 @@ from .backends import create_backend, softmax
 from .detect import Detection, FaceDetector, create_detector
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
+from ..prior import describe as describe_prior, log_weights
 from ..utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -95,45 +96,66 @@ class Recognizer:
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
         threads: CPU threads for the model (torch's setting is process-wide).
+        prior: ``"dataset"`` (the model's own probabilities, its training class balance included),
+            ``"balanced"`` (the stored training class frequencies divided out: logit adjustment) or a
+            mapping of every class to a positive weight that multiplies its probability; see
+            :mod:`litefer.prior`. Raises :class:`litefer.prior.PriorError` when unusable.
     """
 
     def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
                  min_face: int = 32, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
-                 yunet_model: str | os.PathLike | None = None, max_side: int = 1280):
+                 yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backend = create_backend(weights, backend, device, threads)
-        self.meta = self.backend.meta
-        self.class_names: list[str] = list(self.meta["class_names"])
-        self.crop_spec = CropSpec.from_meta(self.meta)
+        self.card = self.backend.card
+        self.class_names: list[str] = list(self.card.class_names)
+        self.crop_spec = CropSpec.from_card(self.card)
+        self.prior = prior
+        self._prior_logits = log_weights(prior, self.card)        # checked now: a bad prior fails here
         self.detector: FaceDetector = create_detector(detector, min_size=min_face, model_path=yunet_model,
                                                       max_side=max_side) \
             if not isinstance(detector, FaceDetector) else detector
         self.batch_size = int(batch_size)
-        self.tta = bool(self.meta.get("tta_flip", False)) if tta is None else bool(tta)
+        self.tta = self.card.tta_flip if tta is None else bool(tta)
+
+    @property
+    def meta(self) -> dict:
+        """The model card as a dict (:class:`litefer.card.Card` is ``self.card``)."""
+        return self.card.to_dict()
 
     def __repr__(self) -> str:
-        return (f"Recognizer(model={self.meta.get('model_name')!r}, backend={self.backend.name!r}, "
-                f"detector={self.detector!r}, classes={self.class_names})")
+        return (f"Recognizer(model={self.card.model_name!r}, backend={self.backend.name!r}, "
+                f"detector={self.detector!r}, classes={self.class_names}, prior={describe_prior(self.prior)!r})")
 
     # ------------------------------------------------------------------ single calls
 
-    def recognize(self, image, color: str = "bgr") -> list[FaceResult]:
+    def recognize(self, image, color: str = "bgr", prior=None) -> list[FaceResult]:
         """Faces in one image: a path, a NumPy array (``color="bgr"`` or ``"rgb"``) or a PIL image.
 
-        Raises :class:`litefer.InputError` (naming the input) if it cannot be read; no face is [].
+        ``prior`` overrides the recognizer's own for this call. Raises :class:`litefer.InputError`
+        (naming the input) if it cannot be read; no face is [].
         """
-        result = next(self.iter_many([image], color=color, on_error="raise"))
+        result = next(self.iter_many([image], color=color, on_error="raise", prior=prior))
         return result.faces
 
-    def classify_crops(self, crops: np.ndarray) -> np.ndarray:
+    def _adjustment(self, prior) -> np.ndarray | None:
+        return self._prior_logits if prior is None else log_weights(prior, self.card)
+
+    def classify_crops(self, crops: np.ndarray, prior=None) -> np.ndarray:
         """Class probabilities (N, K) for face crops already framed like the training data
-        (uint8 N,S,S,C as returned by :func:`litefer.inference.align.crop_face`)."""
+        (uint8 N,S,S,C as returned by :func:`litefer.inference.align.crop_face`); ``prior`` overrides
+        the recognizer's own."""
+        return self._classify(crops, self._adjustment(prior))
+
+    def _classify(self, crops: np.ndarray, adjust: np.ndarray | None) -> np.ndarray:
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[..., None]
-        out = [softmax(self.backend.logits(crops[i:i + self.batch_size], self.tta))
-               for i in range(0, len(crops), self.batch_size)]
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            logits = self.backend.logits(crops[i:i + self.batch_size], self.tta)
+            out.append(softmax(logits if adjust is None else logits + adjust))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def detect_and_crop(self, bgr: np.ndarray, detector=None) -> tuple[list[Detection], list[np.ndarray], list[dict]]:
@@ -149,30 +171,32 @@ class Recognizer:
     # ------------------------------------------------------------------ batches and videos
 
     def recognize_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
-                       progress: bool = False) -> list[ImageResult]:
+                       progress: bool = False, prior=None) -> list[ImageResult]:
         """One :class:`ImageResult` per input, in order; faces of many images are batched.
 
         With ``on_error="skip"`` (default) an unreadable input gives a result whose ``error`` says
         why, and the rest of the batch goes on; ``"raise"`` stops at the first bad input.
         """
         images = list(images)
-        it = self.iter_many(images, color=color, on_error=on_error)
+        it = self.iter_many(images, color=color, on_error=on_error, prior=prior)
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(it, total=len(images), unit="image", desc="recognize")
         return list(it)
 
     def iter_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
-                  keep_images: bool = False) -> Iterator[ImageResult]:
-        """Streaming :meth:`recognize_many`: yields results in input order as batches complete."""
+                  keep_images: bool = False, prior=None) -> Iterator[ImageResult]:
+        """Streaming :meth:`recognize_many`: yields results in input order as batches complete;
+        ``prior`` overrides the recognizer's own."""
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        adjust = self._adjustment(prior)             # a bad prior fails before any input is read
 
         def items():
             for src in images:
                 yield ImageResult(describe(src)), (lambda s=src: load_image(s, color))
 
-        yield from self._pipeline(items(), on_error, keep_images)
+        yield from self._pipeline(items(), on_error, keep_images, adjust)
 
     def recognize_video(self, source, every: int = 1, max_frames: int | None = None,
                         keep_images: bool = False, detect_every: int = 1,
@@ -196,9 +220,10 @@ class Recognizer:
         frames = iter_frames(source, every=every, max_frames=max_frames)   # raises now if unopenable
         name = f"webcam {source}" if isinstance(source, int) else describe(source)
         items = ((ImageResult(name, frame=idx, time=t), (lambda f=frame: f)) for idx, t, frame in frames)
-        return self._pipeline(items, "raise", keep_images, tracker)
+        return self._pipeline(items, "raise", keep_images, self._prior_logits, tracker)
 
-    def _pipeline(self, items, on_error: str, keep_images: bool, detector=None) -> Iterator[ImageResult]:
+    def _pipeline(self, items, on_error: str, keep_images: bool, adjust=None,
+                  detector=None) -> Iterator[ImageResult]:
         pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
         n_crops = 0
         max_images = 8 if keep_images else max(self.batch_size, 8)
@@ -225,13 +250,13 @@ class Recognizer:
             pending.append((result, dets, crops, quals))
             n_crops += len(crops)
             if n_crops >= self.batch_size or len(pending) >= max_images:
-                yield from self._flush(pending)
+                yield from self._flush(pending, adjust)
                 pending, n_crops = [], 0
-        yield from self._flush(pending)
+        yield from self._flush(pending, adjust)
 
-    def _flush(self, pending) -> Iterator[ImageResult]:
+    def _flush(self, pending, adjust) -> Iterator[ImageResult]:
         crops = [c for _, _, cs, _ in pending for c in cs]
-        probs = self.classify_crops(np.stack(crops)) if crops else np.zeros((0, len(self.class_names)))
+        probs = self._classify(np.stack(crops), adjust) if crops else np.zeros((0, len(self.class_names)))
         k = 0
         for result, dets, cs, quals in pending:
             for d, q in zip(dets, quals):

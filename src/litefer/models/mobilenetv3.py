@@ -160,7 +160,6 @@ class MobileNetV3(nn.Module):
             nn.Dropout(p=float(dropout), inplace=True),
             nn.Linear(spec.head, num_classes),
         )
-        self.pretrained_cfg: dict = {}
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -49,11 +49,12 @@ def read_run(run: PlannedRun) -> dict | None:
     if not final_path.is_file():
         return None
     final = json.loads(final_path.read_text())
+    if final.get("stopped"):            # stopped by run.time_limit_s: resumable, not a finished run
+        return None
     meta_path = run.run_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = {"seed": run.seed, "run_dir": str(run.run_dir), "best_epoch": final.get("best_epoch"),
-           "epochs": final.get("epochs"), "stopped": final.get("stopped"),
-           "train_seconds": final.get("total_train_seconds"),
+           "epochs": final.get("epochs"), "train_seconds": final.get("total_train_seconds"),
            "last_val_acc": _last_val_acc(run.run_dir), "hardware": meta.get("hardware"),
            "device": meta.get("device"), "torch": meta.get("torch"), "git_commit": meta.get("git_commit"),
            "started": meta.get("started"),

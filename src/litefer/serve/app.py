@@ -16,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from .. import __version__
 from ..utils import release_free_memory, rss_mib
 from ..inference.align import CropSpec
+from ..prior import PriorError, describe as describe_prior, log_weights, parse_prior
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
 from .protocol import error_payload
@@ -58,6 +59,8 @@ class RecognizeOut(BaseModel):
     height: int
     faces: list[FaceOut]
     model: str
+    prior: str | dict[str, float] = Field(description="the class prior the scores were computed with "
+                                                       "(the request's `prior` parameter, default 'dataset')")
     timing_ms: dict[str, float] = Field(description="queue, decode, recognize and total milliseconds")
 
 
@@ -181,16 +184,35 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
         await form.close()
 
 
+PRIOR_DOC = ("class prior of the scores: 'dataset' (default; the model's own probabilities), 'balanced' (the "
+             "training class frequencies divided out) or class=weight pairs naming every class, e.g. "
+             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised)")
+
+
+def request_prior(text: str | None, model: ModelFiles):
+    """The ``prior`` query parameter, checked against the model's classes (422 when unusable)."""
+    if text is None or text == "":
+        return "dataset"
+    try:
+        prior = parse_prior(text)
+        log_weights(prior, model.card)
+    except PriorError as e:
+        names = model.card.class_names
+        hint = "" if str(names) in str(e) else f" (the model's classes: {names})"
+        raise ServeError(422, f"prior: {e}{hint}") from None
+    return prior
+
+
 LARGE_IMAGE_PIXELS = 4_000_000     # after an image this large, the worker returns the freed memory to the OS
 
 
-def _work(rec, data: bytes, cfg: ServeConfig, admitted: float) -> dict:
+def _work(rec, data: bytes, cfg: ServeConfig, admitted: float, prior="dataset") -> dict:
     t0 = time.monotonic()
     bgr = decode_upload(data, cfg.max_pixels, cfg.max_side)
     t1 = time.monotonic()
     height, width = bgr.shape[:2]
     try:
-        faces = recognize_image(rec, bgr)
+        faces = recognize_image(rec, bgr, prior)
     finally:
         del bgr
         if width * height >= LARGE_IMAGE_PIXELS:
@@ -209,7 +231,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     model = model or prepare_model(cfg)
     pool = RecognizerPool(make_recognizer_factory(cfg, model), cfg.workers, cfg.capacity)
     started = time.time()
-    model_name = str(model.meta.get("model_name") or model.weights.stem)
+    model_name = model.name
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -241,12 +263,13 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
 
     @app.post("/v1/recognize", response_model=RecognizeOut, responses=ERRORS, openapi_extra=UPLOAD_DOC,
               summary="Faces, expression labels and per-class scores in an uploaded image")
-    async def recognize(request: Request):
+    async def recognize(request: Request, prior: str | None = Query(None, description=PRIOR_DOC)):
         t0 = time.monotonic()
         data = await read_upload(request, cfg)
+        chosen = request_prior(prior, model)
         admitted = time.monotonic()
         deadline = admitted + cfg.request_timeout
-        fut = pool.submit(_work, data, cfg, admitted, deadline=deadline)
+        fut = pool.submit(_work, data, cfg, admitted, chosen, deadline=deadline)
         if fut is None:
             raise ServeError(503, f"server busy: {pool.capacity} requests are running or queued; retry later",
                              headers={"Retry-After": "1"})
@@ -256,6 +279,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
             raise ServeError(503, f"request not answered within {cfg.request_timeout:g} s; the server is overloaded",
                              headers={"Retry-After": "2"}) from None
         result["model"] = model_name
+        result["prior"] = describe_prior(chosen)
         result["timing_ms"]["total"] = round(1000 * (time.monotonic() - t0), 2)
         return JSONResponse(result)
 
@@ -267,12 +291,14 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
 
     @app.get("/v1/model", summary="Model card: classes, preprocessing, crop, detector settings, limits")
     async def model_card():
-        meta = model.meta
+        card = model.card
         manifest = vendor_manifest()
-        return {"model_name": model_name, "class_names": meta["class_names"], "num_classes": meta["num_classes"],
-                "preprocess": meta["preprocess"], "crop": CropSpec.from_meta(meta).to_dict(),
-                "tta_flip": bool(meta.get("tta_flip")),
-                "precision": meta.get("precision"), "val_accuracy": meta.get("val_accuracy"), "card": model.card,
+        return {"model_name": model_name, "class_names": card.class_names, "num_classes": card.num_classes,
+                "preprocess": card.preprocess, "crop": CropSpec.from_card(card).to_dict(),
+                "tta_flip": card.tta_flip, "precision": card.precision, "val_accuracy": card.val_accuracy,
+                "class_prior": card.class_prior,
+                "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"],
+                "card": card.to_dict(),
                 "server": {"backend": model.backend, "weights": model.weights.name, "workers": cfg.workers,
                            "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": cfg.detector},
                 "limits": cfg.limits(),

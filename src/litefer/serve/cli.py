@@ -82,7 +82,7 @@ def main(args) -> int:
     # OpenCV's own thread pool would multiply with the workers: share the cores between them
     cv2.setNumThreads(max(1, (os.cpu_count() or 1) // cfg.workers))
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"litefer serve: model {model.meta.get('model_name')} ({model.backend}, {cfg.workers} worker(s) x "
+    print(f"litefer serve: model {model.name} ({model.backend}, {cfg.workers} worker(s) x "
           f"{cfg.threads} thread(s), queue {cfg.queue}); page http://{host}:{args.port}/  API docs "
           f"http://{host}:{args.port}/docs", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, http=protocol_class(cfg.header_timeout, cfg.upload_timeout),

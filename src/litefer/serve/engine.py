@@ -11,7 +11,6 @@ deadline passes is dropped without running.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import queue as queue_mod
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..card import Card, read_card
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +94,17 @@ class ServeError(Exception):
 
 @dataclass
 class ModelFiles:
-    """What the server loads (``weights`` with ``backend``) and the ONNX file the page downloads."""
+    """What the server loads (``weights`` with ``backend``), its model card, and the ONNX file the
+    page downloads."""
 
     weights: Path
     backend: str
     onnx: Path
-    meta: dict
-    card: dict | None = None
+    card: Card
 
-
-def _onnx_meta(path: Path) -> dict:
-    from ..inference.backends import META_KEY
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf raises several types
-        raise ValueError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
-    props = {p.key: p.value for p in model.metadata_props}
-    if META_KEY in props:
-        return json.loads(props[META_KEY])
-    if path.with_suffix(".json").is_file():
-        return json.loads(path.with_suffix(".json").read_text())
-    raise ValueError(f"{path}: ONNX file has no litefer metadata (class names, preprocessing); "
-                     "export it with `litefer export`")
+    @property
+    def name(self) -> str:
+        return str(self.card.model_name or self.weights.stem)
 
 
 def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
@@ -134,54 +122,46 @@ def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
     return out
 
 
-def _card_for(weights: Path) -> dict | None:
-    """The model card written by ``litefer package`` beside the weights (same stem, .json), if any."""
-    for candidate in (weights.with_suffix(".json"), weights.with_name(weights.name.replace("_int8", "")).with_suffix(".json")):
-        if candidate.is_file() and candidate != weights:
-            try:
-                card = json.loads(candidate.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(card, dict) and "classes" in card:
-                return card
-    return None
+def _browser_model(path: Path, card: Card) -> Path:
+    onnx_path = Path(path)
+    if not onnx_path.is_file() or onnx_path.suffix.lower() != ".onnx":
+        raise FileNotFoundError(f"--browser-model {onnx_path}: no such .onnx file")
+    page = read_card(onnx_path)
+    if page.class_names != card.class_names:
+        raise ValueError(f"--browser-model {onnx_path} has classes {page.class_names}, the served model "
+                         f"{card.class_names}")
+    return onnx_path
+
+
+def _onnx_of(path: Path, packaged: bool) -> Path:
+    """The ONNX file of a weights file: itself, the packaged ONNX twin, or a cached export."""
+    if path.suffix.lower() == ".onnx":
+        return path
+    if packaged and path.with_suffix(".onnx").is_file():
+        return path.with_suffix(".onnx")
+    return exported_onnx(path)
 
 
 def prepare_model(cfg: ServeConfig) -> ModelFiles:
-    """Resolve the weights, export ONNX for the page when needed, read the metadata.
+    """Resolve the weights string (once), export ONNX for the page when needed, read the card.
 
     Raises FileNotFoundError / ValueError with a message naming the file and what to pass instead.
     """
-    from ..inference.backends import resolve_weights
+    from ..inference.backends import DEFAULT_FILES, resolve_weights
 
-    w = str(cfg.weights)
-    if cfg.backend == "onnxruntime":
-        path, _ = resolve_weights(w, "onnxruntime" if w.startswith("default") or w.lower().endswith(".onnx") else None)
-        if path.suffix.lower() != ".onnx":
-            if path.suffix.lower() != ".pt":
-                raise ValueError(f"{path}: serve with backend 'onnxruntime' needs a .pt weights file or an .onnx export")
-            path = exported_onnx(path)
-        weights, onnx_path = path, path
-    else:
-        weights, _ = resolve_weights(w, "torch")
-        if weights.suffix.lower() != ".pt":
-            raise ValueError(f"{weights}: serve with backend 'torch' needs a .pt weights file")
-        if w.startswith("default"):
-            onnx_path, _ = resolve_weights(w, "onnxruntime")
-        else:
-            onnx_path = exported_onnx(weights)
-    if cfg.browser_model:
-        onnx_path = Path(cfg.browser_model)
-        if not onnx_path.is_file() or onnx_path.suffix.lower() != ".onnx":
-            raise FileNotFoundError(f"--browser-model {onnx_path}: no such .onnx file")
-    meta = _onnx_meta(onnx_path)
-    if cfg.browser_model:
-        server_meta = _onnx_meta(weights) if weights.suffix.lower() == ".onnx" else None
-        if server_meta and server_meta.get("class_names") != meta.get("class_names"):
-            raise ValueError(f"--browser-model {onnx_path} has classes {meta.get('class_names')}, the served model "
-                             f"{server_meta.get('class_names')}")
-    card = _card_for(weights if w.startswith("default") else Path(w))
-    return ModelFiles(weights=Path(weights), backend=cfg.backend, onnx=Path(onnx_path), meta=meta, card=card)
+    packaged = str(cfg.weights) in DEFAULT_FILES
+    path, _ = resolve_weights(cfg.weights, cfg.backend if packaged else None)
+    suffix = path.suffix.lower()
+    if suffix not in (".pt", ".onnx") or (cfg.backend == "torch" and suffix != ".pt"):
+        need = "a .pt weights file" if cfg.backend == "torch" else "a .pt weights file or an .onnx export"
+        raise ValueError(f"{path}: serve with backend {cfg.backend!r} needs {need}")
+    card = read_card(path)
+    model_onnx = None
+    if cfg.backend == "onnxruntime" or not cfg.browser_model:
+        model_onnx = _onnx_of(path, packaged)
+    page = _browser_model(Path(cfg.browser_model), card) if cfg.browser_model else model_onnx
+    served = model_onnx if cfg.backend == "onnxruntime" else path
+    return ModelFiles(weights=served, backend=cfg.backend, onnx=page, card=card)
 
 
 # ----------------------------------------------------------------------------- uploads
@@ -228,12 +208,12 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
         raise ServeError(422, f"{what} ({type(e).__name__}: {msg})") from None
 
 
-def recognize_image(rec, bgr: np.ndarray) -> list[dict]:
-    """Faces of one BGR image as JSON-ready dicts."""
+def recognize_image(rec, bgr: np.ndarray, prior=None) -> list[dict]:
+    """Faces of one BGR image as JSON-ready dicts; ``prior`` overrides the recognizer's own."""
     from ..inference.inputs import InputError
 
     try:
-        return [f.to_dict() for f in rec.recognize(bgr)]
+        return [f.to_dict() for f in rec.recognize(bgr, prior=prior)]
     except InputError as e:
         raise ServeError(422, str(e)) from None
 

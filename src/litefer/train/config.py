@@ -18,6 +18,7 @@ DEFAULTS: dict = {
         "dataset": "ferplus",          # ferplus | rafdb | folder
         "root": "../shared/data/fer2013",
         "label_mode": "majority",      # FERPlus: majority | probability | crossentropy
+        "majority_rows": False,        # FERPlus: only rows with a majority label (the paper's split), any label_mode
         "input_size": 224,             # model input side, 48..224
         "image_size": 100,             # rafdb/folder: side at which images are held in memory
         "val_fraction": 0.1,           # rafdb/folder: stratified validation carve-out from train

@@ -119,51 +119,180 @@ def plot_confusion(report: dict, path, title: str = "") -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def prior_reports(logits: torch.Tensor, labels, class_names, priors: dict) -> dict:
+    """One classification report per prior: ``priors`` maps a name to what it adds to the logits
+    (None: the model's own probabilities)."""
+    out = {}
+    for name, adjust in priors.items():
+        scores = logits if adjust is None else logits + torch.as_tensor(adjust, dtype=logits.dtype)
+        out[name] = classification_report(np.asarray(labels), scores.argmax(1).numpy(), class_names)
+    return out
+
+
+def prior_summary(report: dict) -> dict:
+    """The figures a model card keeps from a report: accuracy, mean class accuracy, macro-F1, recall."""
+    return {"accuracy": report["accuracy"], "mean_class_accuracy": report["mean_class_accuracy"],
+            "macro_f1": report["macro_f1"], "per_class_recall": {r["class"]: r["recall"] for r in report["per_class"]}}
+
+
+def eval_data_config(meta: dict, card, data: str | None, dataset: str | None, label_mode: str | None) -> dict:
+    """The data section ``litefer eval`` reads: the checkpoint's (or its card's) with the command's
+    overrides; FERPlus is scored on majority labels (the paper's split) unless told otherwise."""
+    data_cfg = dict(meta.get("config", {}).get("data") or card.info.get("data") or {})
+    data_cfg.pop("majority_rows", None)
+    if data:
+        data_cfg["root"] = data
+    if dataset:
+        data_cfg["dataset"] = dataset
+    if data_cfg.get("dataset") == "ferplus":
+        data_cfg["label_mode"] = label_mode or "majority"
+    elif label_mode:
+        raise ValueError(f"--label-mode applies to FERPlus only, not {data_cfg.get('dataset')!r}")
+    for key, value in (("image_size", 100), ("val_fraction", 0.1), ("split_seed", 0)):
+        data_cfg.setdefault(key, value)
+    return data_cfg
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run's best.pt / last.pt, or a weights file")
+    p.add_argument("checkpoint", help="a run's best.pt / last.pt, a weights file, or 'default' (the packaged model)")
     p.add_argument("--data", default=None, help="data root (default: the one in the checkpoint's config)")
     p.add_argument("--dataset", default=None, choices=["ferplus", "rafdb", "folder"])
     p.add_argument("--split", default="val", choices=["train", "val", "test"])
-    p.add_argument("--tta-flip", action="store_true", help="average logits of image and mirror image")
+    p.add_argument("--label-mode", default=None, choices=["majority", "probability", "crossentropy"],
+                   help="FERPlus: which rows and labels to score (default: majority, the paper's split: "
+                        "3,199 validation rows), whatever the model trained on")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta-flip", dest="tta_flip", action="store_true", default=None,
+                     help="average logits of image and mirror image (default: as the model card says)")
+    tta.add_argument("--no-tta-flip", dest="tta_flip", action="store_false", help="no mirror averaging")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON here")
     p.add_argument("--confusion", default=None, help="write the confusion matrix PNG here")
+    p.add_argument("--markdown", default=None, help="write the per-prior table (with command and hardware) here")
+
+
+def _priors(card, model_classifier: str) -> tuple[dict, str | None]:
+    """The priors to score: always ``dataset``; ``balanced`` when the card stores a training prior."""
+    from ..prior import log_weights
+
+    if model_classifier != "logits":
+        return {"dataset": None}, "the model classifies by prototypes, not logits: no prior adjustment"
+    if not card.class_prior:
+        return {"dataset": None}, f"{card.source}: no stored training class prior, so no 'balanced' figures"
+    return {"dataset": None, "balanced": log_weights("balanced", card)}, None
+
+
+def score_split(model, meta: dict, card, data_cfg: dict, split: str, tta: bool, batch_size: int = 256,
+                device="cpu") -> dict:
+    """Report on one split: prior=dataset figures at the top level, every prior under ``priors``."""
+    from ..data import load_split
+
+    pp = Preprocess.from_dict(meta["preprocess"])
+    ds = load_split(data_cfg, split, channels=pp.in_chans if data_cfg["dataset"] != "ferplus" else 1)
+    if tuple(ds.class_names) != tuple(meta["class_names"]):
+        raise ValueError(f"data classes {ds.class_names} differ from the model's {meta['class_names']}")
+    kwargs = dict(batch_size=batch_size, device=device, tta_flip=tta)
+    prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
+    classifier = meta.get("classifier", "logits")
+    if prototypes is None:
+        logits = predict_logits(model, ds, pp, **kwargs)
+    else:
+        emb = predict_embeddings(model, ds, pp, **kwargs)
+        logits = prototype_scores(emb, prototypes, bool(meta.get("prototypes_normalized")))
+    priors, note = _priors(card, classifier)
+    reports = prior_reports(logits, ds.labels.numpy(), ds.class_names, priors)
+    report = dict(reports["dataset"])
+    report["loss"] = float(F.cross_entropy(logits, ds.labels)) if len(ds) else float("nan")
+    report.update({"classifier": classifier, "split": split, "tta_flip": tta, "data": data_cfg["root"],
+                   "label_mode": data_cfg.get("label_mode"),
+                   "priors": {k: {**prior_summary(r), "confusion": r["confusion"]} for k, r in reports.items()},
+                   "prior_note": note})
+    return report
+
+
+def run_eval(args) -> dict:
+    """The ``litefer eval`` report for the command's arguments."""
+    from ..card import card_from_payload
+    from ..inference.backends import resolve_weights
+    from ..weights import load_checkpoint_model
+
+    path, _ = resolve_weights(args.checkpoint, "torch")         # "default" is the packaged model
+    model, meta = load_checkpoint_model(path, device=args.device)
+    card = card_from_payload(meta, str(path))
+    data_cfg = eval_data_config(meta, card, args.data, args.dataset, args.label_mode)
+    if "root" not in data_cfg or "dataset" not in data_cfg:
+        raise ValueError("the checkpoint names no data set; pass --data and --dataset")
+    tta = card.tta_flip if args.tta_flip is None else args.tta_flip
+    report = score_split(model, meta, card, data_cfg, args.split, tta, args.batch_size, args.device)
+    report.update(checkpoint=str(args.checkpoint), weights=str(path), model_name=card.model_name,
+                  input_size=card.preprocess.get("input_size"), class_prior=card.class_prior)
+    return report
+
+
+def format_priors(report: dict) -> str:
+    lines = []
+    for name, r in report["priors"].items():
+        recall = "  ".join(f"{c} {v:.3f}" for c, v in r["per_class_recall"].items())
+        lines.append(f"prior={name}: accuracy {r['accuracy']:.4f}  mean class acc {r['mean_class_accuracy']:.4f}  "
+                     f"macro-F1 {r['macro_f1']:.4f}\n  recall: {recall}")
+    if report.get("prior_note"):
+        lines.append(f"({report['prior_note']})")
+    return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def markdown_report(report: dict, command: str, hardware: str) -> str:
+    """The per-prior figures of a report as a results page: overall accuracy, mean class accuracy,
+    macro-F1 and per-class recall for every prior, with the command and hardware that made them."""
+    names = list(report["priors"])
+    support = {r["class"]: r["support"] for r in report["per_class"]}
+    prior = report.get("class_prior") or {}
+    head = [f"# `litefer eval`: {report.get('model_name')} on {report['split']}, every prior", "",
+            f"- command: `{command}`",
+            f"- weights: `{report['weights']}` ({report.get('model_name')}, {report.get('input_size')} px input)",
+            f"- data: `{report['data']}`, split `{report['split']}`, labels `{report.get('label_mode')}`, "
+            f"{report['n']} images, flip TTA {'on' if report['tta_flip'] else 'off'}",
+            f"- hardware: {hardware}, torch {torch.__version__}", "",
+            "`prior=dataset` is the model's own probabilities; `prior=balanced` divides the training split's "
+            "class frequencies (stored in the model card, column *train share*) out of them (logit "
+            "adjustment: softmax(logits - log prior)).", ""]
+    rows = ["| | " + " | ".join(f"prior={n}" for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy")):
+        rows.append(f"| {label} | " + " | ".join(_pct(report["priors"][n][key]) for n in names) + " |")
+    rows.append("| macro-F1 | " + " | ".join(f"{report['priors'][n]['macro_f1']:.3f}" for n in names) + " |")
+    rows += ["", "Recall per class:", "", "| class | images | train share | " +
+             " | ".join(f"prior={n}" for n in names) + " |", "|---|---:|---:|" + "---:|" * len(names)]
+    for c in report["class_names"]:
+        share = _pct(prior[c]) if c in prior else "–"
+        rows.append(f"| {c} | {support[c]} | {share} | " +
+                    " | ".join(_pct(report["priors"][n]["per_class_recall"][c]) for n in names) + " |")
+    note = ["", f"({report['prior_note']})"] if report.get("prior_note") else []
+    return "\n".join(head + rows + note) + "\n"
 
 
 def main(args) -> int:
-    from ..data import load_split
+    from ..data import DataError
     from ..utils import atomic_write_json, setup_logging
-    from ..weights import load_checkpoint_model
 
     setup_logging()
-    model, meta = load_checkpoint_model(args.checkpoint, device=args.device)
-    data_cfg = dict(meta.get("config", {}).get("data", {}))
-    if args.data:
-        data_cfg["root"] = args.data
-    if args.dataset:
-        data_cfg["dataset"] = args.dataset
-    if "root" not in data_cfg:
-        print("error: the checkpoint names no data set; pass --data and --dataset", file=sys.stderr)
+    try:
+        report = run_eval(args)
+    except (FileNotFoundError, DataError, ValueError) as e:
+        print(f"litefer eval: error: {e}", file=sys.stderr)
         return 2
-    data_cfg.setdefault("image_size", 100)
-    data_cfg.setdefault("val_fraction", 0.1)
-    data_cfg.setdefault("split_seed", 0)
-    pp = Preprocess.from_dict(meta["preprocess"])
-    ds = load_split(data_cfg, args.split, channels=pp.in_chans if data_cfg["dataset"] != "ferplus" else 1)
-    if tuple(ds.class_names) != tuple(meta["class_names"]):
-        print(f"error: data classes {ds.class_names} differ from the model's {meta['class_names']}", file=sys.stderr)
-        return 2
-    prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
-    report = evaluate(model, ds, pp, prototypes=prototypes, normalize=bool(meta.get("prototypes_normalized")),
-                      batch_size=args.batch_size, device=args.device,
-                      tta_flip=args.tta_flip)
-    report["classifier"] = meta.get("classifier", "logits")
-    report.update({"checkpoint": str(args.checkpoint), "split": args.split, "tta_flip": args.tta_flip,
-                   "data": data_cfg["root"]})
     print(format_report(report))
+    print(format_priors(report))
     if args.json_path:
         atomic_write_json(args.json_path, report)
     if args.confusion:
-        plot_confusion(report, args.confusion, f"{ds.name}: accuracy {report['accuracy']:.3f}")
+        plot_confusion(report, args.confusion, f"{report['split']}: accuracy {report['accuracy']:.3f}")
+    if args.markdown:
+        from ..utils import atomic_write_text, hardware_summary
+
+        command = "litefer " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "litefer.train.evaluate"
+        atomic_write_text(args.markdown, markdown_report(report, command, hardware_summary()))
     return 0

@@ -11,6 +11,7 @@ const COLORS = ["#e6e6e6", "#ffd33d", "#79c0ff", "#8b949e", "#ff7b72", "#7ee787"
 
 const state = {
   mode: "server",            // "server" | "device"
+  prior: "dataset",          // "dataset" | "balanced": the class prior of the scores, in both modes
   source: null,              // "webcam" | "image" | null
   running: false,
   card: null,
@@ -20,6 +21,7 @@ const state = {
   facesSeen: { server: 0, device: 0 },
   lastFaces: [],
   lastMode: null,
+  lastPrior: null,
   fps: 0,
   latencyMs: 0,
   error: null,
@@ -112,7 +114,8 @@ function grab(source, width, height, maxSide) {
 }
 
 async function recognizeOnServer(body, contentType) {
-  const r = await fetch("/v1/recognize", { method: "POST", body, headers: { "Content-Type": contentType } });
+  const url = `/v1/recognize?prior=${encodeURIComponent(state.prior)}`;
+  const r = await fetch(url, { method: "POST", body, headers: { "Content-Type": contentType } });
   const out = await r.json().catch(() => ({ message: `HTTP ${r.status}` }));
   if (!r.ok) throw new Error(`server: ${out.message || r.status}`);
   return out.faces;
@@ -125,11 +128,12 @@ async function recognizeCanvas(canvas) {
   }
   const rec = state.device || await ensureDevice();
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  return rec.recognize(ctx.getImageData(0, 0, canvas.width, canvas.height));
+  return rec.recognize(ctx.getImageData(0, 0, canvas.width, canvas.height), state.prior);
 }
 
-function record(faces, mode, ms) {
+function record(faces, mode, ms, prior) {
   state.frames[mode] += 1;
+  state.lastPrior = prior;
   if (faces.length) state.facesSeen[mode] += 1;
   state.lastFaces = faces;
   state.lastMode = mode;
@@ -256,13 +260,13 @@ async function runLoop(token) {
       await new Promise((r) => setTimeout(r, 30));
       continue;
     }
-    const mode = state.mode;
+    const mode = state.mode, prior = state.prior;
     const t0 = performance.now();
     try {
       const { canvas, scale } = grab(video, video.videoWidth, video.videoHeight, MAX_FRAME_SIDE);
       const faces = await recognizeCanvas(canvas);
-      if (token !== loopToken || mode !== state.mode) continue;      // mode switched mid-frame: drop it
-      record(faces, mode, performance.now() - t0);
+      if (token !== loopToken || mode !== state.mode || prior !== state.prior) continue;   // switched mid-frame
+      record(faces, mode, performance.now() - t0, prior);
       drawFaces(faces, scale, video.videoWidth, video.videoHeight);
       const now = performance.now();
       const inst = 1000 / Math.max(1, now - last);
@@ -296,12 +300,12 @@ async function analyseFile(file) {
   video.hidden = true;
   still.hidden = false;
   state.source = "image";
-  const mode = state.mode, t0 = performance.now();
+  const mode = state.mode, prior = state.prior, t0 = performance.now();
   try {
     // server: the original file (the server decodes it); device: the decoded pixels at full size
     const faces = mode === "server" ? await recognizeOnServer(file, file.type || "application/octet-stream")
                                     : await recognizeCanvas(still);
-    record(faces, mode, performance.now() - t0);
+    record(faces, mode, performance.now() - t0, prior);
     drawFaces(faces, 1, bitmap.width, bitmap.height);
     showRates();
     setStatus(`${file.name}: ${faces.length} face(s), ${mode === "server" ? "on the server" : "on-device"}`);
@@ -332,6 +336,32 @@ async function setMode(mode) {
   if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
 }
 
+// The selector's explanation, with the training class balance read from the model card.
+function priorNote(c, prior) {
+  if (prior === "balanced") {
+    return "Balanced: the training set's class frequencies are divided out of the scores, as if every expression " +
+           "were equally common (fairer to rare classes, less accurate on data balanced like the training set).";
+  }
+  if (!c.class_prior) return "Dataset: the model's own probabilities.";
+  const top = Object.entries(c.class_prior).sort((a, b) => b[1] - a[1]).slice(0, 2)
+    .map(([name, f]) => `${(100 * f).toFixed(0)} % ${name}`).join(", ");
+  return `Dataset: the model's own probabilities, which carry its training set's class balance (${top}, ...).`;
+}
+
+function setupPrior(c) {
+  const select = $("prior");
+  if (!c.class_prior) {
+    select.querySelector("option[value=balanced]").disabled = true;
+    select.title = "the model stores no training class prior";
+  }
+  $("prior-note").textContent = priorNote(c, state.prior);
+  select.addEventListener("change", () => {
+    state.prior = select.value;
+    $("prior-note").textContent = priorNote(c, state.prior);
+    if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
+  });
+}
+
 async function main() {
   try {
     state.card = await fetchJSON("/v1/model");
@@ -350,6 +380,7 @@ async function main() {
       el.parentElement.title = c.browser.missing_hint;
     }
   });
+  setupPrior(c);
   $("start").addEventListener("click", startWebcam);
   $("stop").addEventListener("click", stopWebcam);
   $("file").addEventListener("change", () => analyseFile($("file").files[0]));

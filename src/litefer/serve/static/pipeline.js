@@ -117,6 +117,17 @@ export function softmax(logits, k) {
   return out;
 }
 
+// What a class prior adds to the logits, as litefer.prior.log_weights: nothing for "dataset"; for
+// "balanced", minus the log of the card's training class frequencies (logit adjustment).
+export function priorAdjustment(prior, card) {
+  if (!prior || prior === "dataset") return null;
+  if (prior !== "balanced") throw new Error(`unknown prior "${prior}": expected "dataset" or "balanced"`);
+  const freq = card.class_prior;
+  if (!freq) throw new Error(`${card.model_name} stores no training class prior, so prior "balanced" is not available`);
+  const total = card.class_names.reduce((a, c) => a + Number(freq[c]), 0);
+  return card.class_names.map((c) => -Math.log(Number(freq[c]) / total));
+}
+
 // ---------------------------------------------------------------------------- face detection
 
 // Eye search inside a face (HaarDetector._eyes): the face's upper band resized to a fixed width.
@@ -293,8 +304,8 @@ export class DeviceRecognizer {
     this.inputName = session.inputNames[0];
   }
 
-  // Class probabilities (Float32Array, N x K) of crops.
-  async classify(crops) {
+  // Class probabilities (Float32Array, N x K) of crops under a class prior ("dataset" or "balanced").
+  async classify(crops, prior = "dataset") {
     const n = crops.length, c = Number(this.pp.in_chans), s = Number(this.pp.input_size), k = this.classes.length;
     if (n === 0) return new Float32Array(0);
     let x = preprocess(crops, this.pp);
@@ -309,12 +320,14 @@ export class DeviceRecognizer {
     const logits = out[this.session.outputNames[0]].data;
     const avg = new Float32Array(n * k);
     for (let i = 0; i < n * k; i++) avg[i] = this.tta ? (logits[i] + logits[n * k + i]) / 2 : logits[i];
+    const adjust = priorAdjustment(prior, this.card);
+    if (adjust) for (let i = 0; i < n * k; i++) avg[i] = Math.fround(avg[i] + Math.fround(adjust[i % k]));
     return softmax(avg, k);
   }
 
   // Faces in an ImageData (RGBA), in its pixel coordinates, shaped like the server's JSON faces.
   // The pixels go through the same OpenCV calls as in Python, which starts from BGR.
-  async recognize(imageData) {
+  async recognize(imageData, prior = "dataset") {
     const cv = this.cv;
     const rgba = cv.matFromImageData(imageData);
     const bgr = new cv.Mat(), image = new cv.Mat();
@@ -323,7 +336,7 @@ export class DeviceRecognizer {
       cv.cvtColor(bgr, image, this.spec.grayscale ? cv.COLOR_BGR2GRAY : cv.COLOR_BGR2RGB);
       const dets = this.detector.detect(bgr);
       const crops = dets.map((d) => cropFace(cv, image, d, this.spec, this.frameScale));
-      const probs = await this.classify(crops);
+      const probs = await this.classify(crops, prior);
       const k = this.classes.length;
       return dets.map((d, i) => {
         const p = probs.subarray(i * k, (i + 1) * k);
