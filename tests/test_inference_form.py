@@ -118,10 +118,10 @@ def test_trained_weights_on_real_faces_torch_and_onnx(tmp_path):
     from litefer.inference.align import CropSpec
     from litefer.inference.backends import preprocess_numpy
 
-    model, meta, _ = load_torch("default")
+    model, card, _ = load_torch("default")
     assert any(isinstance(m, CoordAttention) for m in model.modules())
-    pp = meta["preprocess"]
-    x = preprocess_numpy(astronaut_faces(CropSpec.from_meta(meta), 16), pp)
+    pp = card.preprocess
+    x = preprocess_numpy(astronaut_faces(CropSpec.from_card(card), 16), pp)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
         fast = inference_form(model)(torch.from_numpy(x)).numpy()
