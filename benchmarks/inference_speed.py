@@ -32,7 +32,7 @@ from litefer.inference.align import CropSpec
 from litefer.inference.backends import ort_session, preprocess_numpy
 from litefer.data.transforms import Preprocess
 from litefer.export import export_onnx
-from litefer.export_tools import load_faces, quantize_int8
+from litefer.export import load_faces, quantize_int8
 from litefer.profile import environment, publish, torch_threads
 
 MODELS = ("litefer_cpsca", "mobilenetv3_large")

@@ -59,7 +59,7 @@ def int8_weights(weights: str, calib: str, tmp: Path) -> str:
             return str(packaged_file(DEFAULT_FILES["default-int8"]["onnxruntime"]))
         except FileNotFoundError:
             pass
-    from litefer.export_tools import export
+    from litefer.export import export
 
     out = tmp / "int8.onnx"
     export(weights, "onnx-int8", out, calib=calib, calib_size=500, parity_size=64, force=True)
@@ -72,7 +72,7 @@ def fp32_onnx(weights: str, tmp: Path) -> str:
             return str(packaged_file(DEFAULT_FILES["default"]["onnxruntime"]))
         except FileNotFoundError:
             pass
-    from litefer.export_tools import export_with_metadata
+    from litefer.export import export_with_metadata
 
     return str(export_with_metadata(weights, tmp / "fp32.onnx"))
 

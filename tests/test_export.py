@@ -13,7 +13,7 @@ import litefer
 from litefer.card import read_card
 from litefer.inference.align import CropSpec
 from litefer.cli import main as cli
-from litefer.export_tools import astronaut_faces, export
+from litefer.export import astronaut_faces, export
 
 CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 

@@ -114,7 +114,7 @@ def test_onnx_graph_has_no_reduce_concat_split_or_transpose(tmp_path):
 def test_trained_weights_on_real_faces_torch_and_onnx(tmp_path):
     """The packaged (trained) model: logits of the inference form within 1e-4 of the training form
     on real face crops, in torch and in its ONNX export run by ONNX Runtime."""
-    from litefer.export_tools import astronaut_faces, load_torch
+    from litefer.export import astronaut_faces, load_torch
     from litefer.inference.align import CropSpec
     from litefer.inference.backends import preprocess_numpy
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .utils import atomic_write_bytes
+from ..utils import atomic_write_bytes
+from .session import ort_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -50,7 +51,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tup
     """
     in_chans = in_chans or getattr(model, "in_chans", 3)
     if inference:
-        from .models.inference_form import inference_form
+        from ..models.inference_form import inference_form
 
         model = inference_form(model)
     dummy = torch.randn(1, in_chans, *_size_hw(input_size))
@@ -72,18 +73,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tup
         model.train(was_training)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
-
-
-def ort_session(path: str | os.PathLike, threads: int = 1):
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads, sequential execution."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_parity(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor, session=None) -> float:
