@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fail below this top-1 agreement with torch (default 0.99; 0.90 for INT8)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="with --eval-data: fail when the export loses more accuracy points than this (default 1)")
+    p.add_argument("--quantize-stem", action="store_true",
+                   help="onnx-int8: quantize the first convolution too (default: it stays in float)")
     p.add_argument("--force", action="store_true", help="write the file even when a check fails")
     p.add_argument("--report", default=None, help="also write the report here (.md or .json)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the checks")
@@ -44,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
                         calib_size=args.calib_size, parity_size=args.parity_size, eval_data=args.eval_data,
                         calib_method=args.calib_method, opset=args.opset, max_diff=args.max_diff,
                         min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop,
-                        force=args.force, threads=args.threads)
+                        force=args.force, threads=args.threads, float_stem=not args.quantize_stem)
     except ExportError as e:
         print(f"litefer export: {e}", file=sys.stderr)
         return 1

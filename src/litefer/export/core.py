@@ -89,7 +89,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
            calib: str | None = None, calib_size: int = 1000, parity_size: int = 512, eval_data: str | None = None,
            calib_method: str = "minmax", opset: int = 17, max_diff: float | None = None,
            min_agreement: float | None = None, max_accuracy_drop: float = 1.0, force: bool = False,
-           threads: int | None = None) -> dict:
+           threads: int | None = None, float_stem: bool = True) -> dict:
     """Export, check, write. Returns a report dict; raises ExportError when a check fails (nothing
     is written then, unless ``force``)."""
     if fmt not in FORMATS:
@@ -124,8 +124,8 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
                 calib_faces = load_faces(calib, spec, "train", calib_size, seed=2)
                 report["calibration"] = {"source": calib, "faces": int(len(calib_faces)), "method": calib_method}
                 final = tmp / "int8.onnx"
-                report["calibration"]["float_nodes"] = quantize_int8(fp32, final, preprocess_numpy(calib_faces, pp),
-                                                                     calib_method)
+                report["calibration"]["float_nodes"] = quantize_int8(
+                    fp32, final, preprocess_numpy(calib_faces, pp), calib_method, float_stem=float_stem)
                 final.write_bytes(with_onnx_card(final.read_bytes(), card.replace(precision="int8")))
             data = final.read_bytes()
             got = onnx_logits(final, parity_faces, pp, threads=threads)
