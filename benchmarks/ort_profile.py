@@ -30,8 +30,9 @@ from litefer import create_model
 from litefer.export import export_onnx
 from litefer.profile import environment, publish
 
-VARIANTS = (("mobilenetv3_large", "training form (SE)", False), ("litefer_cpsca", "training form", False),
-            ("litefer_cpsca", "inference form", True))
+VARIANTS = (("mobilenetv3_large", "training form (SE)", "train"), ("litefer_cpsca", "training form", "train"),
+            ("litefer_cpsca", "inference form", "inference"))
+INT8_VARIANT = ("litefer_cpsca", "INT8 (inference form)", "int8")
 
 
 def _options(threads: int) -> ort.SessionOptions:
@@ -128,11 +129,28 @@ def gating_ops(shape: tuple[int, int, int, int], threads: int, runs: int = 30) -
     return out
 
 
-def measure(name: str, label: str, form: bool, size: int, threads: int, runs: int, tmp: Path) -> dict:
+def model_file(name: str, form: str, size: int, tmp: Path, calib: str) -> Path:
+    """The ONNX file of one variant: training or inference form, or static INT8 of the inference
+    form calibrated on real faces (``calib``: FERPlus root, folder or astronaut)."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=8).eval()
-    path = tmp / f"{name}_{'inf' if form else 'train'}_{size}.onnx"
-    export_onnx(model, path, size, 3, inference=form)
+    path = tmp / f"{name}_{form}_{size}.onnx"
+    export_onnx(model, path, size, 3, inference=form != "train")
+    if form != "int8":
+        return path
+    from litefer.data.transforms import Preprocess
+    from litefer.export import load_faces, quantize_int8
+    from litefer.inference.align import CropSpec
+    from litefer.inference.preprocess import preprocess_numpy
+
+    faces = load_faces(calib, CropSpec(), "train", 256, seed=3)
+    out = tmp / f"{name}_int8q_{size}.onnx"
+    quantize_int8(path, out, preprocess_numpy(faces, Preprocess(input_size=size, in_chans=3).to_dict()))
+    return out
+
+
+def measure(name: str, label: str, form: str, size: int, threads: int, runs: int, tmp: Path, calib: str) -> dict:
+    path = model_file(name, form, size, tmp, calib)
     rng = np.random.default_rng(0)
     row = {"model": name, "form": label, "input_size": size, "threads": threads,
            "exported_ops": dict(Counter(n.op_type for n in onnx.load(str(path)).graph.node).most_common()),
@@ -197,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[112, 224])
     p.add_argument("--threads", nargs="+", type=int, default=[1])
     p.add_argument("--runs", type=int, default=100, help="timed batch-1 runs (batch 64: a tenth, at least 3)")
+    p.add_argument("--int8", default=None, metavar="CALIB",
+                   help="also profile litefer_cpsca's static INT8, calibrated on these faces (FERPlus root, folder, astronaut)")
     p.add_argument("--out", default="results/ort_profile", help="output path without suffix")
     args = p.parse_args(argv)
     env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
@@ -204,7 +224,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="litefer-ortprof-") as tmp:
         for size in args.sizes:
             for threads in args.threads:
-                rows += [measure(n, label, form, size, threads, args.runs, Path(tmp)) for n, label, form in VARIANTS]
+                variants = VARIANTS + ((INT8_VARIANT,) if args.int8 else ())
+                rows += [measure(n, label, form, size, threads, args.runs, Path(tmp), args.int8)
+                         for n, label, form in variants]
     gating = {"shape": [64, 480, 7, 7], "threads": args.threads[0]}
     gating["ms"] = gating_ops(tuple(gating["shape"]), gating["threads"])
     command = "python benchmarks/ort_profile.py " + " ".join(sys.argv[1:] if argv is None else argv)

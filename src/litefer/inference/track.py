@@ -6,7 +6,8 @@ it was detected, is searched for in a window around its last position (normalise
 ``cv2.matchTemplate``), on the same downscaled grey frame. A track whose best match scores below
 ``min_match`` is lost; a lost track, or k frames since the last detection, makes the tracker detect
 again on that frame. Boxes move with the face (translation); their size and the eye positions used
-for alignment follow the last detection, shifted by the same amount.
+for alignment follow the last detection, shifted by the same amount. A face that enters the frame
+between detections is found at the next one (at most k - 1 frames later).
 """
 from __future__ import annotations
 
