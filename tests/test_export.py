@@ -86,6 +86,18 @@ def test_int8_export_with_calibration_on_face_crops(checkpoint, calib_dir, rec_t
     assert a[0].box == b[0].box and np.abs(probs(a) - probs(b)).max() < 0.1
 
 
+def test_int8_quantize_stem_option(checkpoint, calib_dir, tmp_path, capsys):
+    out = tmp_path / "all_int8.onnx"
+    code = cli(["export", str(checkpoint), "--format", "onnx-int8", "--out", str(out), "--calib", str(calib_dir),
+                "--parity-size", "8", "--min-agreement", "0", "--quantize-stem", "--report", str(tmp_path / "r.json")])
+    assert code == 0 and out.is_file()
+    assert json.loads((tmp_path / "r.json").read_text())["calibration"]["float_nodes"] == []
+    assert "left in float: nothing" in capsys.readouterr().out
+    graph = onnx.load(str(out)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(n.input[0] in dequantized for n in graph.node if n.op_type == "Conv")   # the stem too
+
+
 def test_int8_accuracy_on_a_ferplus_root(checkpoint, tmp_path):
     root = tmp_path / "ferplus"
     expected = write_ferplus(root, {"Training": 40, "PublicTest": 30})
