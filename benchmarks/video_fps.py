@@ -1,5 +1,7 @@
 """End-to-end frames per second on a 640x480 video with one face: decoding, face detection,
-alignment/crop and recognition, with 1 and 2 threads, for each backend and detector.
+alignment/crop and recognition, with 1 and 2 threads, for each backend and detector, detecting on
+every frame and with the tracker (``--detect-every`` k, ``--detect-scale`` s: detection on every k-th
+frame of a downscaled frame, template tracking between; ``litefer.inference.track``).
 
     .venv/bin/python benchmarks/video_fps.py --weights default --calib ../shared/data/fer2013 \
         --yunet ../shared/models/face_detection_yunet.onnx
@@ -9,7 +11,10 @@ moves and zooms slowly over a 640x480 frame. Two numbers per configuration:
 
 * ``recognize_video`` fps: the whole API call over the file (crops of several frames batched);
 * per-frame stage times (decode, detect, crop, classify) of a frame-by-frame loop, as a live
-  webcam would run, and the fps they add up to.
+  webcam would run, and the fps they add up to (detect = the tracker's call when tracking);
+
+and, for the tracked runs, the label agreement: the share of frames whose face label (largest face;
+no face counts as a label) equals that of the same backend detecting on every frame.
 
 INT8: the packaged ``default-int8`` file when ``--weights default`` and it exists, else an INT8
 export of the weights calibrated on ``--calib`` faces. Writes ``results/video_fps.md`` and ``.json``.
@@ -29,7 +34,6 @@ import numpy as np
 from litefer import Recognizer
 from litefer.inference.backends import DEFAULT_FILES, packaged_file
 from litefer.inference.inputs import array_to_bgr, iter_frames
-from litefer.utils import atomic_write_json, atomic_write_text
 
 
 def make_video(path: Path, frames: int = 300, fps: float = 30.0) -> Path:
@@ -55,7 +59,7 @@ def int8_weights(weights: str, calib: str, tmp: Path) -> str:
             return str(packaged_file(DEFAULT_FILES["default-int8"]["onnxruntime"]))
         except FileNotFoundError:
             pass
-    from litefer.export_tools import export
+    from litefer.export import export
 
     out = tmp / "int8.onnx"
     export(weights, "onnx-int8", out, calib=calib, calib_size=500, parity_size=64, force=True)
@@ -68,15 +72,17 @@ def fp32_onnx(weights: str, tmp: Path) -> str:
             return str(packaged_file(DEFAULT_FILES["default"]["onnxruntime"]))
         except FileNotFoundError:
             pass
-    from litefer.export_tools import export_with_metadata
+    from litefer.export import export_with_metadata
 
     return str(export_with_metadata(weights, tmp / "fp32.onnx"))
 
 
-def stage_times(rec: Recognizer, video: Path) -> dict:
+def stage_times(rec: Recognizer, video: Path, k: int = 1, scale: float = 1.0) -> dict:
     """Frame-by-frame loop (batch = the faces of one frame): mean ms per stage."""
     from litefer.inference.align import crop_face
+    from litefer.inference.track import FaceTracker
 
+    detector = FaceTracker(rec.detector, k, scale) if (k, scale) != (1, 1.0) else rec.detector
     t = {"decode": 0.0, "detect": 0.0, "crop": 0.0, "classify": 0.0}
     n, faces = 0, 0
     frames = iter_frames(video)
@@ -88,7 +94,7 @@ def stage_times(rec: Recognizer, video: Path) -> dict:
             break
         frame = item[2]
         s = time.perf_counter()
-        dets = rec.detector.detect(frame)
+        dets = detector.detect(frame)
         t["detect"] += time.perf_counter() - s
         s = time.perf_counter()
         crops = [crop_face(frame, d, rec.crop_spec)[0] for d in dets]
@@ -105,57 +111,99 @@ def stage_times(rec: Recognizer, video: Path) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default="default", help="'default' or a .pt weights file / run checkpoint")
-    p.add_argument("--calib", default="astronaut", help="INT8 calibration faces when exporting INT8 here")
-    p.add_argument("--yunet", default=None, help="YuNet model path (adds the yunet detector)")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--video", default=None, help="use this video instead of the generated one")
-    p.add_argument("--out", default="results/video_fps", help="output path without suffix")
-    args = p.parse_args(argv)
-    from litefer.profile import environment
+def labels(results) -> list[str | None]:
+    """The largest face's label per frame (None: no face)."""
+    return [r.faces[0].label if r.faces else None for r in results]
 
-    env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+
+def agreement(a: list, b: list) -> float:
+    return float(np.mean([x == y for x, y in zip(a, b)])) if a else float("nan")
+
+
+def run_config(rec: Recognizer, video: Path, k: int, scale: float) -> tuple[dict, list]:
+    """(row of figures, per-frame labels) for one recognizer and detection setting."""
+    list(rec.recognize_video(video, max_frames=10, detect_every=k, detect_scale=scale))       # warm-up
+    s = time.perf_counter()
+    results = list(rec.recognize_video(video, detect_every=k, detect_scale=scale))
+    api_fps = len(results) / (time.perf_counter() - s)
+    st = stage_times(rec, video, k, scale)
+    return {"detect_every": k, "detect_scale": scale, "api_fps": round(api_fps, 1),
+            **{key: round(v, 3) for key, v in st.items()}}, labels(results)
+
+
+BACKENDS = ("torch", "ort", "int8")
+
+
+def measure_all(args, video: Path, tmp: Path) -> list[dict]:
+    """One row per (threads, detector, backend, detection mode); tracked rows carry their agreement."""
+    makers = {"torch": lambda: ("torch fp32", args.weights, "torch"),
+              "ort": lambda: ("ORT fp32", fp32_onnx(args.weights, tmp), "onnxruntime"),
+              "int8": lambda: ("ORT INT8", int8_weights(args.weights, args.calib, tmp), "onnxruntime")}
+    backends = [makers[b]() for b in args.backends]
+    detectors = [("haar", "haar")] + ([("yunet", args.yunet)] if args.yunet else [])
     rows = []
-    with tempfile.TemporaryDirectory(prefix="litefer-fps-") as tmp:
-        tmp = Path(tmp)
-        video = Path(args.video) if args.video else make_video(tmp / "one_face_640x480.mp4", args.frames)
-        backends = [("torch fp32", args.weights, "torch"), ("ORT fp32", fp32_onnx(args.weights, tmp), "onnxruntime"),
-                    ("ORT INT8", int8_weights(args.weights, args.calib, tmp), "onnxruntime")]
-        detectors = [("haar", "haar")] + ([("yunet", args.yunet)] if args.yunet else [])
-        for threads in args.threads:
-            cv2.setNumThreads(threads)
-            for det_name, det in detectors:
-                for label, weights, backend in backends:
-                    rec = Recognizer(weights=weights, backend=backend, detector=det, threads=threads)
-                    list(rec.recognize_video(video, max_frames=10))                  # warm-up
-                    s = time.perf_counter()
-                    n = sum(1 for _ in rec.recognize_video(video))
-                    api_fps = n / (time.perf_counter() - s)
-                    st = stage_times(rec, video)
-                    row = {"threads": threads, "detector": det_name, "backend": label, "tta": rec.tta,
-                           "api_fps": round(api_fps, 1), **{k: round(v, 3) for k, v in st.items()}}
+    for threads in args.threads:
+        cv2.setNumThreads(threads)
+        for det_name, det in detectors:
+            for label, weights, backend in backends:
+                rec = Recognizer(weights=weights, backend=backend, detector=det, threads=threads)
+                base = {"threads": threads, "detector": det_name, "backend": label, "tta": rec.tta}
+                every, every_labels = run_config(rec, video, 1, 1.0)
+                tracked, tracked_labels = run_config(rec, video, args.detect_every, args.detect_scale)
+                tracked["agreement"] = round(agreement(every_labels, tracked_labels), 4)
+                tracked["faces_found"] = round(float(np.mean([x is not None for x in tracked_labels])), 4)
+                every["faces_found"] = round(float(np.mean([x is not None for x in every_labels])), 4)
+                for row in ({**base, **every}, {**base, **tracked}):
                     rows.append(row)
                     print(row, flush=True)
-    lines = ["# End-to-end speed on a 640×480 video with one face", "",
-             f"Command: `python benchmarks/video_fps.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
+    return rows
+
+
+def report(rows: list[dict], env: dict, args, command: str) -> str:
+    lines = ["# End-to-end speed on a 640×480 video with one face", "", f"Command: `{command}`", "",
              f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), torch {env['torch']}, onnxruntime "
              f"{env['onnxruntime']}, {env['date']}. Load average at start: {env['loadavg']}. "
              f"Weights: `{args.weights}`; flip TTA {'on' if rows and rows[0]['tta'] else 'off'} (as the model card says).",
              "", "Video: " + (f"`{args.video}`" if args.video else f"{args.frames} frames, 640×480, generated from the "
                               "astronaut photo (one face, ~70-120 px, moving)") + ". `recognize_video` fps = frames / "
-             "wall time of the API call; stage columns = mean ms per frame in a frame-by-frame loop.", "",
-             "| threads | detector | backend | recognize_video fps | frame-by-frame fps | decode ms | detect ms | "
-             "crop ms | classify ms |", "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+             "wall time of the API call; stage columns = mean ms per frame in a frame-by-frame loop (detect = "
+             "the tracker's call when tracking). Detection k / s: detector run on every k-th frame, on the frame "
+             "downscaled by s, template tracking between (k = 1, s = 1: detection on every full frame). "
+             "Label agreement: share of frames whose label (largest face; no face counts as a label) equals "
+             "that of the same backend detecting on every frame; faces found: share of frames with a face.", "",
+             "| threads | detector | backend | detection k / s | recognize_video fps | frame-by-frame fps | "
+             "decode ms | detect ms | crop ms | classify ms | faces found | label agreement |",
+             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['threads']} | {r['detector']} | {r['backend']} | {r['api_fps']:.1f} | {r['fps']:.1f} | "
-                     f"{r['decode']:.2f} | {r['detect']:.2f} | {r['crop']:.2f} | {r['classify']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(f"{args.out}.md", text)
-    atomic_write_json(f"{args.out}.json", {"environment": env, "rows": rows})
-    print(text)
+        agree = f"{100 * r['agreement']:.1f} %" if "agreement" in r else "(reference)"
+        lines.append(f"| {r['threads']} | {r['detector']} | {r['backend']} | {r['detect_every']} / {r['detect_scale']:g} | "
+                     f"{r['api_fps']:.1f} | {r['fps']:.1f} | {r['decode']:.2f} | {r['detect']:.2f} | {r['crop']:.2f} | "
+                     f"{r['classify']:.2f} | {100 * r['faces_found']:.0f} % | {agree} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default="default", help="'default' or a .pt weights file / run checkpoint")
+    p.add_argument("--calib", default="astronaut", help="INT8 calibration faces when exporting INT8 here")
+    p.add_argument("--yunet", default=None, help="YuNet model path (adds the yunet detector)")
+    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--detect-every", type=int, default=10, help="tracked runs: detect on every k-th frame")
+    p.add_argument("--detect-scale", type=float, default=0.5, help="tracked runs: detection/tracking scale")
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--video", default=None, help="use this video instead of the generated one")
+    p.add_argument("--out", default="results/video_fps", help="output path without suffix")
+    args = p.parse_args(argv)
+    from litefer.profile import environment, publish
+
+    env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    with tempfile.TemporaryDirectory(prefix="litefer-fps-") as tmp:
+        tmp = Path(tmp)
+        video = Path(args.video) if args.video else make_video(tmp / "one_face_640x480.mp4", args.frames)
+        rows = measure_all(args, video, tmp)
+    command = f"python benchmarks/video_fps.py {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+    publish(args.out, report(rows, env, args, command), {"environment": env, "command": command, "rows": rows})
     return 0
 
 

@@ -141,7 +141,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_file(checkpoint, tmp_path_factory) -> Path:
-    from litefer.export_tools import export_with_metadata
+    from litefer.export import export_with_metadata
     return export_with_metadata(checkpoint, tmp_path_factory.mktemp("onnx") / "random.onnx")
 
 

@@ -27,7 +27,7 @@ def make_weights(folder: Path) -> tuple[Path, Path]:
 
     from litefer import create_model
     from litefer.data.transforms import Preprocess
-    from litefer.export_tools import export_with_metadata
+    from litefer.export import export_with_metadata
     from litefer.weights import weights_payload
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,7 @@ def test_card_from_a_run_checkpoint_a_packaged_file_and_a_sidecar(tmp_path):
 
 
 def test_onnx_and_torchscript_cards_are_read_without_torch(with_prior, tmp_path):
-    from litefer.export_tools import export
+    from litefer.export import export
 
     onnx_path, ts_path = tmp_path / "m.onnx", tmp_path / "m.ts"
     export(with_prior, "onnx", onnx_path, parity_size=4)

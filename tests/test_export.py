@@ -13,7 +13,7 @@ import litefer
 from litefer.card import read_card
 from litefer.inference.align import CropSpec
 from litefer.cli import main as cli
-from litefer.export_tools import astronaut_faces, export
+from litefer.export import ExportError, astronaut_faces, export
 
 CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 
@@ -74,11 +74,28 @@ def test_int8_export_with_calibration_on_face_crops(checkpoint, calib_dir, rec_t
     model = onnx.load(str(out))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    stem = report["calibration"]["float_nodes"]                      # the first conv stays in float
+    weights = {i.name for i in model.graph.initializer}
+    assert len(stem) == 1
+    node = next(n for n in model.graph.node if n.name == stem[0])
+    assert node.op_type == "Conv" and node.input[0] == model.graph.input[0].name and node.input[1] in weights
     assert out.stat().st_size < 0.5 * (5.0e6)                        # int8 weights: well under the fp32 size
     rec = litefer.Recognizer(weights=out)
     assert rec.meta["precision"] == "int8"
     a, b = rec.recognize(photo_dir / "astronaut.png"), rec_torch.recognize(photo_dir / "astronaut.png")
     assert a[0].box == b[0].box and np.abs(probs(a) - probs(b)).max() < 0.1
+
+
+def test_int8_quantize_stem_option(checkpoint, calib_dir, tmp_path, capsys):
+    out = tmp_path / "all_int8.onnx"
+    code = cli(["export", str(checkpoint), "--format", "onnx-int8", "--out", str(out), "--calib", str(calib_dir),
+                "--parity-size", "8", "--min-agreement", "0", "--quantize-stem", "--report", str(tmp_path / "r.json")])
+    assert code == 0 and out.is_file()
+    assert json.loads((tmp_path / "r.json").read_text())["calibration"]["float_nodes"] == []
+    assert "left in float: nothing" in capsys.readouterr().out
+    graph = onnx.load(str(out)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(n.input[0] in dequantized for n in graph.node if n.op_type == "Conv")   # the stem too
 
 
 def test_int8_accuracy_on_a_ferplus_root(checkpoint, tmp_path):
@@ -89,6 +106,10 @@ def test_int8_accuracy_on_a_ferplus_root(checkpoint, tmp_path):
     acc = report["accuracy"]
     assert acc["images"] == expected["PublicTest"] and set(acc) >= {"torch", "onnx_fp32", "export"}
     assert acc["torch"] == pytest.approx(acc["onnx_fp32"], abs=0.06)
+    with pytest.raises(ExportError, match="accuracy drop .* points > -1"):         # the check can fail
+        export(checkpoint, "onnx-int8", tmp_path / "r.onnx", faces=str(root), calib=str(root),
+               eval_data=str(root), max_accuracy_drop=-1, min_agreement=0)
+    assert not (tmp_path / "r.onnx").exists()
 
 
 def test_failed_parity_writes_nothing_and_exits_1(checkpoint, tmp_path, capsys):

@@ -12,7 +12,7 @@ COMMANDS = {
     "eval": ("litefer.train.evaluate", "evaluate a checkpoint on a data set split"),
     "package": ("litefer.package", "turn a finished run into shippable weights + model card"),
     "predict": ("litefer.inference.predict", "recognize expressions in images, folders, videos or a webcam"),
-    "export": ("litefer.export_tools", "export weights to ONNX, INT8 ONNX or TorchScript, with parity checks"),
+    "export": ("litefer.export.cli", "export weights to ONNX, INT8 ONNX or TorchScript, with parity checks"),
     "serve": ("litefer.serve.cli", "HTTP API and live web page (webcam, on the server or in the browser)"),
     "reproduce": ("litefer.reproduce.cli", "train and aggregate the paper's Tables 2, 5, 6 and Figure 6"),
     "fetch": ("litefer.fetch", "download a third-party file (the YuNet detector) or published weights, on request only"),

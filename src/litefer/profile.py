@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .export import export_onnx, onnx_parity, ort_session
+from .export.graph import export_onnx, onnx_parity
+from .export.session import ort_session
 from .models import create_model, list_models
 from .utils import atomic_write_json, atomic_write_text, cpu_model
 
@@ -262,6 +263,13 @@ def environment() -> dict:
         "ptflops": ptflops_version,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def publish(out: str, text: str, payload: dict) -> None:
+    """Write a benchmark's report as ``<out>.md`` and its data as ``<out>.json`` (atomically), print it."""
+    atomic_write_text(f"{out}.md", text)
+    atomic_write_json(f"{out}.json", payload)
+    print(text)
 
 
 def command_line(args: argparse.Namespace) -> str:

@@ -54,12 +54,18 @@ class FaceDetector:
         self.min_size = int(min_size)
         self.max_side = int(max_side)
 
-    def detect(self, bgr: np.ndarray) -> list[Detection]:
-        """Faces in a BGR uint8 image, largest first; boxes in this image's coordinates."""
+    def detect(self, bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Faces in a BGR uint8 image, largest first; boxes in this image's coordinates.
+
+        ``scale`` < 1 searches a copy downscaled at most that much (faster; a face then needs
+        ``smallest_window / scale`` pixels to be found, 48 px for Haar at 0.5).
+        """
+        if not 0.0 < scale <= 1.0:
+            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             raise ValueError(f"detect expects a BGR uint8 H x W x 3 image, got {bgr.dtype} {bgr.shape}")
         h, w = bgr.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        scale = min(scale, self.max_side / max(h, w))
         if self.smallest_window:
             scale = min(scale, self.smallest_window / self.min_size)
         small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),

@@ -250,7 +250,8 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
             cap, info = open_video(source)
             cap.release()
         frames = rec.recognize_video(source, every=args.every, max_frames=args.max_frames,
-                                     keep_images=bool(args.save_annotated))
+                                     keep_images=bool(args.save_annotated), detect_every=args.detect_every,
+                                     detect_scale=args.detect_scale)
     except InputError as e:
         out.skip(str(e), "video")
         out.entries.append({"kind": "video", "source": name, "error": str(e), "frames": []})
@@ -337,6 +338,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add scikit-image's public-domain astronaut photo to the inputs (no download)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcam: analyse every N-th frame")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos/webcam: stop after N analysed frames")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="videos/webcam: detect faces on every K-th analysed frame (and when a face is lost), "
+                        "track them in between (default 1: detect on every frame)")
+    p.add_argument("--detect-scale", type=float, default=1.0, metavar="S",
+                   help="videos/webcam: detect and track on the frame downscaled by S, 0 < S <= 1 (default 1)")
     p.add_argument("--weights", default="default",
                    help="'default' (packaged FERPlus model), 'default-int8', or a .pt / .ts / .onnx file")
     p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
@@ -368,9 +374,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.every < 1:
-        print("litefer predict: error: --every must be >= 1", file=sys.stderr)
-        return EXIT_USAGE
+    for bad, message in ((args.every < 1, "--every must be >= 1"), (args.detect_every < 1, "--detect-every must be >= 1"),
+                         (not 0 < args.detect_scale <= 1, "--detect-scale must be in (0, 1]")):
+        if bad:
+            print(f"litefer predict: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
     if args.json and args.json == args.csv == "-":
         print("litefer predict: error: --json and --csv cannot both go to stdout", file=sys.stderr)
         return EXIT_USAGE

@@ -115,7 +115,7 @@ def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
     digest = sha256_file(weights)
     out = cache / f"{weights.stem}-{digest[:16]}.onnx"
     if not out.is_file():
-        from ..export_tools import export_with_metadata
+        from ..export.core import export_with_metadata
 
         log.info("exporting %s to ONNX for the page's on-device mode: %s", weights, out)
         export_with_metadata(weights, out)

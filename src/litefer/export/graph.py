@@ -1,7 +1,9 @@
 """ONNX export and ONNX Runtime parity, shared by ``litefer profile`` and model export.
 
 ``export_onnx`` writes a model with a dynamic batch axis (TorchScript-based exporter, opset 17,
-which has native HardSwish/HardSigmoid); ``onnx_parity`` runs the same input through torch and
+which has native HardSwish/HardSigmoid), by default in the inference form of its coordinate
+attention (``litefer.models.inference_form``: the same function from pooling windows and folded
+convolutions, which ONNX Runtime runs faster); ``onnx_parity`` runs the same input through torch and
 ONNX Runtime and returns the largest absolute difference of the outputs.
 """
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .utils import atomic_write_bytes
+from ..utils import atomic_write_bytes
+from .session import ort_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -38,13 +41,19 @@ class _Traced(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tuple[int, int] = 224,
-                in_chans: int | None = None, opset: int = 17, dynamic_batch: bool = True) -> Path:
+                in_chans: int | None = None, opset: int = 17, dynamic_batch: bool = True,
+                inference: bool = True) -> Path:
     """Export ``model`` (in eval mode) to ONNX at ``path``, atomically; returns the path.
 
     Input ``input`` is N x C x H x W float32 (N dynamic when ``dynamic_batch``), output ``logits``.
-    ``in_chans`` defaults to the model's ``in_chans`` attribute (3 when absent).
+    ``in_chans`` defaults to the model's ``in_chans`` attribute (3 when absent). ``inference``
+    exports the inference form of coordinate attention (the training form when False).
     """
     in_chans = in_chans or getattr(model, "in_chans", 3)
+    if inference:
+        from ..models.inference_form import inference_form
+
+        model = inference_form(model)
     dummy = torch.randn(1, in_chans, *_size_hw(input_size))
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     was_training = model.training
@@ -55,6 +64,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tup
             # the TorchScript exporter announces its own deprecation; the output is what we check
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            # the inference form's pooling windows are read from the traced input's (fixed) size
+            warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning)
             torch.onnx.export(_Traced(model), (dummy,), buffer, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
@@ -62,18 +73,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tup
         model.train(was_training)
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
-
-
-def ort_session(path: str | os.PathLike, threads: int = 1):
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads, sequential execution."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_parity(model: nn.Module, path: str | os.PathLike, inputs: torch.Tensor, session=None) -> float:
