@@ -4,6 +4,7 @@ float and make them about 10x slower on x86."""
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -33,8 +34,17 @@ def _named_graph(fp32_onnx: Path, prep: Path):
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    # ONNX's own shape inference (the symbolic one cannot follow the inference form's Resize)
-    quant_pre_process(str(fp32_onnx), str(prep), skip_symbolic_shape=True)
+    # ONNX's own shape inference (the symbolic one cannot follow the inference form's Resize). It
+    # drops scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the working directory: run it
+    # from a temporary one.
+    fp32_onnx, prep = Path(fp32_onnx).resolve(), Path(prep).resolve()
+    with tempfile.TemporaryDirectory(prefix="litefer-int8-") as scratch:
+        here = os.getcwd()
+        os.chdir(scratch)
+        try:
+            quant_pre_process(str(fp32_onnx), str(prep), skip_symbolic_shape=True)
+        finally:
+            os.chdir(here)
     model = onnx.load(str(prep))
     seen: set[str] = set()
     for node in model.graph.node:   # pre-processing inlines HardSwish as unnamed nodes; the quantizer keys on names
