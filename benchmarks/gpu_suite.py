@@ -238,6 +238,7 @@ def suite(args) -> dict:
             data_state["manifest"] = unpack(args.pack_dir or work / "pack", data_dir)
             arrays = load_arrays(data_dir)                # fills the parse cache the runs then read
             data_state["rows"] = int(len(arrays["images"]))
+            data_state["split_sizes"] = _split_sizes(arrays)
         except Exception as e:
             data_state["error"] = f"{type(e).__name__}: {e}"
         data_state["seconds"] = time.time() - t0
@@ -266,7 +267,7 @@ def suite(args) -> dict:
     if tiny:
         overrides += ["data.input_size=48", "optim.epochs=2", "optim.batch_size=16", "run.max_batches=2"]
     runs = planned_runs(runs_dir, overrides)
-    train_images, val_images = _split_sizes(data_dir)
+    train_images, val_images = data_state["split_sizes"]
     epochs = runs[0].cfg["optim"]["epochs"]
     seconds_left = args.budget_s - (time.time() - t0) - args.reserve_s
     plan = plan_runs(single or 1.0, pair, seconds_left, train_images if not tiny else 32, val_images, epochs,
@@ -293,8 +294,8 @@ def suite(args) -> dict:
     return report
 
 
-def _split_sizes(data_dir: Path) -> tuple[int, int]:
-    arrays = load_arrays(data_dir)
+def _split_sizes(arrays: dict) -> tuple[int, int]:
+    """Majority-label faces in Training and PublicTest: the paper protocol's epoch and validation."""
     labelled = majority_labels(arrays["votes"]) >= 0
     return (int((labelled & (arrays["usage"] == "Training")).sum()),
             int((labelled & (arrays["usage"] == "PublicTest")).sum()))

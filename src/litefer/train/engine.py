@@ -331,7 +331,7 @@ def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = Fa
             break
         loop.run_epoch(epoch, state)
     if ctx.is_main:
-        _write_metrics(ctx.run_dir, state["history"], plot=True)
+        loop.plot_curves(state["history"])                # if the last plot is behind
     result = _finish(ctx, state, data["test"], parts.pp, time.time() - ctx.started)
     loop.close()
     if ctx.distributed:
@@ -352,8 +352,7 @@ class EpochLoop:
         # class means of a triplet-trained model live where its loss measured distances
         unit_protos = classifier == "class_mean" and bool(self.cfg["loss"]["triplet_normalize"])
         amp_dtype = torch.bfloat16 if (ctx.device.type == "cuda" and run_cfg["amp"]) else None
-        label_mode = self.cfg["data"].get("label_mode") if self.train_ds.soft_targets is not None else "hard"
-        self.settings = StepConfig(parts.pp, AugmentConfig(**self.cfg["augment"]), label_mode,
+        self.settings = StepConfig(parts.pp, AugmentConfig(**self.cfg["augment"]), self.cfg["data"]["label_mode"],
                                    bool(run_cfg["channels_last"]), amp_dtype, optim_cfg["grad_clip"],
                                    classifier, unit_protos, ctx.world)
         self.step = TrainStep(parts.model, parts.train_model, parts.criterion, parts.optimizer, parts.centre_opt,
@@ -368,6 +367,7 @@ class EpochLoop:
                                     drop_last=True, rank=ctx.rank, world_size=ctx.world)
         self.writer = _tensorboard_writer(ctx, run_cfg["tensorboard"], start_epoch)
         self.epoch_wall: list[float] = []
+        self.plotted_at, self.plotted_epochs = 0.0, -1      # when curves.png was drawn, and of how many epochs
 
     def would_exceed(self, limit: float) -> bool:
         """Would one more epoch, as long as the slowest of the last two, end past ``limit`` seconds?"""
@@ -481,6 +481,8 @@ class EpochLoop:
                  row["epoch"], self.cfg["optim"]["epochs"], row["lr"], row["train_loss"], row["train_acc"],
                  row["val_loss"], row["val_acc"], row["images_per_s"], "  *best*" if improved else "")
         _write_metrics(self.ctx.run_dir, state["history"])
+        if time.time() - self.plotted_at > 30:             # a plot costs about as much as a short GPU epoch
+            self.plot_curves(state["history"])
         if self.writer is not None:
             for k, v in row.items():
                 if k != "epoch" and not (isinstance(v, float) and math.isnan(v)):
@@ -488,6 +490,12 @@ class EpochLoop:
             self.writer.flush()
         if improved:
             atomic_torch_save(state["best"], self.ctx.run_dir / "best.pt")
+
+    def plot_curves(self, history: list[dict]) -> None:
+        """curves.png of ``history``, unless it already shows all of it."""
+        if history and self.plotted_epochs != len(history):
+            _plot_curves(self.ctx.run_dir / "curves.png", history)
+            self.plotted_at, self.plotted_epochs = time.time(), len(history)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -567,22 +575,13 @@ def _record_resume_changes(run_dir: Path, old: dict, new: dict, epoch: int) -> N
     atomic_write_json(meta_path, meta)
 
 
-_last_plot: dict[str, float] = {}
-
-
-def _write_metrics(run_dir: Path, history: list[dict], plot: bool = False) -> None:
-    """metrics.csv every epoch; curves.png at most every 30 s (a plot costs about as much as a short
-    GPU epoch) and whenever ``plot`` asks, as at the end of a run."""
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
     w.writeheader()
     for row in history:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
-    key = str(run_dir)
-    if plot or time.time() - _last_plot.get(key, 0.0) > 30:
-        _plot_curves(run_dir / "curves.png", history)
-        _last_plot[key] = time.time()
 
 
 def _plot_curves(path: Path, history: list[dict]) -> None:

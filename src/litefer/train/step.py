@@ -168,7 +168,7 @@ class TrainStep:
 
     def time_first_step(self, t0: float) -> None:
         """Wait for the first step and count its time (cuDNN autotuning, graph warm-up) as set-up."""
-        if torch.cuda.is_available() and self.model_device.type == "cuda":
+        if self.model_device.type == "cuda":
             torch.cuda.synchronize(self.model_device)
         first = time.time() - t0
         self.setup_seconds += first
