@@ -50,8 +50,7 @@ def make_checkpoint(path: Path, class_names=None, input_size: int = 64, seed: in
     from litefer.inference.align import CropSpec, crop_face
     from litefer.data.transforms import Preprocess, preprocess
     from litefer.inference.detect import HaarDetector
-    from litefer.utils import atomic_torch_save
-    from litefer.weights import weights_payload
+    from litefer.weights import weights_payload, write_weights
 
     class_names = list(class_names or ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
                                        "contempt"])
@@ -79,7 +78,7 @@ def make_checkpoint(path: Path, class_names=None, input_size: int = 64, seed: in
                  "val": {"accuracy": 0.5}}
     if class_prior is not None:
         (extra["card"] if packaged else extra)["class_prior"] = dict(class_prior)
-    atomic_torch_save(weights_payload(model, "litefer_cpsca", class_names, pp.to_dict(), {}, **extra), path)
+    write_weights(path, weights_payload(model, "litefer_cpsca", class_names, pp, {}, **extra))
     return path
 
 

@@ -14,7 +14,7 @@ from face_fixtures import checkpoint, make_checkpoint, onnx_file, photo_dir, rec
 from fixtures import write_ferplus
 
 import litefer
-from litefer.card import Card, CardError, card_from_payload, read_card, write_sidecar
+from litefer.card import Card, CardError, card_from_payload, read_card, write_json
 from litefer.cli import main as cli
 from litefer.inference.backends import DEFAULT_FILES, packaged_file, softmax
 from litefer.inference.inputs import read_image
@@ -91,7 +91,7 @@ def test_card_from_a_run_checkpoint_a_packaged_file_and_a_sidecar(tmp_path):
     assert run.class_prior is None
     packaged = card_from_payload({**base, "card": {**run.to_dict(), "class_prior": PRIOR, "note": "hi"}}, "p.pt")
     assert packaged.class_prior == PRIOR and packaged.info["note"] == "hi" and packaged.tta_flip
-    write_sidecar(packaged, tmp_path / "p.json")
+    write_json(packaged, tmp_path / "p.json")
     again = read_card(tmp_path / "p.json")
     assert again.to_dict() == packaged.to_dict() and again.source == str(tmp_path / "p.json")
     # a card written before litefer-card/1: "model", "classes", TTA read off the validation figure
@@ -131,7 +131,7 @@ def test_an_onnx_file_without_metadata_uses_its_sidecar_or_names_itself(onnx_fil
     onnx.save(model, str(bare))
     with pytest.raises(CardError, match=r"bare.onnx: ONNX file has no litefer metadata"):
         read_card(bare)
-    write_sidecar(read_card(onnx_file), tmp_path / "bare.json")
+    write_json(read_card(onnx_file), tmp_path / "bare.json")
     assert read_card(bare).class_names == CLASSES
     (tmp_path / "junk.ts").write_bytes(b"not a zip")
     with pytest.raises(CardError, match="junk.ts: not a readable TorchScript file"):
@@ -246,7 +246,7 @@ def test_the_packaged_default_card_states_its_provenance_and_prior():
     t = card.info["training"]
     assert "H200" in t["hardware"] and t["epochs_trained"] == 17 and 250 < t["training_seconds"] < 320
     assert t["resumed_with_changes"][0]["changes"] == {"optim.epochs": [100, 17]}
-    assert card.preprocess["input_size"] == 112 and card.tta_flip and card.info["data"]["majority_rows"]
+    assert card.preprocess.input_size == 112 and card.tta_flip and card.info["data"]["majority_rows"]
     assert sum(card.class_prior.values()) == pytest.approx(1, abs=1e-5) and min(card.class_prior.values()) > 0
     v = card.info["validation"]
     assert v["images"] == 3199 and v["label_mode"] == "majority"

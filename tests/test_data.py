@@ -1,5 +1,4 @@
 """Loaders on generated fixtures in the official formats, bad input, and batched augmentation."""
-import gzip
 
 import numpy as np
 import pytest

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from litefer import create_model
-from litefer.export import export_onnx, ort_session
+from litefer.export import export_onnx
+from litefer.inference.session import ort_session
 from litefer.models.attention import POOLING_PLANS, CoordAttention
 from litefer.models.inference_form import CoordAttentionInference, inference_form
 
@@ -116,17 +117,16 @@ def test_trained_weights_on_real_faces_torch_and_onnx(tmp_path):
     on real face crops, in torch and in its ONNX export run by ONNX Runtime."""
     from litefer.export import astronaut_faces, load_torch
     from litefer.inference.align import CropSpec
-    from litefer.inference.backends import preprocess_numpy
 
     model, card, _ = load_torch("default")
     assert any(isinstance(m, CoordAttention) for m in model.modules())
     pp = card.preprocess
-    x = preprocess_numpy(astronaut_faces(CropSpec.from_card(card), 16), pp)
+    x = pp(astronaut_faces(CropSpec.from_card(card), 16))
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
         fast = inference_form(model)(torch.from_numpy(x)).numpy()
     assert np.abs(fast - expected).max() < 1e-4
-    path = export_onnx(model, tmp_path / "default.onnx", pp["input_size"], pp["in_chans"])
+    path = export_onnx(model, tmp_path / "default.onnx", pp.input_size, pp.in_chans)
     got = ort_session(path).run(None, {"input": x})[0]
     assert np.abs(got - expected).max() < 1e-4
     assert (got.argmax(1) == expected.argmax(1)).all()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ from face_fixtures import (FACE_CENTRE, astronaut_bgr, astronaut_rgb, checkpoint
 from PIL import Image
 
 import litefer
-from litefer.inference.backends import DEFAULT_FILES, preprocess_numpy, resolve_weights
+from litefer.inference.backends import DEFAULT_FILES, resolve_weights
 from litefer.data.transforms import Preprocess, preprocess
 from litefer.inference.inputs import InputError
 
@@ -147,8 +146,8 @@ def test_weights_resolution_errors(tmp_path, monkeypatch):
         resolve_weights(tmp_path / "x.onnx", "torch")
     with pytest.raises(ValueError, match="x.onnx: not a readable ONNX file"):
         litefer.Recognizer(weights=tmp_path / "x.onnx")
-    monkeypatch.setitem(DEFAULT_FILES, "default", {"torch": "no_such_weights.pt"})
-    with pytest.raises(FileNotFoundError, match="packaged file litefer/weights/no_such_weights.pt is missing"):
+    monkeypatch.setitem(DEFAULT_FILES, "default", {"onnxruntime": "no_such_weights.onnx"})
+    with pytest.raises(FileNotFoundError, match="packaged file litefer/weights/no_such_weights.onnx is missing"):
         litefer.Recognizer()
 
 
@@ -199,7 +198,7 @@ def test_numpy_preprocessing_equals_the_training_pipeline(size, chans, in_chans)
     crops = rng.integers(0, 256, (5, size, size, chans), dtype=np.uint8)
     pp = Preprocess(input_size=64, in_chans=in_chans)
     ref = preprocess(torch.from_numpy(crops), pp).numpy()
-    got = preprocess_numpy(crops, pp.to_dict())
+    got = Preprocess.from_dict(pp.to_dict())(crops)
     assert got.shape == ref.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, ref, atol=2e-6)
 

@@ -99,7 +99,7 @@ def test_webcam_on_device_shows_a_face_box_and_label(page):
 
 
 def test_page_preprocessing_matches_python(page, serve_model):
-    from litefer.inference.backends import preprocess_numpy
+    from litefer.preprocess import Preprocess
 
     rng = np.random.default_rng(0)
     cases = [((48, 48, 1), {"input_size": 64, "in_chans": 3}), ((48, 48, 1), {"input_size": 48, "in_chans": 3}),
@@ -115,7 +115,7 @@ def test_page_preprocessing_matches_python(page, serve_model):
             const x = P.preprocess([crop], pp);
             const flipped = P.flipWidth(x, 1, pp.in_chans, pp.input_size, pp.input_size);
             return [Array.from(x), Array.from(flipped)]; }""", [crop.ravel().tolist(), list(shape), pp])
-        want = preprocess_numpy(crop[None], pp)
+        want = Preprocess.from_dict(pp)(crop[None])
         x = np.array(got[0], np.float32).reshape(want.shape)
         assert np.abs(x - want).max() < 1e-5, (shape, pp, np.abs(x - want).max())
         assert np.abs(np.array(got[1], np.float32).reshape(want.shape) - want[..., ::-1]).max() < 1e-5

@@ -5,7 +5,7 @@ without importing torch.
 """
 from importlib import import_module
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _LAZY = {
     "create_model": "litefer.models",

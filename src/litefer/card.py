@@ -9,10 +9,13 @@ figures. Where it lives, and what :func:`read_card` reads:
   as a sidecar ``<stem>.json`` beside it;
 * a run checkpoint (``best.pt``, ``last.pt``): no card entry; the card is derived from the
   checkpoint's own fields (``class_names``, ``preprocess``, ``config``, ``val``, ``epoch``);
-* an exported ONNX file: the ``litefer`` entry of its metadata (else a ``.json`` sidecar);
+* an exported ONNX file: the ``litefer`` entry of its metadata (else a ``.json`` sidecar), read
+  from the protobuf directly (``litefer.onnxproto``), without the ``onnx`` package;
 * an exported TorchScript file: its ``extra/litefer.json`` archive member.
 
-Every writer writes :meth:`Card.to_dict`. Torch is imported only to open a ``.pt`` file.
+Every writer of a card goes through :func:`write_json`, :func:`write_onnx` or
+:func:`torchscript_extra_files` (the ``.pt`` writer, which needs torch, is ``litefer.weights``).
+Torch is imported only to open a ``.pt`` file; ``preprocess`` is a :class:`litefer.preprocess.Preprocess`.
 """
 from __future__ import annotations
 
@@ -23,12 +26,18 @@ import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .onnxproto import ProtoError, read_metadata, with_metadata
+from .preprocess import Preprocess
+from .utils import atomic_write_bytes, atomic_write_json, require
+
 FORMAT = "litefer-card/1"
 META_KEY = "litefer"                     # ONNX metadata_props key / TorchScript extra file stem
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
 FER2013_SIDE = 48                        # FER2013 stores 48 x 48 grey faces
 # old spellings of card fields (litefer-export/1 metadata, sidecars written before litefer-card/1)
 ALIASES = {"model": "model_name", "classes": "class_names"}
+# what every .pt weights file holds besides its optional card (``litefer.weights`` writes them)
+WEIGHTS_FIELDS = ("model_name", "num_classes", "class_names", "preprocess", "state_dict")
 
 
 class CardError(ValueError):
@@ -41,7 +50,7 @@ class Card:
 
     model_name: str | None
     class_names: list[str]
-    preprocess: dict
+    preprocess: Preprocess
     crop: dict = field(default_factory=dict)      # CropSpec fields; absent ones take CropSpec's defaults
     tta_flip: bool = False
     class_prior: dict[str, float] | None = None   # training split's class frequencies, summing to 1
@@ -58,6 +67,7 @@ class Card:
     def to_dict(self) -> dict:
         out = {"format": FORMAT, "model_name": self.model_name, "num_classes": self.num_classes}
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("info", "source")})
+        out["preprocess"] = self.preprocess.to_dict()
         return {**out, **{k: v for k, v in self.info.items() if k not in out}}
 
     def replace(self, **changes) -> "Card":
@@ -75,8 +85,12 @@ class Card:
             raise CardError(f"{source}: the model card has no {missing}")
         known = {f.name for f in fields(cls)} - {"info", "source"}
         info = {k: v for k, v in d.items() if k not in known and k not in ("format", "num_classes")}
+        try:
+            preprocess = Preprocess.from_dict(d["preprocess"])
+        except ValueError as e:
+            raise CardError(f"{source}: {e}") from None
         card = cls(model_name=d.get("model_name"), class_names=[str(c) for c in d["class_names"]],
-                   preprocess=dict(d["preprocess"]), crop=dict(d.get("crop") or {}),
+                   preprocess=preprocess, crop=dict(d.get("crop") or {}),
                    tta_flip=bool(d.get("tta_flip", _tta_from_validation(d))),
                    class_prior=d.get("class_prior"), precision=str(d.get("precision") or "fp32"),
                    epoch=d.get("epoch", d.get("selected_epoch")), val_accuracy=_val_accuracy(d),
@@ -99,14 +113,13 @@ def _tta_from_validation(d: dict) -> bool:
     return "accuracy_tta_flip" in (d.get("validation") or {})
 
 
-def infer_crop(data: dict, preprocess: dict) -> dict:
+def infer_crop(data: dict, preprocess: Preprocess) -> dict:
     """The crop a model trained on ``data`` (a config's data section) expects: FERPlus faces are
     FER2013's 48 x 48 grey crops; other data sets are held at ``image_size``, in colour unless the
     model takes one channel."""
     if data.get("dataset", "ferplus") == "ferplus":
         return {"size": FER2013_SIDE, "grayscale": True}
-    return {"size": int(data.get("image_size", preprocess.get("input_size", FER2013_SIDE))),
-            "grayscale": int(preprocess.get("in_chans", 3)) == 1}
+    return {"size": int(data.get("image_size", preprocess.input_size)), "grayscale": preprocess.in_chans == 1}
 
 
 def check_prior(card: Card) -> None:
@@ -162,8 +175,6 @@ def read_card(path: str | os.PathLike) -> Card:
         return Card.from_dict(meta, str(path))
     if suffix in TORCHSCRIPT_SUFFIXES:
         return Card.from_dict(_torchscript_metadata(path), str(path))
-    from .weights import read_weights                     # imports torch: .pt files are torch archives
-
     return card_from_payload(read_weights(path), str(path))
 
 
@@ -184,19 +195,36 @@ def _sidecar_or_error(path: Path, message: str) -> Card:
 
 def onnx_metadata(path: str | os.PathLike) -> dict | None:
     """The litefer metadata embedded in an ONNX file, or None; the one reader of ONNX metadata."""
-    import onnx
-
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - protobuf raises several types
+        props = read_metadata(Path(path).read_bytes())
+    except (OSError, ProtoError) as e:
         raise CardError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
-    props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
         return None
     try:
         return json.loads(props[META_KEY])
     except ValueError as e:
         raise CardError(f"{path}: its litefer metadata is not JSON ({e})") from None
+
+
+def read_weights(path: str | os.PathLike) -> dict:
+    """The payload of a ``.pt`` weights file or run checkpoint (a run's ``last.pt`` gives its selected
+    weights); the one reader of ``.pt`` files. Needs torch (``litefer[train]``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    torch = require("torch", "train", f"{path}: a .pt weights file needs PyTorch; or turn it into an .onnx "
+                                      f"file where torch is installed (`litefer export --weights {path}`) and use that")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt archives
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+    if isinstance(payload, dict) and "best" in payload and isinstance(payload["best"], dict):
+        payload = payload["best"]       # a run's last.pt holds the selected weights under "best"
+    missing = [k for k in WEIGHTS_FIELDS if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise ValueError(f"{path}: not a litefer weights file (missing {missing})")
+    return payload
 
 
 def _torchscript_metadata(path: Path) -> dict:
@@ -217,24 +245,20 @@ def _torchscript_metadata(path: Path) -> dict:
 
 # ----------------------------------------------------------------------------- writing
 
-def write_sidecar(card: Card, path: str | os.PathLike) -> None:
-    from .utils import atomic_write_json
-
+def write_json(card: Card, path: str | os.PathLike) -> None:
+    """The card as a ``.json`` file (the sidecar of a packaged ``.pt``), written atomically."""
     atomic_write_json(path, card.to_dict())
 
 
 def with_onnx_card(model_bytes: bytes, card: Card) -> bytes:
     """ONNX model bytes with ``card`` embedded as the ``litefer`` metadata entry (replacing any)."""
-    import onnx
+    return with_metadata(model_bytes, META_KEY, json.dumps(card.to_dict(), default=str), producer="litefer")
 
-    model = onnx.load_from_string(model_bytes)
-    for prop in list(model.metadata_props):
-        if prop.key == META_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(card.to_dict(), default=str)
-    model.producer_name = "litefer"
-    return model.SerializeToString()
+
+def write_onnx(model_bytes: bytes, card: Card, path: str | os.PathLike) -> Path:
+    """An ``.onnx`` file with ``card`` embedded, written atomically; every ONNX writer goes through here."""
+    atomic_write_bytes(path, with_onnx_card(model_bytes, card))
+    return Path(path)
 
 
 def torchscript_extra_files(card: Card) -> dict:

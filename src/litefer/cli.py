@@ -30,7 +30,7 @@ USER_ERRORS = (ValueError, OSError)      # bad config, data, weights or file: th
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that subcommand's module is imported (fast start, and
     ``litefer predict --backend onnxruntime`` never imports torch)."""
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="litefer", description=__doc__ + EXIT_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

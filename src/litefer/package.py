@@ -13,9 +13,10 @@ import json
 import time
 from pathlib import Path
 
-from .card import Card, card_from_payload, infer_crop, write_sidecar
-from .utils import atomic_torch_save, hardware_summary, sha256_file
-from .weights import load_checkpoint_model, weights_payload
+from .card import Card, card_from_payload, infer_crop, write_json
+from .preprocess import Preprocess
+from .utils import hardware_summary, sha256_file
+from .weights import load_checkpoint_model, weights_payload, write_weights
 
 PIPELINE_TEXT = {
     "ferplus": ("face crop framed like FER2013 -> grayscale -> 48x48 (the FER2013 storage size) -> bilinear "
@@ -72,14 +73,14 @@ def build_card(run_dir: Path, payload: dict, prior: dict | None, validation: dic
     cfg = payload.get("config", {})
     meta = _read_json(run_dir / "meta.json")
     summary = run_summary(run_dir)
-    pp = payload["preprocess"]
+    pp = Preprocess.from_dict(payload["preprocess"])
     data = data_section(cfg, prior)
     run_val = (payload.get("val") or {}).get("accuracy")
     info = {
         "params": meta.get("params"),
         "data": data,
         "pipeline": PIPELINE_TEXT.get(data["dataset"], "resize to {size}x{size}, ImageNet mean/std").format(
-            size=pp["input_size"], chans=pp["in_chans"]),
+            size=pp.input_size, chans=pp.in_chans),
         "recipe": {k: cfg.get(k) for k in ("loss", "optim", "augment")},
         "training": provenance(run_dir, meta, summary),
         "training_prior": prior,
@@ -127,10 +128,9 @@ def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: 
         card.info["note"] = note
     shipped = weights_payload(model, payload["model_name"], payload["class_names"], payload["preprocess"],
                               payload.get("model_kwargs"), card=card)
-    pt_path = out_dir / f"{name}.pt"
-    atomic_torch_save(shipped, pt_path)
+    pt_path = write_weights(out_dir / f"{name}.pt", shipped)
     card.info.update(sha256=sha256_file(pt_path), file_bytes=pt_path.stat().st_size)
-    write_sidecar(card, out_dir / f"{name}.json")
+    write_json(card, out_dir / f"{name}.json")
     return card.to_dict()
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .export.graph import export_onnx, onnx_parity
-from .export.session import ort_session
+from .inference.session import ort_session
 from .models import create_model, list_models
 from .utils import atomic_write_json, atomic_write_text, cpu_model
 

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, the cache directory, logging setup."""
+"""Small shared helpers: atomic writes, the cache directory, logging setup, optional dependencies."""
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +6,24 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
+
+
+class MissingExtra(ImportError):
+    """An optional dependency is not installed; the message names the ``litefer[extra]`` that brings it.
+    The command line reports it in one line with exit status 2, like any other user error."""
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import ``module`` or raise :class:`MissingExtra` saying what needed it and what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(f"{purpose} ({module} is not installed: pip install 'litefer[{extra}]')") from None
 
 
 def _current_umask() -> int:
@@ -110,17 +126,6 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file + rename."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def cpu_model() -> str:
     """The CPU's marketing name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
     import platform
@@ -137,13 +142,9 @@ def cpu_model() -> str:
 def hardware_summary() -> str:
     """CPU model, logical CPU count and GPU name, for results files and run metadata."""
     text = f"{cpu_model()}, {os.cpu_count()} logical CPUs"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
+    torch = sys.modules.get("torch")        # a GPU matters only where torch runs; never import it here
+    if torch is not None and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
     return text
 
 

@@ -2,37 +2,19 @@
 
 One affine warp per batch (``affine_grid`` + ``grid_sample``) does flip, translation, rotation and
 the resize to the model's input size at once; contrast and Gaussian noise are elementwise. The
-evaluation path (``preprocess``) is the same resize and normalisation with no randomness, and is
-what the recognizer uses at inference time, so training and inference cannot drift apart.
+evaluation path (``preprocess``) is the same resize and normalisation with no randomness. Both take
+their parameters from :class:`litefer.preprocess.Preprocess`, the object the weights' card carries,
+whose NumPy form the recognizer runs; tests hold the two paths together.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class Preprocess:
-    """How raw uint8 faces become model input; travels with the weights (model card)."""
-
-    input_size: int = 224
-    in_chans: int = 3
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(input_size=int(d["input_size"]), in_chans=int(d["in_chans"]),
-                   mean=tuple(d["mean"]), std=tuple(d["std"]))
+from ..preprocess import GREY_WEIGHTS, IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: F401 (public here too)
 
 
 def to_float(images: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -44,14 +26,13 @@ def to_float(images: torch.Tensor, in_chans: int) -> torch.Tensor:
     if c == 1 and in_chans == 3:
         return x.expand(-1, 3, -1, -1)
     if c == 3 and in_chans == 1:
-        return (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return (x * x.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
     raise ValueError(f"cannot map {c}-channel images to a {in_chans}-channel model")
 
 
 def normalize(x: torch.Tensor, cfg: Preprocess) -> torch.Tensor:
-    mean = x.new_tensor(cfg.mean[: x.shape[1]] if x.shape[1] == len(cfg.mean) else [sum(cfg.mean) / len(cfg.mean)])
-    std = x.new_tensor(cfg.std[: x.shape[1]] if x.shape[1] == len(cfg.std) else [sum(cfg.std) / len(cfg.std)])
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    mean, std = cfg.channel_stats(x.shape[1])
+    return (x - x.new_tensor(mean).view(1, -1, 1, 1)) / x.new_tensor(std).view(1, -1, 1, 1)
 
 
 def preprocess(images: torch.Tensor, cfg: Preprocess, device=None) -> torch.Tensor:

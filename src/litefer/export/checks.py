@@ -11,9 +11,10 @@ import numpy as np
 from ..card import Card
 from ..inference.align import CropSpec
 from ..inference.inputs import InputError
-from ..inference.preprocess import preprocess_numpy, softmax
+from ..inference.backends import softmax
+from ..inference.session import ort_session
+from ..preprocess import Preprocess
 from .faces import _is_ferplus_root, ferplus_faces
-from .session import ort_session
 
 
 def compare(reference: np.ndarray, got: np.ndarray) -> dict:
@@ -23,27 +24,26 @@ def compare(reference: np.ndarray, got: np.ndarray) -> dict:
             "max_prob_diff": float(np.abs(softmax(reference) - softmax(got)).max()) if len(got) else 0.0}
 
 
-def torch_logits(model, crops: np.ndarray, pp: dict, batch: int = 256) -> np.ndarray:
+def torch_logits(model, crops: np.ndarray, pp: Preprocess, batch: int = 256) -> np.ndarray:
     import torch
 
-    from ..data.transforms import Preprocess, preprocess
+    from ..data.transforms import preprocess
 
-    cfg = Preprocess.from_dict(pp)
     out = []
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
-            out.append(model(preprocess(torch.from_numpy(np.ascontiguousarray(crops[i:i + batch])), cfg)).float().numpy())
+            out.append(model(preprocess(torch.from_numpy(np.ascontiguousarray(crops[i:i + batch])), pp)).float().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def onnx_logits(path: Path, crops: np.ndarray, pp: dict, batch: int = 256, threads: int | None = None) -> np.ndarray:
+def onnx_logits(path: Path, crops: np.ndarray, pp: Preprocess, batch: int = 256, threads: int | None = None) -> np.ndarray:
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: preprocess_numpy(crops[i:i + batch], pp)})[0]
+    return np.concatenate([session.run(None, {name: pp(crops[i:i + batch])})[0]
                            for i in range(0, len(crops), batch)])
 
 
-def ts_logits(data: bytes, crops: np.ndarray, pp: dict, batch: int = 256) -> np.ndarray:
+def ts_logits(data: bytes, crops: np.ndarray, pp: Preprocess, batch: int = 256) -> np.ndarray:
     import torch
 
     with warnings.catch_warnings():

@@ -15,10 +15,9 @@ import time
 import warnings
 from pathlib import Path
 
-from ..card import Card, card_from_payload, torchscript_extra_files, with_onnx_card
+from ..card import Card, card_from_payload, torchscript_extra_files, with_onnx_card, write_onnx
 from ..inference.align import CropSpec
 from ..inference.files import resolve_weights
-from ..inference.preprocess import preprocess_numpy
 from ..utils import atomic_write_bytes, hardware_summary
 from .checks import accuracy, check, compare, onnx_logits, torch_logits, ts_logits
 from .faces import load_faces
@@ -51,9 +50,8 @@ def export_with_metadata(weights, out: str | os.PathLike, opset: int = 17) -> Pa
     model, card, _ = load_torch(weights)
     with tempfile.TemporaryDirectory(prefix="litefer-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        export_onnx(model, raw, card.preprocess["input_size"], card.preprocess["in_chans"], opset=opset)
-        atomic_write_bytes(out, with_onnx_card(raw.read_bytes(), card.replace(precision="fp32")))
-    return Path(out)
+        export_onnx(model, raw, card.preprocess.input_size, card.preprocess.in_chans, opset=opset)
+        return write_onnx(raw.read_bytes(), card.replace(precision="fp32"), out)
 
 
 def _LogitsOnly(model):
@@ -75,7 +73,7 @@ def torchscript_bytes(model, card: Card) -> bytes:
     import torch
 
     pp = card.preprocess
-    example = torch.randn(2, pp["in_chans"], pp["input_size"], pp["input_size"])
+    example = torch.randn(2, pp.in_chans, pp.input_size, pp.input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)    # torch 2.9+ marks TorchScript deprecated
         with torch.inference_mode(False), torch.no_grad():
@@ -103,7 +101,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     min_agreement = min_agreement if min_agreement is not None else (0.9 if fmt == "onnx-int8" else 0.99)
     report = {"weights": str(src), "format": fmt, "output": str(out), "model_name": card.model_name,
               "hardware": hardware_summary(),
-              "input_size": pp["input_size"], "opset": opset if fmt != "torchscript" else None}
+              "input_size": pp.input_size, "opset": opset if fmt != "torchscript" else None}
 
     parity_faces = load_faces(faces, spec, "val", parity_size, seed=1)
     reference = torch_logits(model, parity_faces, pp)
@@ -114,8 +112,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
             got = ts_logits(data, parity_faces, pp)
         else:
             fp32 = tmp / "fp32.onnx"
-            export_onnx(model, fp32, pp["input_size"], pp["in_chans"], opset=opset)
-            fp32.write_bytes(with_onnx_card(fp32.read_bytes(), card.replace(precision="fp32")))
+            export_onnx(model, fp32, pp.input_size, pp.in_chans, opset=opset)
             final = fp32
             if fmt == "onnx-int8":
                 if not calib:
@@ -125,9 +122,9 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
                 report["calibration"] = {"source": calib, "faces": int(len(calib_faces)), "method": calib_method}
                 final = tmp / "int8.onnx"
                 report["calibration"]["float_nodes"] = quantize_int8(
-                    fp32, final, preprocess_numpy(calib_faces, pp), calib_method, float_stem=float_stem)
-                final.write_bytes(with_onnx_card(final.read_bytes(), card.replace(precision="int8")))
-            data = final.read_bytes()
+                    fp32, final, pp(calib_faces), calib_method, float_stem=float_stem)
+            precision = "int8" if fmt == "onnx-int8" else "fp32"
+            data = with_onnx_card(final.read_bytes(), card.replace(precision=precision))
             got = onnx_logits(final, parity_faces, pp, threads=threads)
         report["parity"] = {"source": faces, **compare(reference, got)}
         report["bytes"] = len(data)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..utils import atomic_write_bytes
-from .session import ort_session
+from ..inference.session import ort_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -1,28 +1,27 @@
-"""Inference backends for face crops: PyTorch (weights files, TorchScript) and ONNX Runtime.
+"""Inference backends for face crops: ONNX Runtime here, PyTorch as a plug-in from the layer above.
 
-Both take uint8 crops (N, S, S, C) as cut by ``litefer.inference.align`` and return class probabilities.
-The torch backend preprocesses with the training pipeline itself (``litefer.data.transforms``);
-the ONNX Runtime backend uses ``preprocess_numpy``, a NumPy transcription of the same steps that is
-tested against it, so that it runs without importing torch.
+A backend maps uint8 crops (N, S, S, C), as cut by ``litefer.inference.align``, to logits, and
+carries the weights' card, whose :class:`litefer.preprocess.Preprocess` turns crops into model input.
+ONNX Runtime runs ``.onnx`` files and the packaged default with no torch installed. ``.pt`` and
+TorchScript files need torch: their backend (``TorchBackend``, and the ``.pt`` -> ONNX conversion for
+``backend="onnxruntime"``) lives in :mod:`litefer.torch_backend`, which this layer finds by name at
+run time, so recognition holds no import of torch code and a missing torch is one clear error.
 """
 from __future__ import annotations
 
-import logging
+import importlib
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..card import TORCHSCRIPT_SUFFIXES, Card, card_from_payload, read_card
-from ..export.session import ort_session
+from ..card import Card, read_card
+from ..utils import require
 from .files import BACKENDS, DEFAULT_FILES, DEFAULT_STEM, packaged_file, resolve_weights  # noqa: F401 (public here too)
-from .preprocess import preprocess_numpy, softmax  # noqa: F401 (public here too)
+from .session import ort_session
 
-log = logging.getLogger(__name__)
+TORCH_PLUGIN = "litefer.torch_backend"        # the layer above: TorchBackend, onnx_backend_from_torch
 
-
-# ----------------------------------------------------------------------------- backends
 
 class Backend:
     """Maps uint8 crops to logits; ``card`` holds class names, preprocessing, crop settings and prior."""
@@ -34,51 +33,8 @@ class Backend:
         raise NotImplementedError
 
 
-class TorchBackend(Backend):
-    """A litefer weights file / run checkpoint, or a TorchScript file written by ``litefer export``."""
-
-    name = "torch"
-
-    def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None):
-        import torch
-
-        from ..data.transforms import Preprocess
-
-        path = Path(path)
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.device = torch.device(device)
-        if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
-            self.card = read_card(path)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)   # TorchScript is deprecated in torch 2.9+
-                    self.model = torch.jit.load(str(path), map_location=self.device)
-            except Exception as e:
-                raise ValueError(f"{path}: not a readable TorchScript file ({type(e).__name__}: {e})") from None
-        else:
-            from ..weights import load_checkpoint_model
-
-            self.model, meta = load_checkpoint_model(path, self.device)
-            self.card = card_from_payload(meta, str(path))
-        self.model.eval()
-        self.pp = Preprocess.from_dict(self.card.preprocess)
-
-    def logits(self, crops, tta_flip=False):
-        import torch
-
-        from ..data.transforms import preprocess
-
-        with torch.inference_mode():
-            x = preprocess(torch.from_numpy(np.ascontiguousarray(crops)), self.pp, self.device)
-            out = self.model(x).float()
-            if tta_flip:
-                out = (out + self.model(x.flip(3)).float()) / 2
-        return out.cpu().numpy()
-
-
 class OnnxBackend(Backend):
-    """An ONNX file written by ``litefer export`` (metadata embedded), run with ONNX Runtime; no torch."""
+    """An ONNX file written by ``litefer export`` (card embedded), run with ONNX Runtime; no torch."""
 
     name = "onnxruntime"
 
@@ -87,10 +43,9 @@ class OnnxBackend(Backend):
         self.card = read_card(path)
         self.session = ort_session(path, threads, device)
         self.input_name = self.session.get_inputs()[0].name
-        self.pp = self.card.preprocess
 
     def logits(self, crops, tta_flip=False):
-        x = preprocess_numpy(crops, self.pp)
+        x = self.card.preprocess(crops)
         n = len(x)
         if tta_flip:
             x = np.concatenate([x, x[..., ::-1]])
@@ -98,26 +53,27 @@ class OnnxBackend(Backend):
         return (out[:n] + out[n:]) / 2 if tta_flip else out
 
 
-def torch_to_onnx_backend(path: Path, device: str = "cpu", threads: int | None = None) -> OnnxBackend:
-    """Export a torch weights file to a temporary ONNX file and open it (needs torch, at load time only)."""
-    import tempfile
-
-    from ..export.core import export_with_metadata
-
-    with tempfile.TemporaryDirectory(prefix="litefer-onnx-") as tmp:
-        out = Path(tmp) / (path.stem + ".onnx")
-        export_with_metadata(path, out)
-        log.info("exported %s to a temporary ONNX file for the onnxruntime backend", path)
-        backend = OnnxBackend(out, device, threads)
-    backend.card.source = str(path)          # messages name the user's file, not the temporary export
-    return backend
+def torch_plugin(path: Path):
+    """The torch backend module, or :class:`litefer.utils.MissingExtra` naming the file that needs it."""
+    require("torch", "train", f"{path}: {path.suffix or 'this'} weights need PyTorch; or convert them once "
+                              f"where torch is installed (`litefer export --weights {path}`) and use the .onnx")
+    return importlib.import_module(TORCH_PLUGIN)
 
 
 def create_backend(weights="default", backend: str | None = None, device: str = "cpu",
                    threads: int | None = None) -> Backend:
+    """The backend for ``weights`` ('default', 'default-int8' or a path); ``backend=None`` runs
+    ``.onnx`` files and the packaged default with ONNX Runtime and ``.pt``/TorchScript with torch."""
     path, backend = resolve_weights(weights, backend)
+    if backend == "onnxruntime" and path.suffix.lower() == ".onnx":
+        return OnnxBackend(path, device, threads)
+    plugin = torch_plugin(path)
     if backend == "torch":
-        return TorchBackend(path, device, threads)
-    if path.suffix.lower() != ".onnx":
-        return torch_to_onnx_backend(path, device, threads)
-    return OnnxBackend(path, device, threads)
+        return plugin.TorchBackend(path, device, threads)
+    return plugin.onnx_backend_from_torch(path, device, threads)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

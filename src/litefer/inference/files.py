@@ -23,11 +23,12 @@ def packaged_file(name: str) -> Path:
 
 
 def resolve_weights(weights, backend: str | None) -> tuple[Path, str]:
-    """(weights path, backend); ``backend=None`` picks onnxruntime for ``.onnx`` files, torch otherwise."""
+    """(weights path, backend); ``backend=None`` picks onnxruntime for the packaged models and ``.onnx``
+    files, torch for ``.pt`` and TorchScript files (which need torch either way)."""
     w = str(weights)
     if w in DEFAULT_FILES:
         choices = DEFAULT_FILES[w]
-        backend = backend or ("torch" if "torch" in choices else "onnxruntime")
+        backend = backend or "onnxruntime"
         if backend not in choices:
             raise ValueError(f"weights={w!r} is only available for backend(s) {sorted(choices)}")
         return packaged_file(choices[backend]), backend

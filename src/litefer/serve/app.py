@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from .. import __version__
+from ..version import __version__
 from ..utils import release_free_memory, rss_mib
 from ..inference.align import CropSpec
 from ..prior import PriorError, describe as describe_prior, log_weights, parse_prior
@@ -294,7 +294,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
         card = model.card
         manifest = vendor_manifest()
         return {"model_name": model_name, "class_names": card.class_names, "num_classes": card.num_classes,
-                "preprocess": card.preprocess, "crop": CropSpec.from_card(card).to_dict(),
+                "preprocess": card.preprocess.to_dict(), "crop": CropSpec.from_card(card).to_dict(),
                 "tta_flip": card.tta_flip, "precision": card.precision, "val_accuracy": card.val_accuracy,
                 "class_prior": card.class_prior,
                 "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"],

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .. import __version__
+from ..version import __version__
 from ..data import AugmentConfig, BatchSampler, Preprocess, build_datasets
 from ..losses import JointLoss
 from ..models import create_model
-from ..utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
+from ..utils import (atomic_write_bytes, atomic_write_json, atomic_write_text,
                      hardware_summary, remove_stale_temp_files, setup_logging)
-from ..weights import weights_payload
+from ..weights import weights_payload, write_weights
 from .config import dump_config
 from .evaluate import class_means, evaluate, plot_confusion
 from .metrics import format_report
@@ -312,7 +312,7 @@ def save_checkpoint(ctx: RunContext, parts: TrainingParts, state: dict) -> None:
             "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             "state": state, "config": ctx.cfg,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
-    atomic_torch_save(ckpt, ctx.run_dir / "last.pt")
+    write_weights(ctx.run_dir / "last.pt", ckpt)
 
 
 # ------------------------------------------------------------------------------------ the main loop
@@ -467,7 +467,7 @@ class EpochLoop:
         parts, settings = self.parts, self.settings
         eval_model = parts.ema.module if parts.ema is not None else parts.model
         state["best_acc"], state["best_epoch"] = score, row["epoch"]
-        state["best"] = weights_payload(eval_model, self.cfg["model"]["name"], parts.class_names, parts.pp.to_dict(),
+        state["best"] = weights_payload(eval_model, self.cfg["model"]["name"], parts.class_names, parts.pp,
                                         parts.model_kwargs, config=self.cfg, epoch=row["epoch"], val=val)
         if parts.criterion.center is not None:
             state["best"]["centers"] = parts.criterion.center.centers.detach().cpu().clone()
@@ -489,7 +489,7 @@ class EpochLoop:
                     self.writer.add_scalar(k, v, row["epoch"])
             self.writer.flush()
         if improved:
-            atomic_torch_save(state["best"], self.ctx.run_dir / "best.pt")
+            write_weights(self.ctx.run_dir / "best.pt", state["best"])
 
     def plot_curves(self, history: list[dict]) -> None:
         """curves.png of ``history``, unless it already shows all of it."""

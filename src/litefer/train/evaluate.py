@@ -226,7 +226,7 @@ def run_eval(args) -> dict:
     tta = card.tta_flip if args.tta_flip is None else args.tta_flip
     report = score_split(model, meta, card, data_cfg, args.split, tta, args.batch_size, args.device)
     report.update(checkpoint=str(args.checkpoint), weights=str(path), model_name=card.model_name,
-                  input_size=card.preprocess.get("input_size"), class_prior=card.class_prior)
+                  input_size=card.preprocess.input_size, class_prior=card.class_prior)
     return report
 
 

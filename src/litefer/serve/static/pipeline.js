@@ -1,5 +1,5 @@
 // The on-device pipeline of the litefer page: the same steps as the Python recognizer with the Haar
-// detector (litefer.inference.detect.HaarDetector, litefer.inference.align.crop_face, litefer.inference.backends.preprocess_numpy),
+// detector (litefer.inference.detect.HaarDetector, litefer.inference.align.crop_face, litefer.preprocess.Preprocess),
 // written against opencv.js (`cv`) and onnxruntime-web (`ort`), which the caller passes in.
 // Every number that describes the model (crop size, grayscale, input size, mean, std, TTA, classes)
 // and the detector settings come from the server's GET /v1/model; nothing about the model is fixed here.
@@ -36,7 +36,7 @@ function channelStats(values, k) {
   return [mean];
 }
 
-// uint8 crops -> float32 N x C x S x S model input, as preprocess_numpy: scale to [0, 1], grey from
+// uint8 crops -> float32 N x C x S x S model input, as litefer.preprocess.Preprocess: scale to [0, 1], grey from
 // RGB (BT.601) for 1-channel models, bilinear resize to pp.input_size, grey replicated to 3
 // channels, (x - mean) / std. `crops` is an array of {data: Uint8Array (H*W*C, interleaved), height,
 // width, channels}. Arithmetic is rounded to float32 at the same points as NumPy's.

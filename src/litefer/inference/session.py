@@ -1,5 +1,5 @@
-"""The one ONNX Runtime session factory, for exports, their checks, the profiler and the
-``onnxruntime`` inference backend. Torch-free."""
+"""The one ONNX Runtime session factory: the ``onnxruntime`` inference backend, and above it the
+exports, their checks and the profiler. Torch-free."""
 from __future__ import annotations
 
 import os
