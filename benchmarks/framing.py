@@ -160,7 +160,7 @@ def main(argv=None) -> int:
              f"Command: `.venv/bin/python benchmarks/framing.py --data {args.data} --yunet {args.yunet} "
              f"--n {args.n} --n-check {args.n_check}{f' --weights {args.weights}' if args.weights else ''}`", "",
              f"Hardware: {hardware_summary()}" + (f"; weights `{args.weights}` ({rec.card.model_name}, "
-                                                  f"{rec.card.preprocess['input_size']} px input)" if rec else ""), "",
+                                                  f"{rec.card.preprocess.input_size} px input)" if rec else ""), "",
              f"## 1. FER2013 training faces ({args.n} random `Training` rows, upscaled {UP}x, padded)", "",
              f"- Haar cascade finds a face in {len(hb)} ({100 * len(hb) / args.n:.0f} %); its box in 48-px frame units: "
              f"median x, y, w, h = {', '.join(f'{v:.2f}' for v in np.median(hb, 0))} "

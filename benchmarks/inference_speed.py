@@ -29,8 +29,8 @@ import torch
 from litefer import create_model
 from litefer.models.attention import CoordAttention
 from litefer.inference.align import CropSpec
-from litefer.inference.backends import ort_session, preprocess_numpy
-from litefer.data.transforms import Preprocess
+from litefer.inference.session import ort_session
+from litefer.preprocess import Preprocess
 from litefer.export import export_onnx
 from litefer.export import load_faces, quantize_int8
 from litefer.profile import environment, publish, torch_threads
@@ -44,7 +44,7 @@ def default_input_size() -> int:
     from litefer.inference.backends import DEFAULT_FILES, packaged_file
 
     try:
-        return int(read_card(packaged_file(DEFAULT_FILES["default"]["torch"])).preprocess["input_size"])
+        return read_card(packaged_file(DEFAULT_FILES["default"]["onnxruntime"])).preprocess.input_size
     except FileNotFoundError:
         return 64
 
@@ -67,7 +67,7 @@ def runners(name: str, size: int, threads: int, faces: np.ndarray, tmp: Path) ->
     """runtime label -> (batch-1 call, batch-64 call, file) for one model, size and thread count."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=8).eval()
-    pp = Preprocess(input_size=size, in_chans=3).to_dict()
+    pp = Preprocess(input_size=size, in_chans=3)
     files = {"ORT fp32": tmp / f"{name}_{size}.onnx"}
     export_onnx(model, files["ORT fp32"], size, 3)
     if any(isinstance(m, CoordAttention) for m in model.modules()):
@@ -75,8 +75,8 @@ def runners(name: str, size: int, threads: int, faces: np.ndarray, tmp: Path) ->
         export_onnx(model, files["ORT fp32 training form"], size, 3, inference=False)
     files["ORT INT8"] = tmp / f"{name}_{size}_int8.onnx"
     if not files["ORT INT8"].exists():
-        quantize_int8(files["ORT fp32"], files["ORT INT8"], preprocess_numpy(faces, pp))
-    x64 = preprocess_numpy(faces[np.arange(64) % len(faces)], pp)
+        quantize_int8(files["ORT fp32"], files["ORT INT8"], pp(faces))
+    x64 = pp(faces[np.arange(64) % len(faces)])
     x1, t1, t64 = x64[:1], torch.from_numpy(x64[:1]), torch.from_numpy(x64)
 
     def torch_run(x):

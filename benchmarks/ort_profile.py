@@ -138,14 +138,13 @@ def model_file(name: str, form: str, size: int, tmp: Path, calib: str) -> Path:
     export_onnx(model, path, size, 3, inference=form != "train")
     if form != "int8":
         return path
-    from litefer.data.transforms import Preprocess
     from litefer.export import load_faces, quantize_int8
     from litefer.inference.align import CropSpec
-    from litefer.inference.preprocess import preprocess_numpy
+    from litefer.preprocess import Preprocess
 
     faces = load_faces(calib, CropSpec(), "train", 256, seed=3)
     out = tmp / f"{name}_int8q_{size}.onnx"
-    quantize_int8(path, out, preprocess_numpy(faces, Preprocess(input_size=size, in_chans=3).to_dict()))
+    quantize_int8(path, out, Preprocess(input_size=size, in_chans=3)(faces))
     return out
 
 

@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from .utils import MissingExtra
+
 # subcommand -> module exposing ``add_arguments(parser)`` and ``main(args) -> int``
 COMMANDS = {
     "profile": ("litefer.profile", "params, GMac, sizes and latency of registered models"),
@@ -24,7 +26,7 @@ EXIT_HELP = """
 exit status: 0 done; 2 bad arguments, config, data or file (one-line message; --debug for the
 traceback); 1 an unexpected error; 130 interrupted (Ctrl-C); litefer predict also 1 when no input
 could be processed and 3 when some were skipped."""
-USER_ERRORS = (ValueError, OSError)      # bad config, data, weights or file: the message says what to fix
+USER_ERRORS = (ValueError, OSError, MissingExtra)   # bad config, data, weights or file, missing extra: the message says what to fix
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -109,12 +109,14 @@ class ModelFiles:
 
 def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
     """An ONNX export (with metadata) of a torch weights file, cached by the file's content hash."""
-    from ..utils import cache_dir, sha256_file
+    from ..utils import cache_dir, require, sha256_file
 
     cache = cache or (cache_dir() / "serve")
     digest = sha256_file(weights)
     out = cache / f"{weights.stem}-{digest[:16]}.onnx"
     if not out.is_file():
+        require("torch", "train", f"{weights}: the page's on-device mode needs it as ONNX, and turning a .pt "
+                                  f"file into one needs PyTorch; or pass its .onnx export (`litefer export`)")
         from ..export.core import export_with_metadata
 
         log.info("exporting %s to ONNX for the page's on-device mode: %s", weights, out)
