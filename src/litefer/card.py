@@ -207,14 +207,19 @@ def onnx_metadata(path: str | os.PathLike) -> dict | None:
         raise CardError(f"{path}: its litefer metadata is not JSON ({e})") from None
 
 
+def require_torch(path: str | os.PathLike):
+    """torch, or :class:`litefer.utils.MissingExtra` naming the weights file that needs it and the way out."""
+    return require("torch", "train", f"{path}: this weights file",
+                   f"or turn it into an .onnx file once where torch is installed (`litefer export --weights {path}`)")
+
+
 def read_weights(path: str | os.PathLike) -> dict:
     """The payload of a ``.pt`` weights file or run checkpoint (a run's ``last.pt`` gives its selected
     weights); the one reader of ``.pt`` files. Needs torch (``litefer[train]``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    torch = require("torch", "train", f"{path}: a .pt weights file needs PyTorch; or turn it into an .onnx "
-                                      f"file where torch is installed (`litefer export --weights {path}`) and use that")
+    torch = require_torch(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for corrupt archives

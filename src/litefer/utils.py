@@ -16,14 +16,15 @@ class MissingExtra(ImportError):
     The command line reports it in one line with exit status 2, like any other user error."""
 
 
-def require(module: str, extra: str, purpose: str):
-    """Import ``module`` or raise :class:`MissingExtra` saying what needed it and what to install."""
+def require(module: str, extra: str, what: str, hint: str = ""):
+    """Import ``module`` or raise :class:`MissingExtra`: ``what`` needs it, what to install, ``hint``."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtra(f"{purpose} ({module} is not installed: pip install 'litefer[{extra}]')") from None
+        raise MissingExtra(f"{what} needs {module}, which is not installed: pip install 'litefer[{extra}]'"
+                           + (f"; {hint}" if hint else "")) from None
 
 
 def _current_umask() -> int:

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..card import Card, read_card
-from ..utils import require
+from ..card import Card, read_card, require_torch
 from .files import BACKENDS, DEFAULT_FILES, DEFAULT_STEM, packaged_file, resolve_weights  # noqa: F401 (public here too)
 from .session import ort_session
 
@@ -55,8 +54,7 @@ class OnnxBackend(Backend):
 
 def torch_plugin(path: Path):
     """The torch backend module, or :class:`litefer.utils.MissingExtra` naming the file that needs it."""
-    require("torch", "train", f"{path}: {path.suffix or 'this'} weights need PyTorch; or convert them once "
-                              f"where torch is installed (`litefer export --weights {path}`) and use the .onnx")
+    require_torch(path)
     return importlib.import_module(TORCH_PLUGIN)
 
 

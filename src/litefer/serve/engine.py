@@ -115,8 +115,8 @@ def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
     digest = sha256_file(weights)
     out = cache / f"{weights.stem}-{digest[:16]}.onnx"
     if not out.is_file():
-        require("torch", "train", f"{weights}: the page's on-device mode needs it as ONNX, and turning a .pt "
-                                  f"file into one needs PyTorch; or pass its .onnx export (`litefer export`)")
+        require("torch", "train", f"{weights}: exporting it to ONNX for the page",
+                f"or serve its .onnx export (`litefer export --weights {weights}`)")
         from ..export.core import export_with_metadata
 
         log.info("exporting %s to ONNX for the page's on-device mode: %s", weights, out)
