@@ -142,7 +142,7 @@ class Output:
 
     # ---------------------------------------------------------------- final files and summary
     def finish(self, interrupted: bool = False) -> int:
-        from .recognizer import to_dataframe
+        from .recognizer import csv_text
 
         if self.args.json:
             text = json.dumps({"inputs": self.entries, "summary": self.summary_dict()}, indent=2) + "\n"
@@ -151,11 +151,11 @@ class Output:
             else:
                 atomic_write_text(self.args.json, text)
         if self.args.csv:
-            df = to_dataframe(self.results, class_names=self.class_names)
+            text = csv_text(self.results, class_names=self.class_names)
             if self.args.csv == "-":
-                sys.stdout.write(df.to_csv(index=False))
+                sys.stdout.write(text)
             else:
-                atomic_write_text(self.args.csv, df.to_csv(index=False))
+                atomic_write_text(self.args.csv, text)
         print(self.summary_text(interrupted), file=sys.stderr)
         processed = self.counts["images"] + self.counts["videos"] + self.counts["streams"]
         if interrupted:
