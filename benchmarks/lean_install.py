@@ -55,17 +55,17 @@ def source_files() -> list[Path]:
     return [Path(p) for p in listed if p and (ROOT / p).is_file()]
 
 
-def build_wheel(out_dir: Path, vendor: bool = True) -> Path:
+def build_wheel(out_dir: Path, vendor: Path | None = VENDOR) -> Path:
     """The wheel of the working tree, built from a clean copy (so no stale ``build/`` leaks in),
-    with the page's vendor files when ``vendor`` and the tree has them."""
+    with the page's vendor files copied from ``vendor`` when it exists (None: without them)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="litefer-src-") as tmp:
         src = Path(tmp)
         for rel in source_files():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, src / rel)
-        if vendor and VENDOR.is_dir():
-            shutil.copytree(VENDOR, src / VENDOR.relative_to(ROOT))
+        if vendor is not None and vendor.is_dir():
+            shutil.copytree(vendor, src / VENDOR.relative_to(ROOT))
         before = set(out_dir.glob("litefer-*.whl"))
         for old in before:
             old.unlink()
