@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,7 @@ class CheckFailed(RuntimeError):
 
 def run(cmd: list, cwd: Path | None = None, timeout: float = 900, env: dict | None = None) -> str:
     """Run ``cmd``; its stdout, or CheckFailed with the tail of its output."""
-    out = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    out = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
     if out.returncode != 0:
         tail = (out.stdout[-1500:] + "\n" + out.stderr[-3000:]).strip()
         raise CheckFailed(f"`{' '.join(map(str, cmd))}` exited with {out.returncode}:\n{tail}")
@@ -100,7 +99,7 @@ def tree_bytes(folder: Path) -> int:
 
 def installed(py: Path, name: str) -> bool:
     code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({name!r}) is None)"
-    return subprocess.run([py, "-c", code], capture_output=True).returncode == 0
+    return subprocess.run([py, "-c", code], capture_output=True, check=False).returncode == 0
 
 
 # ----------------------------------------------------------------------------- the checks
