@@ -105,18 +105,27 @@ IMPORT_LITEFER = "import time; t = time.perf_counter(); import litefer; print(ti
 IMPORT_ONNX = "import numpy, time; t = time.perf_counter(); import onnx; print(time.perf_counter() - t)"
 
 
-def timings(py: Path, backend: str, runs: int, cwd: Path) -> dict:
-    """``runs`` cold processes (median and range) and one steady-state process."""
-    cold = [probe(py, backend, False, cwd) for _ in range(runs)]
-    warm = probe(py, backend, True, cwd)
-    imports = [seconds(py, IMPORT_LITEFER, cwd) for _ in range(runs)]
+def timings(configs: dict, runs: int, cwd: Path) -> dict:
+    """For each (python, backend) of ``configs``: ``runs`` cold processes (median and range) and one
+    steady-state process, the configurations taking turns so that a change in load hits them alike."""
+    cold = {name: [] for name in configs}
+    imports = {name: [] for name in configs}
+    for _ in range(runs):
+        for name, (py, backend) in configs.items():
+            cold[name].append(probe(py, backend, False, cwd))
+            imports[name].append(seconds(py, IMPORT_LITEFER, cwd))
+    warm = {name: probe(py, backend, True, cwd)["steady"] for name, (py, backend) in configs.items()}
+    return {name: summary(cold[name], imports[name], warm[name]) for name in configs}
+
+
+def summary(cold: list[dict], imports: list[float], steady: dict) -> dict:
     first = [c["first_result_s"] for c in cold]
     return {"backend": cold[0]["backend"], "torch_imported": any(c["torch"] for c in cold),
             "onnx_imported": any(c["onnx"] for c in cold), "faces": cold[0]["faces"],
             "first_result_s": {"median": statistics.median(first), "min": min(first), "max": max(first)},
             "phases_s": {k: statistics.median(c[k] for c in cold) for k in ("import_s", "construct_s", "recognize_s")},
             "rss_mib_first": statistics.median(c["VmRSS"] for c in cold), "import_litefer_s": statistics.median(imports),
-            "steady": warm["steady"]}
+            "steady": steady}
 
 
 # ----------------------------------------------------------------------------- installs
@@ -157,10 +166,11 @@ def setup_times(work: Path, add: list[str]) -> dict:
     base = getattr(sys, "_base_executable", sys.executable)
     lean = fresh_clone(work / "clone-lean")
     make = ["make", "run", f"PYTHON={base}"] + ([f"LEAN_EXTRA={' '.join(add)}"] if add else [])
+    shown = " ".join(make).replace(base, "python3")
     full = fresh_clone(work / "clone-all")
     script = (f"{base} -m venv .venv && .venv/bin/pip install -q {TORCH} && .venv/bin/pip install -q -e '.[all]' && "
               ".venv/bin/litefer predict --sample --no-progress")
-    return {"lean": {"command": " ".join(make), "s": timed(make, lean)},
+    return {"lean": {"command": shown, "s": timed(make, lean)},
             "all": {"command": script.replace(base, "python3"), "s": timed(["bash", "-c", script], full)}}
 
 
@@ -266,7 +276,8 @@ def time_section(t: dict, onnx_import: float | None) -> list[str]:
             ("steady time per 64 crops (median of 15)", lambda r: f"{r['steady']['crops64_ms']:.1f} ms")]
     lines = ["## Time and memory", "",
              ("A new process imports litefer, builds `Recognizer(...)` and recognizes the packaged sample photo "
-             "(512 x 512, one face); first result = wall time from starting the process to that result. Default "
+             "(512 x 512, one face); first result = wall time from starting the process to that result; the three "
+             "configurations take turns, run after run. Default "
              "threads; flip TTA on, as the model card says (64 crops = 128 network passes)."), "",
              head, "|---|" + "---:|" * len(cols)]
     lines += ["| " + name + " | " + " | ".join(f(t[c]) for c in cols) + " |" for name, f in rows]
@@ -314,9 +325,9 @@ def measure(work: Path, runs: int, add: list[str]) -> dict:
     res["sizes"], py = installs(work, wheel, bare, add)
     cwd = work / "probe"
     cwd.mkdir(exist_ok=True)
-    res["timings"] = {"lean (onnxruntime)": timings(py["lean"], "onnxruntime", runs, cwd),
-                      "[all], onnxruntime": timings(py["all"], "onnxruntime", runs, cwd),
-                      "[all], default backend": timings(py["all"], "default", runs, cwd)}
+    res["timings"] = timings({"lean (onnxruntime)": (py["lean"], "onnxruntime"),
+                              "[all], onnxruntime": (py["all"], "onnxruntime"),
+                              "[all], default backend": (py["all"], "default")}, runs, cwd)
     if add and "onnx" in add:
         res["onnx_import_s"] = statistics.median(seconds(py["lean"], IMPORT_ONNX, cwd) for _ in range(runs))
     res["import_profile"] = import_profile(py["lean"], cwd)
