@@ -10,7 +10,7 @@
 2. Round trip (FER2013 ``PublicTest`` rows, not used in 1): the same upscaled, padded faces go
    through litefer's detector + crop, and the frame litefer recovers is compared with the true one
    (centre offset and scale in 48-pixel units, pixel correlation of the crop with the original).
-3. A real photo: the astronaut's face (scikit-image, public domain) cropped by both detectors, its
+3. A real photo: the astronaut's face (the packaged sample photo, public domain) cropped by both detectors, its
    own landmarks and intensity statistics placed within the FER2013 distributions, and a picture
    (``results/framing.png``) of FER2013 faces next to litefer's crops.
 
@@ -29,7 +29,6 @@ import numpy as np
 from litefer.inference.align import FER2013_TEMPLATE, HAAR_FRAME_SCALE, CropSpec, crop_face, frame_transform
 from litefer.data.ferplus import load_arrays, majority_labels
 from litefer.inference.detect import HaarDetector, YuNetDetector
-from litefer.inference.inputs import array_to_bgr
 from litefer.utils import atomic_write_bytes, atomic_write_text, hardware_summary
 
 UP, PAD = 4, 48          # FER faces are measured at 4x (192 px) with a 48 px replicated border
@@ -227,10 +226,10 @@ def main(argv=None) -> int:
                      f"{pct(r['scale'], 50):.3f} ({pct(r['scale'], 25):.3f}-{pct(r['scale'], 75):.3f}) | "
                      f"{pct(r['corr'], 50):.3f} |{acc}")
 
-    from skimage import data as skdata
-    photo = array_to_bgr(skdata.astronaut(), "rgb")
+    from litefer.inference.samples import sample_bgr
+    photo = sample_bgr()
     crops = []
-    lines += ["", "## 3. A real photo: the astronaut (scikit-image, public domain)", "",
+    lines += ["", "## 3. A real photo: the astronaut (packaged sample photo, public domain)", "",
               "| crop | eyes at (48-px frame) | mean grey (FER percentile) | std (FER percentile) | "
               "sharpness (FER percentile) |", "|---|---|---|---|---|"]
     yn_on_crop = cv2.FaceDetectorYN.create(args.yunet, "", (288, 288), 0.5, 0.3, 50) if yunet else None

@@ -140,9 +140,10 @@ def misfit_weights_probe(tmp: Path) -> tuple[str, str, str]:
 def write_face_video(path: Path, frames: int) -> Path:
     """An MJPG .avi of the astronaut photo at 320 x 320, ``frames`` frames long."""
     import cv2
-    from skimage import data
 
-    frame = cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (320, 320))
+    from litefer.inference.samples import sample_bgr
+
+    frame = cv2.resize(sample_bgr(), (320, 320))
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 320))
     for _ in range(frames):
         writer.write(frame)

@@ -117,15 +117,10 @@ def start_server(weights: str, workers: int | None, log: Path, extra: list[str])
 
 
 def astronaut_jpeg() -> bytes:
-    """scikit-image's astronaut photo (public domain) as a quality-90 JPEG."""
-    import io
+    """The packaged astronaut photo (public domain), a 512 x 512 JPEG, as its file's bytes."""
+    from litefer.inference.samples import sample_photo
 
-    from PIL import Image
-    from skimage import data
-
-    buf = io.BytesIO()
-    Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
+    return sample_photo().read_bytes()
 
 
 # ----------------------------------------------------------------------------- report

@@ -1,5 +1,5 @@
 """The page's published screenshot: ``litefer serve`` with the shipped model, the astronaut photo
-(scikit-image's public-domain portrait of Eileen Collins, a real face) analysed on-device in headless
+(NASA's public-domain portrait of Eileen Collins, packaged with litefer, a real face) analysed on-device in headless
 Chromium, as a user who picks an image would see it.
 
     .venv/bin/python benchmarks/serve_screenshot.py --out results/serve_screenshot.png
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     if not Path(args.chromium).is_file():
         raise SystemExit(f"serve_screenshot: Chromium not found at {args.chromium} (apt-get install chromium)")
     from litefer import Recognizer
-    from litefer.inference.predict import sample_photo
+    from litefer.inference.samples import sample_photo
 
     photo = sample_photo()
     with tempfile.TemporaryDirectory(prefix="litefer-shot-") as tmp:

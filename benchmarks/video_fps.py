@@ -6,7 +6,7 @@ frame of a downscaled frame, template tracking between; ``litefer.inference.trac
     .venv/bin/python benchmarks/video_fps.py --weights default --calib ../shared/data/fer2013 \
         --yunet ../shared/models/face_detection_yunet.onnx
 
-The video (300 frames, 30 fps) is made from scikit-image's public-domain astronaut photo: the face
+The video (300 frames, 30 fps) is made from the packaged public-domain astronaut photo: the face
 moves and zooms slowly over a 640x480 frame. Two numbers per configuration:
 
 * ``recognize_video`` fps: the whole API call over the file (crops of several frames batched);
@@ -33,13 +33,13 @@ import numpy as np
 
 from litefer import Recognizer
 from litefer.inference.backends import DEFAULT_FILES, packaged_file
-from litefer.inference.inputs import array_to_bgr, iter_frames
+from litefer.inference.inputs import iter_frames
 
 
 def make_video(path: Path, frames: int = 300, fps: float = 30.0) -> Path:
-    from skimage import data
+    from litefer.inference.samples import sample_bgr
 
-    photo = array_to_bgr(data.astronaut(), "rgb")
+    photo = sample_bgr()
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write mp4v video here")

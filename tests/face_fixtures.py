@@ -1,5 +1,5 @@
-"""Real-photo fixtures for the recognizer tests, generated from scikit-image's public-domain astronaut
-photo (ships in its wheel): image files in several formats, a two-face composite, a short video, and a
+"""Real-photo fixtures for the recognizer tests, generated from the public-domain astronaut photo that
+ships in litefer (``litefer.inference.samples``): image files in several formats, a two-face composite, a short video, and a
 randomly initialised checkpoint in the litefer weights format. Import the fixtures by name."""
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ FACE_CENTRE = (224.0, 113.0)
 
 
 def astronaut_rgb() -> np.ndarray:
-    from skimage import data
-    return data.astronaut()
+    from litefer.inference.samples import sample_rgb
+    return sample_rgb()
 
 
 def astronaut_bgr() -> np.ndarray:
-    return np.ascontiguousarray(astronaut_rgb()[..., ::-1])
+    from litefer.inference.samples import sample_bgr
+    return sample_bgr()
 
 
 def two_face_composite() -> np.ndarray:

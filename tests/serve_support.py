@@ -51,10 +51,10 @@ def make_weights(folder: Path) -> tuple[Path, Path]:
 
 
 def astronaut_rgb() -> np.ndarray:
-    """scikit-image's astronaut photo (Eileen Collins, NASA, public domain): 512 x 512 RGB, one face."""
-    from skimage import data
+    """The packaged sample photo (Eileen Collins, NASA, public domain): 512 x 512 RGB, one face."""
+    from litefer.inference.samples import sample_rgb
 
-    return data.astronaut()
+    return sample_rgb()
 
 
 def encode(rgb: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:

@@ -95,8 +95,8 @@ def test_usage_errors(checkpoint, photo_dir, tmp_path, capsys):
 def test_sample_photo_demo(checkpoint, tmp_path, capsys):
     assert cli(["predict", "--sample", "--weights", str(checkpoint), "--save-annotated", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "astronaut.png" in out and "177" in out
-    assert (tmp_path / "astronaut.png").is_file()
+    assert "astronaut.jpg" in out and "177" in out
+    assert (tmp_path / "astronaut.jpg").is_file()
 
 
 def test_exit_codes_tell_complete_partial_and_interrupted_runs(checkpoint, photo_dir, monkeypatch, capsys):

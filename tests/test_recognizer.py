@@ -165,10 +165,10 @@ def test_video_frame_skipping_and_tables(rec_torch, video_file, tmp_path):
         same = all_frames[r.frame].faces[0]
         assert r.faces[0].box == same.box
     assert len(list(rec_torch.recognize_video(video_file, every=2, max_frames=3))) == 3
-    df = litefer.write_csv(rec_torch.recognize_video(video_file, every=5), tmp_path / "clip.csv")
+    rows = litefer.write_csv(rec_torch.recognize_video(video_file, every=5), tmp_path / "clip.csv")
     back = pd.read_csv(tmp_path / "clip.csv")
     assert list(back["frame"]) == [0, 5] and set(CLASSES) <= set(back.columns)
-    assert list(df["label"]) == list(back["label"]) and (back["face"] == 0).all()
+    assert [r["label"] for r in rows] == list(back["label"]) and (back["face"] == 0).all()
 
 
 def test_unopenable_videos_raise_clear_errors(rec_torch, photo_dir, tmp_path):
@@ -190,6 +190,17 @@ def test_dataframe_rows_for_faces_empty_images_and_errors(rec_torch, photo_dir):
     faces_only = litefer.to_dataframe(rec_torch.recognize(photo_dir / "astronaut.png"))
     assert len(faces_only) == 1 and faces_only["label"].iloc[0] in CLASSES
     assert litefer.to_dataframe([]).empty
+
+
+def test_csv_needs_no_pandas_and_matches_the_dataframe(rec_torch, photo_dir, video_file, monkeypatch):
+    images = rec_torch.recognize_many([photo_dir / "two_faces.png", photo_dir / "no_face.png",
+                                       photo_dir / "truncated.jpg"])
+    frames = list(rec_torch.recognize_video(video_file, every=5))
+    wanted = [litefer.to_dataframe(r).to_csv(index=False) for r in (images, frames, [])]
+    monkeypatch.setitem(sys.modules, "pandas", None)           # `import pandas` now raises ImportError
+    assert [litefer.csv_text(r) for r in (images, frames, [])] == wanted
+    with pytest.raises(ImportError, match=r"pip install pandas \(or litefer\[all\]\)"):
+        litefer.to_dataframe(images)
 
 
 @pytest.mark.parametrize("size, chans, in_chans", [(48, 1, 3), (64, 1, 3), (48, 3, 3), (48, 3, 1), (100, 1, 1)])

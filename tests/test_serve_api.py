@@ -217,6 +217,33 @@ def test_openapi_and_docs_and_page(client):
         assert client.get(asset).status_code == 200
 
 
+def test_without_the_vendor_files_the_page_and_log_say_so_and_the_api_works(serve_model, tmp_path, monkeypatch,
+                                                                            caplog):
+    """A wheel built without `make web`: one warning line, a visible note on the page, the API intact."""
+    import logging
+
+    from litefer.serve import app as serve_app
+
+    monkeypatch.setattr(serve_app, "VENDOR_DIR", tmp_path / "vendor")          # absent
+    with caplog.at_level(logging.WARNING, logger="litefer.serve.app"):
+        app = serve_app.create_app(ServeConfig(weights=str(serve_model[1]), workers=1, queue=1))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "on-device mode is unavailable" in warned[0] and "API work" in warned[0]
+    with _testclient_class()(app) as c:
+        page = c.get("/").text
+        assert '<p id="vendor-note" class="warn">On-device mode is unavailable' in page
+        browser = c.get("/v1/model").json()["browser"]
+        assert browser["available"] is False and "make web" in browser["missing_hint"]
+        r = c.post("/v1/recognize", content=encode(astronaut_rgb(), "JPEG"))
+        assert r.status_code == 200 and len(r.json()["faces"]) == 1
+    vendor = tmp_path / "vendor"                                               # present: the note stays hidden
+    (vendor / "ort").mkdir(parents=True)
+    (vendor / "ort" / "ort.js").write_text("// stand-in\n")
+    (vendor / "manifest.json").write_text(json.dumps({"files": ["ort/ort.js"]}))
+    assert serve_app.vendor_manifest() is not None
+    assert '<p id="vendor-note" class="warn" hidden>' in serve_app.page_html(True)
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_cli_refuses_missing_weights_clearly(tmp_path):

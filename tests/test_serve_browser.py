@@ -1,6 +1,6 @@
 """The litefer page in headless Chromium (Debian's ``chromium`` package, driven by Playwright).
 
-The fake webcam plays a Y4M video made from scikit-image's astronaut photo. In both modes (frames
+The fake webcam plays a Y4M video made from the packaged astronaut photo. In both modes (frames
 sent to the server; everything on-device with opencv.js + onnxruntime-web) the page must show a face
 box and a label; screenshots go to tests/artifacts/. The on-device pipeline is then checked against
 Python on the same photo: the face box, the 48 x 48 crop, the model input tensor and the scores.

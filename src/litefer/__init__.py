@@ -15,6 +15,7 @@ _LAZY = {
     "ImageResult": "litefer.inference.recognizer",
     "to_dataframe": "litefer.inference.recognizer",
     "write_csv": "litefer.inference.recognizer",
+    "csv_text": "litefer.inference.recognizer",
     "InputError": "litefer.inference.inputs",
     "PriorError": "litefer.prior",
     "read_card": "litefer.card",

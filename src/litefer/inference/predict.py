@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
+from .samples import sample_photo
 from ..utils import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,6 @@ REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("emp
            ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file"),
            ("broken symbolic link", "broken link"), ("symbolic link loop", "link loop"),
            ("cannot read folder", "unreadable folder")]
-
-
-def sample_photo() -> Path:
-    """scikit-image's astronaut photo (Eileen Collins, NASA, public domain), shipped in its wheel."""
-    try:
-        import skimage
-    except ImportError:  # pragma: no cover - scikit-image is a dependency
-        raise InputError("--sample needs scikit-image (pip install scikit-image)") from None
-    path = Path(skimage.__file__).parent / "data" / "astronaut.png"
-    if not path.is_file():
-        raise InputError(f"{path}: scikit-image's sample photo is missing from this installation")
-    return path
 
 
 def reason_of(message: str) -> str:
@@ -153,7 +142,7 @@ class Output:
 
     # ---------------------------------------------------------------- final files and summary
     def finish(self, interrupted: bool = False) -> int:
-        from .recognizer import to_dataframe
+        from .recognizer import csv_text
 
         if self.args.json:
             text = json.dumps({"inputs": self.entries, "summary": self.summary_dict()}, indent=2) + "\n"
@@ -162,11 +151,11 @@ class Output:
             else:
                 atomic_write_text(self.args.json, text)
         if self.args.csv:
-            df = to_dataframe(self.results, class_names=self.class_names)
+            text = csv_text(self.results, class_names=self.class_names)
             if self.args.csv == "-":
-                sys.stdout.write(df.to_csv(index=False))
+                sys.stdout.write(text)
             else:
-                atomic_write_text(self.args.csv, df.to_csv(index=False))
+                atomic_write_text(self.args.csv, text)
         print(self.summary_text(interrupted), file=sys.stderr)
         processed = self.counts["images"] + self.counts["videos"] + self.counts["streams"]
         if interrupted:
@@ -335,7 +324,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="also read webcam INDEX "
                                                                              "(until --max-frames or Ctrl-C)")
     p.add_argument("--sample", action="store_true",
-                   help="add scikit-image's public-domain astronaut photo to the inputs (no download)")
+                   help="add the packaged sample photo (NASA's public-domain portrait of Eileen Collins) to the inputs")
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcam: analyse every N-th frame")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos/webcam: stop after N analysed frames")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",

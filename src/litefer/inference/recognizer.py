@@ -294,27 +294,59 @@ def _rows(results, class_names, include_empty: bool):
             yield row
 
 
+COLUMNS = ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", "detection_score"]
+TAIL_COLUMNS = ["face_px", "aligned", "angle", "issues", "error"]
+INT_COLUMNS = ("frame", "face", "x", "y", "w", "h", "face_px")
+
+
+def table(results, include_empty: bool = True, class_names: list[str] | None = None) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of the results table, one row per face (and per image or frame without faces
+    with ``include_empty``); ``frame`` and ``time`` are left out when no row is a video frame.
+    The one source of :func:`to_dataframe` and :func:`csv_text`, so that CSV needs no pandas."""
+    rows = list(_rows(results, class_names, include_empty))
+    if not rows:
+        return COLUMNS + TAIL_COLUMNS, []
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    if all(row["frame"] is None for row in rows):
+        columns = [c for c in columns if c not in ("frame", "time")]
+    return columns, rows
+
+
+def csv_text(results, include_empty: bool = True, class_names: list[str] | None = None) -> str:
+    """:func:`table` as CSV text (missing values empty), written with the standard library."""
+    return _format_csv(*table(results, include_empty, class_names))
+
+
+def _format_csv(columns: list[str], rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def to_dataframe(results, include_empty: bool = True, class_names: list[str] | None = None):
     """A pandas DataFrame with one row per face (and, with ``include_empty``, one row per image or
     frame without faces, its ``error`` filled when it was skipped). Accepts ImageResults (from
-    ``recognize_many`` / ``recognize_video``, a generator is consumed) or FaceResults."""
-    import pandas as pd
-
-    rows = list(_rows(results, class_names, include_empty))
-    cols = ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", "detection_score"]
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=cols + ["face_px", "aligned", "angle", "issues", "error"])
-    for c in ("frame", "face", "x", "y", "w", "h", "face_px"):
-        if c in df:
+    ``recognize_many`` / ``recognize_video``, a generator is consumed) or FaceResults.
+    pandas is not a dependency of litefer: :func:`write_csv` and :func:`csv_text` need none."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("litefer.to_dataframe needs pandas: pip install pandas (or litefer[all])") from None
+    columns, rows = table(results, include_empty, class_names)
+    df = pd.DataFrame(rows, columns=columns)
+    for c in INT_COLUMNS:
+        if c in df and not df.empty:
             df[c] = df[c].astype("Int64")
-    if df["frame"].isna().all():
-        df = df.drop(columns=["frame", "time"])
     return df
 
 
-def write_csv(results, path: str | os.PathLike, include_empty: bool = True) -> "object":
-    """Write :func:`to_dataframe` as CSV, atomically; returns the DataFrame."""
-    df = to_dataframe(results, include_empty)
-    atomic_write_text(path, df.to_csv(index=False))
-    return df
+def write_csv(results, path: str | os.PathLike, include_empty: bool = True) -> list[dict]:
+    """Write the results table (:func:`table`) as CSV, atomically, without pandas; returns its rows."""
+    columns, rows = table(results, include_empty)
+    atomic_write_text(path, _format_csv(columns, rows))
+    return rows

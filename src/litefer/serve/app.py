@@ -39,6 +39,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 VENDOR_DIR = STATIC_DIR / "vendor"
 EYE_CASCADE = "haarcascade_eye.xml"
 MULTIPART_OVERHEAD = 64 * 1024          # boundaries and part headers around the file in a form upload
+VENDOR_NOTE = '<p id="vendor-note" class="warn" hidden>'     # index.html's note, shown without the vendor files
 
 
 # ----------------------------------------------------------------------------- response schemas (docs)
@@ -96,6 +97,12 @@ def vendor_manifest() -> dict | None:
         return None
     missing = [f for f in manifest.get("files", []) if not (VENDOR_DIR / f).is_file()]
     return None if missing else manifest
+
+
+def page_html(vendor_present: bool) -> str:
+    """index.html, with its note that the on-device mode is unavailable shown when the vendor files are missing."""
+    html = (STATIC_DIR / "index.html").read_text()
+    return html if vendor_present else html.replace(VENDOR_NOTE, VENDOR_NOTE.replace(" hidden>", ">"))
 
 
 def cascade_dir() -> Path:
@@ -232,6 +239,9 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     pool = RecognizerPool(make_recognizer_factory(cfg, model), cfg.workers, cfg.capacity)
     started = time.time()
     model_name = model.name
+    if vendor_manifest() is None:
+        log.warning("the page's on-device mode is unavailable: no onnxruntime-web / opencv.js in %s (run `make web` "
+                    "before building or installing litefer); server mode and the API work", VENDOR_DIR)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -334,7 +344,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def index():
-        return HTMLResponse((STATIC_DIR / "index.html").read_text(), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(page_html(vendor_manifest() is not None), headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
