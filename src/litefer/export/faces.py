@@ -4,8 +4,9 @@
   split, parity samples the validation split, accuracy scores the whole validation split;
 * a folder of images: small images (at most twice the crop side) are taken as face crops as they
   are, larger ones as photos whose faces are detected and cropped like the recognizer does;
-* ``astronaut`` (the default parity source): the face of scikit-image's public-domain astronaut
-  photo with a few deterministic variations (mirror, rotation, shift, light, blur).
+* ``astronaut`` (the default parity source): the face of the public-domain astronaut photo that
+  ships in the package (``litefer.inference.samples``) with a few deterministic variations (mirror,
+  rotation, shift, light, blur).
 """
 from __future__ import annotations
 
@@ -38,12 +39,11 @@ def _to_spec(img_bgr: np.ndarray, spec: CropSpec) -> np.ndarray:
 def astronaut_faces(spec: CropSpec, n: int = 32) -> np.ndarray:
     """``n`` crops of the astronaut photo's face under deterministic variations of pose and light."""
     import cv2
-    from skimage import data
 
     from ..inference.detect import HaarDetector
-    from ..inference.inputs import array_to_bgr
+    from ..inference.samples import sample_bgr
 
-    photo = array_to_bgr(data.astronaut(), "rgb")
+    photo = sample_bgr()
     det = HaarDetector().detect(photo)[0]
     rng = np.random.default_rng(0)
     out = []
