@@ -65,3 +65,14 @@ def test_eval_cli_backend_flag_and_old_spellings(checkpoint, fer, tmp_path, caps
     assert "positional WEIGHTS argument is deprecated" in err and "--no-tta-flip is deprecated" in err
     assert cli(["eval", "--weights", str(checkpoint), "--data", str(fer), "--dataset", "rafdb"]) == 2
     assert capsys.readouterr().err.startswith("litefer eval: error: ")
+
+
+def test_a_prototype_classifier_is_refused_by_onnxruntime(checkpoint, fer, tmp_path):
+    import torch
+
+    payload = torch.load(checkpoint, weights_only=True)
+    payload.update(prototypes=torch.zeros(8, 640), classifier="nearest_centre")
+    torch.save(payload, tmp_path / "proto.pt")
+    with pytest.raises(ValueError, match="proto.pt: the model classifies by prototypes"):
+        evaluate_weights(tmp_path / "proto.pt", data=str(fer), backend="onnxruntime")
+    assert evaluate_weights(tmp_path / "proto.pt", data=str(fer))["classifier"] == "nearest_centre"

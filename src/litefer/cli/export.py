@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..export.core import FORMATS
 
     options.add_weights(p, "weights file or run checkpoint (.pt), or 'default' for the packaged model",
-                        positional_alias=True)
+                        positional_alias=True, default=None)
     p.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
     p.add_argument("--out", default=None, help="output file (default: next to the weights, "
                                                 "<stem>.onnx / <stem>_int8.onnx / <stem>.ts)")

@@ -52,9 +52,13 @@ def add_debug(p: argparse.ArgumentParser, top_level: bool = False) -> None:
     p.add_argument("--debug", action="store_true", default=default, help=DEBUG_HELP)
 
 
-def add_weights(p: argparse.ArgumentParser, help: str = WEIGHTS_HELP, positional_alias: bool = False) -> None:
-    """``--weights`` (default 'default'); ``positional_alias`` also takes the old positional spelling."""
-    p.add_argument("--weights", default=None, metavar="WEIGHTS", help=f"{help} (default: {DEFAULT_WEIGHTS})")
+def add_weights(p: argparse.ArgumentParser, help: str = WEIGHTS_HELP, positional_alias: bool = False,
+                default: str | None = DEFAULT_WEIGHTS) -> None:
+    """``--weights``; ``positional_alias`` also takes the old positional spelling. ``default=None``
+    makes the flag required (export: writing next to the packaged model must be asked for)."""
+    p.add_argument("--weights", default=None, metavar="WEIGHTS",
+                   help=f"{help} (default: {default})" if default else f"{help} (required)")
+    p.set_defaults(_weights_default=default)
     if positional_alias:
         p.add_argument("_old_weights", nargs="?", default=argparse.SUPPRESS, action=_OldPositionalWeights,
                        help=argparse.SUPPRESS)
@@ -67,7 +71,9 @@ def resolve_weights_flag(args: argparse.Namespace) -> None:
     old = getattr(args, "_positional_weights", None)
     if old is not None and args.weights is not None:
         raise UsageError(f"give the weights once: --weights {args.weights} or the deprecated positional {old}")
-    args.weights = old or args.weights or DEFAULT_WEIGHTS
+    args.weights = old or args.weights or args._weights_default
+    if args.weights is None:
+        raise UsageError("give the weights: --weights PATH, or --weights default for the packaged model")
 
 
 def add_backend(p: argparse.ArgumentParser, default: str | None, default_help: str) -> None:

@@ -165,7 +165,7 @@ def _priors(card, model_classifier: str) -> tuple[dict, str | None]:
     return {"dataset": None, "balanced": log_weights("balanced", card)}, None
 
 
-def _eval_split(card, data_cfg: dict, split: str, channels: int):
+def eval_split(card, data_cfg: dict, split: str, channels: int):
     """The split to score, checked to hold the model's classes in its output order."""
     from ..data import load_split
 
@@ -193,7 +193,7 @@ def score_split(model, meta: dict, card, data_cfg: dict, split: str, tta: bool, 
                 device="cpu") -> dict:
     """Report on one split, scored by the torch ``model`` (logits, or its prototypes when it has them)."""
     pp = Preprocess.from_dict(meta["preprocess"])
-    ds = _eval_split(card, data_cfg, split, pp.in_chans)
+    ds = eval_split(card, data_cfg, split, pp.in_chans)
     kwargs = {"batch_size": batch_size, "device": device, "tta_flip": tta}
     prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
     if prototypes is None:
@@ -216,7 +216,7 @@ def score_split_backend(backend, data_cfg: dict, split: str, tta: bool, batch_si
 
     Faces load in RGB (grey for FERPlus); the backend's own preprocessing maps them to the model's
     channels, as it does for crops from photos."""
-    ds = _eval_split(backend.card, data_cfg, split, 3)
+    ds = eval_split(backend.card, data_cfg, split, 3)
     return split_report(backend_logits(backend, ds, tta, batch_size), ds, backend.card, "logits", data_cfg,
                         split, tta)
 
@@ -241,12 +241,22 @@ def evaluate_weights(weights="default", data: str | None = None, dataset: str | 
         return _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads)
     from ..inference.backends import create_backend
 
+    _check_logits_model(weights)
     runner = create_backend(weights, backend, device, threads)
     card = runner.card
     data_cfg = _data_config({}, card, data, dataset, label_mode)
     tta = card.tta_flip if tta is None else tta
     report = score_split_backend(runner, data_cfg, split, tta, batch_size)
     return _describe(report, weights, card.source, card, backend)
+
+
+def _check_logits_model(weights) -> None:
+    """ONNX Runtime runs the network's logits: a model that classifies by prototypes (Table 6) needs torch."""
+    from ..weights import read_weights
+
+    path = Path(str(weights))
+    if path.suffix.lower() in (".pt", ".pth") and read_weights(path).get("prototypes") is not None:
+        raise ValueError(f"{path}: the model classifies by prototypes, which only --backend torch scores")
 
 
 def _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads) -> dict:
