@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -22,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_eval(data: str, backend: str | None, out: Path) -> dict:
     """One ``litefer eval`` in a fresh process: its report, the command and its wall time."""
-    argv = ["eval", "--weights", "default", "--data", data, "--json", str(out)]
-    argv += ["--backend", backend] if backend else []
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "litefer", *argv], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    return {"command": shlex.join(["litefer", *argv[:-2]]), "seconds": time.perf_counter() - start,
-            "report": json.loads(out.read_text())}
+    argv = ["eval", "--weights", "default", "--data", data] + (["--backend", backend] if backend else [])
+    load, start = os.getloadavg()[0], time.perf_counter()
+    subprocess.run([sys.executable, "-m", "litefer", *argv, "--json", str(out)], check=True, cwd=REPO,
+                   stdout=subprocess.DEVNULL)
+    return {"command": shlex.join(["litefer", *argv]), "seconds": time.perf_counter() - start,
+            "load_before": load, "report": json.loads(out.read_text())}
 
 
 def per_face(data: str) -> dict:
@@ -36,7 +37,7 @@ def per_face(data: str) -> dict:
     from litefer.data import Preprocess
     from litefer.inference.backends import create_backend
     from litefer.inference.files import resolve_weights
-    from litefer.train.evaluate import eval_split, backend_logits, eval_data_config, predict_logits
+    from litefer.train.evaluate import backend_logits, eval_data_config, eval_split, predict_logits
     from litefer.weights import load_checkpoint_model
 
     model, meta = load_checkpoint_model(resolve_weights("default", "torch")[0])
@@ -50,12 +51,13 @@ def per_face(data: str) -> dict:
 
 
 def markdown(runs: dict, faces: dict, hardware: str, versions: str) -> str:
-    rows = ["| backend | command | accuracy (prior=dataset) | prior=balanced | loss | wall time |",
+    rows = ["| backend | command | accuracy (prior=dataset) | prior=balanced | loss | wall time (load before) |",
             "|---|---|---:|---:|---:|---:|"]
     for name, r in runs.items():
         rep = r["report"]
         rows.append(f"| {name} | `{r['command']}` | **{100 * rep['accuracy']:.2f} %** | "
-                    f"{100 * rep['priors']['balanced']['accuracy']:.2f} % | {rep['loss']:.5f} | {r['seconds']:.0f} s |")
+                    f"{100 * rep['priors']['balanced']['accuracy']:.2f} % | {rep['loss']:.5f} | {r['seconds']:.0f} s "
+                    f"({r['load_before']:.1f}) |")
     a, b = (runs[k]["report"] for k in ("onnxruntime", "torch"))
     same = a["confusion"] == b["confusion"] and a["priors"]["balanced"]["confusion"] == b["priors"]["balanced"]["confusion"]
     return "\n".join([
@@ -66,6 +68,8 @@ def markdown(runs: dict, faces: dict, hardware: str, versions: str) -> str:
         "preprocessing, as `litefer predict` runs the model.", "",
         f"- hardware: {hardware}", f"- software: {versions}",
         "- made by: `.venv/bin/python benchmarks/eval_onnx.py --data ../shared/data/fer2013`", "", *rows, "",
+        "Wall time is the whole command in a new process (imports, data loading, scoring) on a machine "
+        "other jobs shared (1-minute load average before each run in brackets).", "",
         f"Confusion matrices (both priors) {'identical' if same else 'DIFFERENT'}. Face by face: "
         f"{100 * faces['top1_agreement']:.2f} % top-1 agreement over {faces['faces']} faces, largest logit "
         f"difference {faces['max_abs_logit_diff']:.1e}.", ""])
