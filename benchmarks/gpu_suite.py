@@ -226,7 +226,6 @@ def suite(args) -> dict:
            "LITEFER_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
     os.environ["LITEFER_CACHE"] = env["LITEFER_CACHE"]
     tiny = args.dry_run
-    device = "cpu" if tiny else "cuda"
 
     # 1. unpack and parse the data (CPU) while the benchmark measures the GPU
     data_state: dict = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import loadtest as L
 from serve_load import CpuMeter, astronaut_jpeg, start_server
-from litefer.utils import atomic_open, atomic_write_text, hardware_summary, remove_stale_temp_files
+from litefer.utils import atomic_write_text, hardware_summary, remove_stale_temp_files
 
 T = "tests/"
 

@@ -202,7 +202,7 @@ def test_majority_rows_keep_soft_targets_on_the_papers_rows(tmp_path):
 def test_eval_scores_majority_rows_and_both_priors(with_prior, tmp_path, capsys):
     expected = write_ferplus(tmp_path / "fer", {"Training": 40, "PublicTest": 30})
     report = tmp_path / "e.json"
-    assert cli(["eval", str(with_prior), "--data", str(tmp_path / "fer"), "--dataset", "ferplus",
+    assert cli(["eval", "--weights", str(with_prior), "--data", str(tmp_path / "fer"), "--dataset", "ferplus",
                 "--json", str(report), "--markdown", str(tmp_path / "e.md")]) == 0
     r = json.loads(report.read_text())
     md = (tmp_path / "e.md").read_text()
@@ -213,7 +213,7 @@ def test_eval_scores_majority_rows_and_both_priors(with_prior, tmp_path, capsys)
     assert set(r["priors"]["balanced"]["per_class_recall"]) == set(CLASSES)
     text = capsys.readouterr().out
     assert "prior=balanced: accuracy" in text and "recall: neutral" in text
-    assert cli(["eval", str(with_prior), "--data", str(tmp_path / "fer"), "--dataset", "ferplus",
+    assert cli(["eval", "--weights", str(with_prior), "--data", str(tmp_path / "fer"), "--dataset", "ferplus",
                 "--label-mode", "crossentropy", "--json", str(report)]) == 0
     assert json.loads(report.read_text())["n"] > expected["PublicTest"]        # ties are kept as distributions
 
@@ -263,7 +263,7 @@ def test_eval_on_the_packaged_default_reproduces_its_card(tmp_path):
         pytest.skip(f"FERPlus is absent on this machine ({FER})")
     card = read_card(packaged_file(DEFAULT_FILES["default"]["torch"]))
     report = tmp_path / "val.json"
-    assert cli(["eval", "default", "--data", str(FER), "--json", str(report)]) == 0
+    assert cli(["eval", "--weights", "default", "--data", str(FER), "--json", str(report)]) == 0
     r = json.loads(report.read_text())
     assert r["n"] == 3199 and r["tta_flip"] is True
     for prior, figures in card.info["validation"]["prior"].items():

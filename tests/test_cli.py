@@ -1,15 +1,24 @@
-"""The command line dispatcher."""
+"""The command line: the dispatcher, its exit statuses, the shared flags and their old spellings."""
+import ast
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 
-from litefer.cli import COMMANDS, build_parser, main
+import pytest
+from face_fixtures import checkpoint, onnx_file, photo_dir  # noqa: F401
+
+import litefer
+from litefer.cli import COMMANDS, build_parser, command_module, main
+from litefer.cli.options import CommandFailed, UsageError, resolve_weights_flag
+
+MODEL_COMMANDS = ("eval", "export", "predict", "serve")
 
 
 def test_every_subcommand_builds_its_parser():
-    import importlib
     build_parser()                                   # every module's add_arguments runs
-    for name, (module, _) in COMMANDS.items():
-        mod = importlib.import_module(module)
+    for name in COMMANDS:
+        mod = importlib.import_module(command_module(name))
         assert callable(mod.add_arguments) and callable(mod.main), name
 
 
@@ -19,11 +28,95 @@ def test_predict_parser_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_predict_on_an_onnx_model_never_imports_torch(onnx_file, photo_dir):
+    code = ("import sys; from litefer.cli import main; code = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", code, "predict", str(photo_dir / "astronaut.png"), "--weights",
+                          str(onnx_file), "--threads", "1", "--no-progress"], check=False, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "astronaut.png" in out.stdout
+
+
+def test_no_module_outside_litefer_cli_imports_argparse():
+    root = Path(litefer.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if path.relative_to(root).parts[0] == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(root)}:{node.lineno}" for n in names if n.split(".")[0] == "argparse"]
+    assert not offenders, offenders
+    assert "argparse" in (root / "cli" / "options.py").read_text()       # the check looks where argparse is
+
+
+def _parse(argv):
+    args = build_parser(argv[0]).parse_args(argv)
+    resolve_weights_flag(args)
+    return args
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+def test_every_command_with_a_model_takes_weights(command):
+    if command == "export":                     # would write next to the packaged model: must be asked for
+        with pytest.raises(UsageError, match="give the weights: --weights PATH"):
+            _parse([command])
+    else:
+        assert _parse([command]).weights == "default"
+    assert _parse([command, "--weights", "w.onnx"]).weights == "w.onnx"
+    parser = build_parser(command)
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    text = sub.format_help()
+    assert "--weights WEIGHTS" in text and "flip" not in text and "_old_weights" not in text
+
+
+def test_mirror_averaging_is_tta_in_every_command_that_has_it():
+    for command in ("eval", "predict"):
+        assert _parse([command, "--tta"]).tta is True and _parse([command, "--no-tta"]).tta is False
+        assert _parse([command]).tta is None                               # as the model card says
+
+
+def test_deprecated_spellings_still_work_with_a_warning(capsys):
+    args = _parse(["eval", "run/best.pt", "--tta-flip"])
+    assert args.weights == "run/best.pt" and args.tta is True
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("deprecated" in line for line in err)
+    assert "--weights run/best.pt" in err[0] and "use --tta" in err[1]
+    assert _parse(["eval", "--no-tta-flip"]).tta is False
+    assert "--no-tta-flip is deprecated" in capsys.readouterr().err
+    assert _parse(["export", "w.pt", "--format", "onnx"]).weights == "w.pt"
+    assert "positional WEIGHTS argument is deprecated" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="give the weights once"):
+        _parse(["export", "a.pt", "--weights", "b.pt"])
+
+
+def _failing(monkeypatch, error):
+    def raise_it(args):
+        raise error
+    monkeypatch.setattr(importlib.import_module(command_module("fetch")), "main", raise_it)
+
+
+@pytest.mark.parametrize("error, status, line", [
+    (UsageError("--every must be >= 1"), 2, "litefer fetch: error: --every must be >= 1\n"),
+    (FileNotFoundError("w.pt does not exist"), 2, "litefer fetch: error: w.pt does not exist\n"),
+    (CommandFailed("parity check failed"), 1, "litefer fetch: error: parity check failed\n"),
+    (KeyError("stem"), 1, "litefer fetch: error: KeyError: 'stem' (--debug shows the traceback)\n"),
+    (KeyboardInterrupt(), 130, "litefer fetch: interrupted\n"),
+])
+def test_errors_become_one_line_and_an_exit_status(monkeypatch, capsys, error, status, line):
+    _failing(monkeypatch, error)
+    assert main(["fetch", "yunet"]) == status
+    assert capsys.readouterr().err == line
+    with pytest.raises(type(error)):
+        main(["fetch", "yunet", "--debug"])
+
+
 def test_unknown_command_is_an_error(capsys):
-    try:
+    with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
-    except SystemExit as e:
-        assert e.code == 2
+    assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 
 
@@ -45,20 +138,15 @@ def test_config_and_data_errors_are_one_line_with_debug_for_the_traceback(tmp_pa
     assert main(["train", cfg, "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("litefer train: error: FERPlus root") and err.count("\n") == 1 and "no_data" in err
+    assert main(["train"]) == 2
+    assert capsys.readouterr().err == "litefer train: error: give a config file, or --resume RUN_DIR\n"
     from litefer.train.config import ConfigError
 
     for argv in (["--debug", "train", cfg, "--set", "optim.epochs=0"], ["train", cfg, "--set", "optim.epochs=0", "--debug"]):
-        try:
+        with pytest.raises(ConfigError, match=r"optim.epochs must be in \[1, inf\), got 0"):
             main(argv)
-        except ConfigError as e:
-            assert "optim.epochs must be in [1, inf), got 0" in str(e)
-        else:
-            raise AssertionError(f"--debug did not let the error through: {argv}")
 
 
-def test_unexpected_errors_name_their_type():
-    from litefer.cli import error_line
-
-    assert error_line("export", ValueError("bad file x.pt")) == "litefer export: error: bad file x.pt"
-    assert error_line("export", KeyError("stem")) == \
-        "litefer export: error: KeyError: 'stem' (--debug shows the traceback)"
+def test_usage_errors_of_predict_exit_2(photo_dir, capsys):
+    assert main(["predict", str(photo_dir), "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == "litefer predict: error: --batch-size must be >= 1, got 0\n"

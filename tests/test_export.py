@@ -38,7 +38,7 @@ def calib_dir(tmp_path_factory):
 
 def test_onnx_export_cli_checks_parity_and_embeds_metadata(checkpoint, rec_torch, photo_dir, tmp_path, capsys):
     out, report = tmp_path / "m.onnx", tmp_path / "report.json"
-    assert cli(["export", str(checkpoint), "--format", "onnx", "--out", str(out), "--report", str(report)]) == 0
+    assert cli(["export", "--weights", str(checkpoint), "--format", "onnx", "--out", str(out), "--report", str(report)]) == 0
     text = capsys.readouterr().out
     assert "max abs logit difference vs torch" in text and "Checks: passed" in text
     r = json.loads(report.read_text())
@@ -88,7 +88,7 @@ def test_int8_export_with_calibration_on_face_crops(checkpoint, calib_dir, rec_t
 
 def test_int8_quantize_stem_option(checkpoint, calib_dir, tmp_path, capsys):
     out = tmp_path / "all_int8.onnx"
-    code = cli(["export", str(checkpoint), "--format", "onnx-int8", "--out", str(out), "--calib", str(calib_dir),
+    code = cli(["export", "--weights", str(checkpoint), "--format", "onnx-int8", "--out", str(out), "--calib", str(calib_dir),
                 "--parity-size", "8", "--min-agreement", "0", "--quantize-stem", "--report", str(tmp_path / "r.json")])
     assert code == 0 and out.is_file()
     assert json.loads((tmp_path / "r.json").read_text())["calibration"]["float_nodes"] == []
@@ -114,16 +114,16 @@ def test_int8_accuracy_on_a_ferplus_root(checkpoint, tmp_path):
 
 def test_failed_parity_writes_nothing_and_exits_1(checkpoint, tmp_path, capsys):
     out = tmp_path / "never.onnx"
-    code = cli(["export", str(checkpoint), "--out", str(out), "--max-diff", "0", "--parity-size", "4"])
+    code = cli(["export", "--weights", str(checkpoint), "--out", str(out), "--max-diff", "0", "--parity-size", "4"])
     assert code == 1 and not out.exists()
     assert "not written, check failed: max abs logit difference" in capsys.readouterr().err
 
 
 def test_export_usage_errors(checkpoint, tmp_path, capsys):
-    assert cli(["export", str(checkpoint), "--format", "onnx-int8", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert cli(["export", "--weights", str(checkpoint), "--format", "onnx-int8", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "onnx-int8 needs calibration faces" in capsys.readouterr().err
-    assert cli(["export", str(tmp_path / "none.pt")]) == 2
+    assert cli(["export", "--weights", str(tmp_path / "none.pt")]) == 2
     assert "none.pt does not exist" in capsys.readouterr().err
     (tmp_path / "emptydir").mkdir()
-    assert cli(["export", str(checkpoint), "--faces", str(tmp_path / "emptydir"), "--out", str(tmp_path / "y.onnx")]) == 2
+    assert cli(["export", "--weights", str(checkpoint), "--faces", str(tmp_path / "emptydir"), "--out", str(tmp_path / "y.onnx")]) == 2
     assert "no image files" in capsys.readouterr().err

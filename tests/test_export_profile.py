@@ -55,6 +55,6 @@ def test_profile_cli(tmp_path, capsys):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_profile_cli_rejects_unknown_model():
-    with pytest.raises(SystemExit, match="unknown model"):
-        cli.main(["profile", "nope", "--no-latency"])
+def test_profile_cli_rejects_unknown_model(capsys):
+    assert cli.main(["profile", "nope", "--no-latency"]) == 2
+    assert "litefer profile: error: unknown model(s) nope; available: " in capsys.readouterr().err

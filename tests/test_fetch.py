@@ -76,5 +76,5 @@ def test_fetch_yunet_then_the_detector_needs_no_path(tmp_path, capsys):
 
 def test_cli_reports_a_bad_checksum_without_traceback(tmp_path, capsys):
     src, _ = _file(tmp_path)
-    assert cli.main(["fetch", src.as_uri(), "--sha256", "0" * 64]) == 1
+    assert cli.main(["fetch", src.as_uri(), "--sha256", "0" * 64]) == 2
     assert "does not match" in capsys.readouterr().err

@@ -372,7 +372,7 @@ def test_centre_only_run_classifies_by_its_learned_centres(rafdb_table6):
         assert report["accuracy"] == pytest.approx(final[name]["accuracy"])
     # `litefer eval` on the checkpoint uses the same centres
     report_path = run_dir.parent / "eval.json"
-    assert cli(["eval", str(run_dir / "best.pt"), "--split", "test", "--json", str(report_path)]) == 0
+    assert cli(["eval", "--weights", str(run_dir / "best.pt"), "--split", "test", "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["confusion"] == final["test"]["confusion"] and report["classifier"] == "nearest_centre"
 

@@ -133,7 +133,7 @@ def test_train_kill_resume_eval(tmp_path):
     assert list((run / "tb").glob("events.out.tfevents.*"))
 
     # litefer eval on the selected checkpoint, JSON output
-    ev = _cli("eval", run / "best.pt", "--split", "val", "--tta-flip", "--json", tmp_path / "eval.json",
+    ev = _cli("eval", "--weights", run / "best.pt", "--split", "val", "--tta", "--json", tmp_path / "eval.json",
               env_extra=env)
     out, _ = ev.communicate(timeout=120)
     assert ev.returncode == 0, out

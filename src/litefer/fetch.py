@@ -9,10 +9,8 @@ then finds the cached file without a path.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -126,28 +124,3 @@ def fetch(name_or_url: str, url: str | None = None, sha256: str | None = None, o
     finally:
         staging.unlink(missing_ok=True)
     return dest
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", nargs="?", help=f"a known name ({', '.join(sorted(KNOWN))}) or an http(s)/file URL")
-    p.add_argument("--url", default=None, help="fetch a known name from this address instead (mirror or file://)")
-    p.add_argument("--sha256", default=None, help="expected SHA-256 of the file; a mismatch is an error")
-    p.add_argument("--out", default=None, help="where to write it (default: <cache>/models/<file name>)")
-    p.add_argument("--force", action="store_true", help="download again even if the file is cached")
-    p.add_argument("--list", action="store_true", help="list the known sources and whether each is cached")
-
-
-def main(args) -> int:
-    if args.list or not args.source:
-        for name, src in sorted(KNOWN.items()):
-            have = cached_path(name)
-            print(f"{name:8s} {'cached at ' + str(have) if have else 'not fetched'}\n         {src.about}\n"
-                  f"         from {src.url}")
-        return 0
-    try:
-        path = fetch(args.source, url=args.url, sha256=args.sha256, out=args.out, force=args.force)
-    except (OSError, ValueError) as e:
-        print(f"litefer fetch: {e}", file=sys.stderr)
-        return 1
-    print(f"{path}  sha256 {sha256_file(path)}")
-    return 0

@@ -8,7 +8,6 @@ validation figures for ``prior="dataset"`` and ``prior="balanced"``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -132,20 +131,3 @@ def package_run(run_dir: str | Path, out_dir: str | Path, name: str, data_root: 
     card.info.update(sha256=sha256_file(pt_path), file_bytes=pt_path.stat().st_size)
     write_json(card, out_dir / f"{name}.json")
     return card.to_dict()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a finished run directory (with best.pt)")
-    p.add_argument("--name", required=True, help="file stem, e.g. litefer_cpsca112_ferplus")
-    p.add_argument("--out", default="src/litefer/weights", help="output folder")
-    p.add_argument("--data", default=None, help="data root: measure the training prior and the validation figures")
-    p.add_argument("--majority-rows", action="store_true",
-                   help="FERPlus: the run trained on the majority-label rows only (data.majority_rows)")
-    p.add_argument("--note", default=None, help="a free-text note stored in the card (e.g. known limits)")
-
-
-def main(args) -> int:
-    card = package_run(args.run_dir, args.out, args.name, args.data, args.note, args.majority_rows)
-    print(json.dumps({k: card.get(k) for k in ("model_name", "class_names", "class_prior", "val_accuracy",
-                                               "validation", "sha256", "file_bytes")}, indent=2))
-    return 0

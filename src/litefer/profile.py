@@ -12,14 +12,11 @@ One row per (model, input size), like the paper's Table 2, with every unit and c
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime as _dt
 import os
 import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -237,7 +234,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _by_size(rows: list[dict]) -> dict[int, list[dict]]:
+def rows_by_size(rows: list[dict]) -> dict[int, list[dict]]:
     groups: dict[int, list[dict]] = {}
     for r in rows:
         groups.setdefault(r["input_size"], []).append(r)
@@ -270,20 +267,6 @@ def publish(out: str, text: str, payload: dict) -> None:
     atomic_write_text(f"{out}.md", text)
     atomic_write_json(f"{out}.json", payload)
     print(text)
-
-
-def command_line(args: argparse.Namespace) -> str:
-    """The command that produced a report: the real argv when run as ``litefer``, else its equivalent."""
-    if Path(sys.argv[0]).name == "litefer" and sys.argv[1:2] == ["profile"]:
-        return shlex.join(["litefer", *sys.argv[1:]])
-    parts = ["litefer", "profile", *(["--all"] if args.all else args.models)]
-    parts += ["--sizes", *map(str, args.sizes), "--num-classes", str(args.num_classes),
-              "--in-chans", str(args.in_chans), "--threads", str(args.threads), "--repeats", str(args.repeats)]
-    parts += ["--no-latency"] if args.no_latency else []
-    parts += ["--json", str(args.json)] if args.json else []
-    parts += ["--markdown", str(args.markdown)] if args.markdown else []
-    parts += ["--note", args.note] if args.note else []
-    return shlex.join(parts)
 
 
 # ----------------------------------------------------------------------------- report
@@ -338,63 +321,10 @@ def markdown_report(rows: list[dict], env: dict, command: str, settings: dict, n
               else "; latency not measured (--no-latency)")]
     if note:
         out += ["", f"**Note:** {note}"]
-    for size, group in _by_size(rows).items():
+    for size, group in rows_by_size(rows).items():
         out += ["", f"## {size}×{size} input", "", markdown_table(group)]
     out += ["", "Columns:", ""] + [f"- **{h}**: {text}" for h, text in LEGEND]
     comparison = paper_comparison(rows)
     if comparison:
         out += ["", comparison]
     return "\n".join(out) + "\n"
-
-
-# ----------------------------------------------------------------------------- CLI
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="registered model names (default: litefer_cpsca); see --all")
-    parser.add_argument("--all", action="store_true", help="profile every registered model")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[224], metavar="N",
-                        help="square input sizes (default: 224)")
-    parser.add_argument("--num-classes", type=int, default=8, help="classifier outputs (default: 8)")
-    parser.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="input channels (default: 3)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch and ONNX Runtime intra-op threads for latency (default: 1)")
-    parser.add_argument("--repeats", type=int, default=100, help="timed runs per latency (default: 100)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default: 10)")
-    parser.add_argument("--no-latency", action="store_true", help="skip the latency measurements")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the rows as JSON")
-    parser.add_argument("--markdown", type=Path, metavar="PATH", help="also write a markdown report")
-    parser.add_argument("--note", help="a remark to print in the markdown report (e.g. machine load)")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.all and args.models:
-        raise SystemExit("litefer profile: give model names or --all, not both")
-    names = ordered_models() if args.all else (args.models or ["litefer_cpsca"])
-    unknown = [n for n in names if n not in list_models()]
-    if unknown:
-        raise SystemExit(f"litefer profile: unknown model(s) {', '.join(unknown)}; "
-                         f"available: {', '.join(list_models())}")
-    if any(not 32 <= s <= 1024 for s in args.sizes):
-        raise SystemExit("litefer profile: --sizes must be between 32 and 1024")
-    if args.threads < 1 or args.repeats < 1 or args.warmup < 0:
-        raise SystemExit("litefer profile: --threads and --repeats must be >= 1, --warmup >= 0")
-    settings = {"num_classes": args.num_classes, "in_chans": args.in_chans, "threads": args.threads,
-                "repeats": args.repeats, "warmup": args.warmup}
-    rows = profile_models(names, args.sizes, progress=lambda m: print(m, file=sys.stderr, flush=True),
-                          latency=not args.no_latency, **settings)
-    for size, group in _by_size(rows).items():
-        print(f"\n{size}x{size} input, batch 1"
-              + ("" if args.no_latency else f", latency with {args.threads} thread(s)"))
-        print(text_table(group))
-    print("\n" + "\n".join(f"{h}: {text}" for h, text in LEGEND))
-    env = environment()
-    command = command_line(args)
-    if args.json:
-        atomic_write_json(args.json, {"command": command, "environment": env, "settings": settings,
-                                      "note": args.note, "rows": rows})
-        print(f"wrote {args.json}", file=sys.stderr)
-    if args.markdown:
-        atomic_write_text(args.markdown, markdown_report(rows, env, command, settings, args.note))
-        print(f"wrote {args.markdown}", file=sys.stderr)
-    return 0

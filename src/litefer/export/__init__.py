@@ -1,5 +1,6 @@
 """Export: ONNX (with the inference form of coordinate attention), static INT8 ONNX and TorchScript
-files, each checked against the torch model on real faces; ``litefer export`` is :mod:`.cli`.
+files, each checked against the torch model on real faces; ``litefer export`` is
+:mod:`litefer.cli.export`.
 
 Modules: :mod:`.graph` (``export_onnx``,
 ``onnx_parity``), :mod:`.faces` (face sources), :mod:`.int8` (quantization), :mod:`.checks` (parity

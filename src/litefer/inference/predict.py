@@ -1,8 +1,6 @@
-"""``litefer predict``: expressions of the faces in images, folders, globs, videos and webcams.
-
-    litefer predict photo.jpg holiday/ "shots/*.png"            # table on stdout
-    litefer predict clip.mp4 --every 5 --csv clip.csv --save-annotated out/
-    litefer predict --webcam 0 --max-frames 300 --json
+"""What ``litefer predict`` does with its inputs (the command line is :mod:`litefer.cli.predict`):
+expressions of the faces in images, folders, globs, videos and webcams, as a table, JSON, CSV and
+annotated copies.
 
 Inputs that cannot be used (missing, unreadable, truncated, not an image, an unopenable video, a
 broken symbolic link) are skipped with their reason and counted in the summary on stderr; the rest of
@@ -11,7 +9,6 @@ reported as incomplete. Exit status: :data:`EXIT_CODES`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -22,9 +19,8 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
-from .samples import sample_photo
 from ..utils import atomic_write_bytes, atomic_write_text
+from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -318,84 +314,13 @@ def _error_result(name, message):
     return ImageResult(name, error=message)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively) "
-                                                             "or glob patterns (quote them)")
-    p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="also read webcam INDEX "
-                                                                             "(until --max-frames or Ctrl-C)")
-    p.add_argument("--sample", action="store_true",
-                   help="add the packaged sample photo (NASA's public-domain portrait of Eileen Collins) to the inputs")
-    p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcam: analyse every N-th frame")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos/webcam: stop after N analysed frames")
-    p.add_argument("--detect-every", type=int, default=1, metavar="K",
-                   help="videos/webcam: detect faces on every K-th analysed frame (and when a face is lost), "
-                        "track them in between (default 1: detect on every frame)")
-    p.add_argument("--detect-scale", type=float, default=1.0, metavar="S",
-                   help="videos/webcam: detect and track on the frame downscaled by S, 0 < S <= 1 (default 1)")
-    p.add_argument("--weights", default="default",
-                   help="'default' (packaged FERPlus model), 'default-int8', or a .pt / .ts / .onnx file")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="inference backend (default: onnxruntime for .onnx weights, torch otherwise)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
-    p.add_argument("--detector", default="haar", help="haar (built in), yunet (--yunet-model PATH, or the file `litefer fetch yunet` cached) or a YuNet .onnx path")
-    p.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet face detector model file")
-    p.add_argument("--min-face", type=int, default=32, metavar="PX", help="smallest face side in pixels (default 32)")
-    p.add_argument("--batch-size", type=int, default=64, help="faces per model call (default 64)")
-    tta = p.add_mutually_exclusive_group()
-    tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="average with the mirrored face")
-    tta.add_argument("--no-tta", dest="tta", action="store_false", help="no mirror averaging")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the model")
-    p.add_argument("--prior", default="dataset", metavar="PRIOR",
-                   help="class prior of the scores: 'dataset' (default: the model's own probabilities), 'balanced' "
-                        "(the training class frequencies divided out) or class=weight pairs for every class, "
-                        "e.g. neutral=1,happiness=0.5,... (probabilities multiplied by the weights, renormalised)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write results as JSON to FILE (stdout when FILE is omitted)")
-    p.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write one row per face as CSV to FILE (stdout when FILE is omitted)")
-    p.add_argument("--save-annotated", default=None, metavar="DIR",
-                   help="write images (and videos) with boxes and labels drawn to DIR")
-    p.add_argument("--scores", action="store_true", help="table: show every class's probability")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for bad, message in ((args.every < 1, "--every must be >= 1"), (args.detect_every < 1, "--detect-every must be >= 1"),
-                         (not 0 < args.detect_scale <= 1, "--detect-scale must be in (0, 1]")):
-        if bad:
-            print(f"litefer predict: error: {message}", file=sys.stderr)
-            return EXIT_USAGE
-    if args.json and args.json == args.csv == "-":
-        print("litefer predict: error: --json and --csv cannot both go to stdout", file=sys.stderr)
-        return EXIT_USAGE
-    specs = list(args.paths)
-    if args.sample:
-        try:
-            specs.insert(0, str(sample_photo()))
-        except InputError as e:
-            print(f"litefer predict: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-    if not specs and args.webcam is None:
-        print("litefer predict: error: give at least one PATH, --sample or --webcam INDEX", file=sys.stderr)
-        return EXIT_USAGE
+def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
+    """Recognize ``specs`` (paths, folders, globs) then ``args.webcam``; returns the exit status
+    (:data:`EXIT_CODES`). Runs of images go to the recognizer as one batch, videos one at a time."""
     from tqdm.auto import tqdm
 
-    from ..prior import describe, parse_prior
-    from .recognizer import Recognizer
-
-    try:
-        prior = parse_prior(args.prior)
-        rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
-                         min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
-                         yunet_model=args.yunet_model, prior=prior)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"litefer predict: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
     files, problems = expand_inputs(specs)
-    out = Output(args, rec.class_names, describe(prior))
+    out = Output(args, rec.class_names, prior)
     for message in problems:
         out.skip(message, "input")
     disable = None if args.progress is None else not args.progress     # None: only on a terminal
@@ -403,26 +328,30 @@ def main(args: argparse.Namespace) -> int:
     def bar_factory(**kw):
         return tqdm(disable=disable, file=sys.stderr, dynamic_ncols=True, **kw)
 
-    interrupted = False
     try:
         overall = bar_factory(total=len(files), unit="file", desc="litefer predict")
-        i = 0
-        while i < len(files):
-            if kind_of(files[i]) == "video":
-                run_video(rec, files[i], out, args, bar_factory)
+        for group in _runs_of_kind(files):
+            if kind_of(group[0]) == "video":
+                run_video(rec, group[0], out, args, bar_factory)
                 overall.update(1)
-                i += 1
                 continue
-            j = i
-            while j < len(files) and kind_of(files[j]) == "image":
-                j += 1
-            for r in rec.iter_many(files[i:j], keep_images=bool(args.save_annotated)):
+            for r in rec.iter_many(group, keep_images=bool(args.save_annotated)):
                 out.image(r)
                 overall.update(1)
-            i = j
         overall.close()
         if args.webcam is not None:
             run_video(rec, args.webcam, out, args, bar_factory)
     except KeyboardInterrupt:
-        interrupted = True
-    return out.finish(interrupted)
+        return out.finish(interrupted=True)
+    return out.finish()
+
+
+def _runs_of_kind(files: list) -> list[list]:
+    """Consecutive images as one group, each video as a group of its own, in input order."""
+    groups: list[list] = []
+    for f in files:
+        if kind_of(f) == "image" and groups and kind_of(groups[-1][0]) == "image":
+            groups[-1].append(f)
+        else:
+            groups.append([f])
+    return groups

@@ -1,2 +1,3 @@
 """Reproducing the paper's ablations: ``plan`` (tables, protocols, runs and their status, training
-what is missing), ``report`` (aggregation into ``results/``) and ``cli`` (``litefer reproduce``)."""
+what is missing) and ``report`` (aggregation into ``results/``); ``litefer reproduce`` is
+:mod:`litefer.cli.reproduce`."""

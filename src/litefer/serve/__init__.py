@@ -6,7 +6,6 @@
   ONNX model and Haar cascades for the page's on-device mode, OpenAPI docs at ``/docs``);
 * ``protocol``: uvicorn's HTTP/1.1 protocol with deadlines on request headers and bodies (slow
   clients) and JSON for the errors answered below the application;
-* ``cli``: the ``litefer serve`` command;
 * ``static/``: the page (``index.html``, ``app.js``, ``pipeline.js``); ``static/vendor/`` is filled
   from npm by ``make web`` (onnxruntime-web, opencv.js) and is not committed.
 """

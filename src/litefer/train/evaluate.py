@@ -1,16 +1,16 @@
-"""Evaluation: batched prediction (optionally with flip TTA), metrics, and ``litefer eval``."""
+"""Evaluation: batched prediction (optionally with flip TTA) and metrics, through torch or an inference
+backend (ONNX Runtime); ``litefer eval`` (:mod:`litefer.cli.eval`) is :func:`evaluate_weights`."""
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data import FaceDataset, Preprocess, preprocess
-from .metrics import classification_report, format_report
+from .metrics import classification_report
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,11 @@ def evaluate(model, dataset: FaceDataset, pp: Preprocess, prototypes: torch.Tens
 def plot_confusion(report: dict, path, title: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
+    import io
+
     import matplotlib.pyplot as plt
 
     from ..utils import atomic_write_bytes
-    import io
 
     cm = np.asarray(report["confusion"], dtype=float)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
@@ -153,25 +154,6 @@ def eval_data_config(meta: dict, card, data: str | None, dataset: str | None, la
     return data_cfg
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run's best.pt / last.pt, a weights file, or 'default' (the packaged model)")
-    p.add_argument("--data", default=None, help="data root (default: the one in the checkpoint's config)")
-    p.add_argument("--dataset", default=None, choices=["ferplus", "rafdb", "folder"])
-    p.add_argument("--split", default="val", choices=["train", "val", "test"])
-    p.add_argument("--label-mode", default=None, choices=["majority", "probability", "crossentropy"],
-                   help="FERPlus: which rows and labels to score (default: majority, the paper's split: "
-                        "3,199 validation rows), whatever the model trained on")
-    tta = p.add_mutually_exclusive_group()
-    tta.add_argument("--tta-flip", dest="tta_flip", action="store_true", default=None,
-                     help="average logits of image and mirror image (default: as the model card says)")
-    tta.add_argument("--no-tta-flip", dest="tta_flip", action="store_false", help="no mirror averaging")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", dest="json_path", default=None, help="write the report as JSON here")
-    p.add_argument("--confusion", default=None, help="write the confusion matrix PNG here")
-    p.add_argument("--markdown", default=None, help="write the per-prior table (with command and hardware) here")
-
-
 def _priors(card, model_classifier: str) -> tuple[dict, str | None]:
     """The priors to score: always ``dataset``; ``balanced`` when the card stores a training prior."""
     from ..prior import log_weights
@@ -183,23 +165,19 @@ def _priors(card, model_classifier: str) -> tuple[dict, str | None]:
     return {"dataset": None, "balanced": log_weights("balanced", card)}, None
 
 
-def score_split(model, meta: dict, card, data_cfg: dict, split: str, tta: bool, batch_size: int = 256,
-                device="cpu") -> dict:
-    """Report on one split: prior=dataset figures at the top level, every prior under ``priors``."""
+def eval_split(card, data_cfg: dict, split: str, channels: int):
+    """The split to score, checked to hold the model's classes in its output order."""
     from ..data import load_split
 
-    pp = Preprocess.from_dict(meta["preprocess"])
-    ds = load_split(data_cfg, split, channels=pp.in_chans if data_cfg["dataset"] != "ferplus" else 1)
-    if tuple(ds.class_names) != tuple(meta["class_names"]):
-        raise ValueError(f"data classes {ds.class_names} differ from the model's {meta['class_names']}")
-    kwargs = dict(batch_size=batch_size, device=device, tta_flip=tta)
-    prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
-    classifier = meta.get("classifier", "logits")
-    if prototypes is None:
-        logits = predict_logits(model, ds, pp, **kwargs)
-    else:
-        emb = predict_embeddings(model, ds, pp, **kwargs)
-        logits = prototype_scores(emb, prototypes, bool(meta.get("prototypes_normalized")))
+    ds = load_split(data_cfg, split, channels=1 if data_cfg["dataset"] == "ferplus" else channels)
+    if tuple(ds.class_names) != tuple(card.class_names):
+        raise ValueError(f"data classes {ds.class_names} differ from the model's {list(card.class_names)}")
+    return ds
+
+
+def split_report(logits: torch.Tensor, ds: FaceDataset, card, classifier: str, data_cfg: dict, split: str,
+                 tta: bool) -> dict:
+    """Report on one split's logits: prior=dataset figures at the top level, every prior under ``priors``."""
     priors, note = _priors(card, classifier)
     reports = prior_reports(logits, ds.labels.numpy(), ds.class_names, priors)
     report = dict(reports["dataset"])
@@ -211,21 +189,94 @@ def score_split(model, meta: dict, card, data_cfg: dict, split: str, tta: bool, 
     return report
 
 
-def run_eval(args) -> dict:
-    """The ``litefer eval`` report for the command's arguments."""
+def score_split(model, meta: dict, card, data_cfg: dict, split: str, tta: bool, batch_size: int = 256,
+                device="cpu") -> dict:
+    """Report on one split, scored by the torch ``model`` (logits, or its prototypes when it has them)."""
+    pp = Preprocess.from_dict(meta["preprocess"])
+    ds = eval_split(card, data_cfg, split, pp.in_chans)
+    kwargs = {"batch_size": batch_size, "device": device, "tta_flip": tta}
+    prototypes = meta.get("prototypes")        # models trained without the softmax loss (Table 6)
+    if prototypes is None:
+        logits = predict_logits(model, ds, pp, **kwargs)
+    else:
+        emb = predict_embeddings(model, ds, pp, **kwargs)
+        logits = prototype_scores(emb, prototypes, bool(meta.get("prototypes_normalized")))
+    return split_report(logits, ds, card, meta.get("classifier", "logits"), data_cfg, split, tta)
+
+
+def backend_logits(backend, ds: FaceDataset, tta: bool, batch_size: int = 256) -> torch.Tensor:
+    """An inference backend's logits for every face of ``ds`` (its uint8 images as stored), in order."""
+    images = ds.images.numpy()
+    out = [backend.logits(images[i:i + batch_size], tta_flip=tta) for i in range(0, len(images), batch_size)]
+    return torch.from_numpy(np.concatenate(out)).float() if out else torch.zeros(0, ds.num_classes)
+
+
+def score_split_backend(backend, data_cfg: dict, split: str, tta: bool, batch_size: int = 256) -> dict:
+    """Report on one split, scored through an inference backend as ``litefer predict`` runs the model.
+
+    Faces load in RGB (grey for FERPlus); the backend's own preprocessing maps them to the model's
+    channels, as it does for crops from photos."""
+    ds = eval_split(backend.card, data_cfg, split, 3)
+    return split_report(backend_logits(backend, ds, tta, batch_size), ds, backend.card, "logits", data_cfg,
+                        split, tta)
+
+
+def evaluate_weights(weights="default", data: str | None = None, dataset: str | None = None, split: str = "val",
+                     label_mode: str | None = None, tta: bool | None = None, backend: str | None = None,
+                     batch_size: int = 256, device: str = "cpu", threads: int | None = None) -> dict:
+    """Score weights on a data set split (``tta=None``: as the model card says); the ``litefer eval``
+    report. ``backend=None``: onnxruntime for the packaged model and .onnx files, torch for .pt files
+    (:func:`litefer.inference.files.resolve_weights`, as for recognition)."""
+    from ..inference.files import resolve_weights
+
+    _, backend = resolve_weights(weights, backend)
+    if backend == "torch":
+        return _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads)
+    from ..inference.backends import create_backend
+
+    _check_logits_model(weights)
+    runner = create_backend(weights, backend, device, threads)
+    card = runner.card
+    data_cfg = _data_config({}, card, data, dataset, label_mode)
+    tta = card.tta_flip if tta is None else tta
+    report = score_split_backend(runner, data_cfg, split, tta, batch_size)
+    return _describe(report, weights, card.source, card, backend)
+
+
+def _check_logits_model(weights) -> None:
+    """ONNX Runtime runs the network's logits: a model that classifies by prototypes (Table 6) needs torch."""
+    from ..card import read_weights
+
+    path = Path(str(weights))
+    if path.suffix.lower() in (".pt", ".pth") and read_weights(path).get("prototypes") is not None:
+        raise ValueError(f"{path}: the model classifies by prototypes, which only --backend torch scores")
+
+
+def _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads) -> dict:
     from ..card import card_from_payload
-    from ..inference.backends import resolve_weights
+    from ..inference.files import resolve_weights
     from ..weights import load_checkpoint_model
 
-    path, _ = resolve_weights(args.checkpoint, "torch")         # "default" is the packaged model
-    model, meta = load_checkpoint_model(path, device=args.device)
+    if threads:
+        torch.set_num_threads(int(threads))
+    path, _ = resolve_weights(weights, "torch")         # "default" is the packaged model
+    model, meta = load_checkpoint_model(path, device=device)
     card = card_from_payload(meta, str(path))
-    data_cfg = eval_data_config(meta, card, args.data, args.dataset, args.label_mode)
+    data_cfg = _data_config(meta, card, data, dataset, label_mode)
+    tta = card.tta_flip if tta is None else tta
+    report = score_split(model, meta, card, data_cfg, split, tta, batch_size, device)
+    return _describe(report, weights, path, card, "torch")
+
+
+def _data_config(meta: dict, card, data, dataset, label_mode) -> dict:
+    data_cfg = eval_data_config(meta, card, data, dataset, label_mode)
     if "root" not in data_cfg or "dataset" not in data_cfg:
-        raise ValueError("the checkpoint names no data set; pass --data and --dataset")
-    tta = card.tta_flip if args.tta_flip is None else args.tta_flip
-    report = score_split(model, meta, card, data_cfg, args.split, tta, args.batch_size, args.device)
-    report.update(checkpoint=str(args.checkpoint), weights=str(path), model_name=card.model_name,
+        raise ValueError(f"{card.source}: the weights name no data set; pass --data and --dataset")
+    return data_cfg
+
+
+def _describe(report: dict, weights, path, card, backend: str) -> dict:
+    report.update(checkpoint=str(weights), weights=str(path), model_name=card.model_name, backend=backend,
                   input_size=card.preprocess.input_size, class_prior=card.class_prior)
     return report
 
@@ -245,6 +296,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
 
+def _runtime(backend: str) -> str:
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        return f"ONNX Runtime {onnxruntime.__version__}"
+    return f"torch {torch.__version__}"
+
+
 def markdown_report(report: dict, command: str, hardware: str) -> str:
     """The per-prior figures of a report as a results page: overall accuracy, mean class accuracy,
     macro-F1 and per-class recall for every prior, with the command and hardware that made them."""
@@ -256,7 +315,7 @@ def markdown_report(report: dict, command: str, hardware: str) -> str:
             f"- weights: `{report['weights']}` ({report.get('model_name')}, {report.get('input_size')} px input)",
             f"- data: `{report['data']}`, split `{report['split']}`, labels `{report.get('label_mode')}`, "
             f"{report['n']} images, flip TTA {'on' if report['tta_flip'] else 'off'}",
-            f"- hardware: {hardware}, torch {torch.__version__}", "",
+            f"- hardware: {hardware}; scored by {_runtime(report.get('backend', 'torch'))}", "",
             "`prior=dataset` is the model's own probabilities; `prior=balanced` divides the training split's "
             "class frequencies (stored in the model card, column *train share*) out of them (logit "
             "adjustment: softmax(logits - log prior)).", ""]
@@ -272,27 +331,3 @@ def markdown_report(report: dict, command: str, hardware: str) -> str:
                     " | ".join(_pct(report["priors"][n]["per_class_recall"][c]) for n in names) + " |")
     note = ["", f"({report['prior_note']})"] if report.get("prior_note") else []
     return "\n".join(head + rows + note) + "\n"
-
-
-def main(args) -> int:
-    from ..data import DataError
-    from ..utils import atomic_write_json, setup_logging
-
-    setup_logging()
-    try:
-        report = run_eval(args)
-    except (FileNotFoundError, DataError, ValueError) as e:
-        print(f"litefer eval: error: {e}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    print(format_priors(report))
-    if args.json_path:
-        atomic_write_json(args.json_path, report)
-    if args.confusion:
-        plot_confusion(report, args.confusion, f"{report['split']}: accuracy {report['accuracy']:.3f}")
-    if args.markdown:
-        from ..utils import atomic_write_text, hardware_summary
-
-        command = "litefer " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "litefer.train.evaluate"
-        atomic_write_text(args.markdown, markdown_report(report, command, hardware_summary()))
-    return 0

@@ -13,47 +13,56 @@ import logging
 import os
 import sys
 
-from .engine import MiB, ServeConfig, default_workers
+from . import options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..serve.engine import ServeConfig
+
     d = ServeConfig()
-    p.add_argument("--weights", default="default",
-                   help="'default' (packaged model), 'default-int8', a .pt weights file / run checkpoint, or an "
-                        "exported .onnx (default: %(default)s)")
-    p.add_argument("--backend", choices=("onnxruntime", "torch"), default=d.backend,
-                   help="what the server runs the model with (default: %(default)s)")
+    options.add_weights(p)
+    options.add_backend(p, d.backend, d.backend)
     p.add_argument("--browser-model", default=None, metavar="ONNX",
                    help="ONNX file the page runs on-device (default: the served model, exported when it is a .pt)")
-    p.add_argument("--detector", default=d.detector, help="server-side face detector: haar, yunet or a YuNet .onnx "
-                                                          "(the page's on-device mode always uses Haar)")
-    p.add_argument("--yunet-model", default=None, help="YuNet model file for --detector yunet (default: the file `litefer fetch yunet` cached)")
+    options.add_detector(p, d.detector, d.min_face, note=" on the server (the page's on-device mode always uses Haar)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    _add_capacity_arguments(p, d)
+    _add_limit_arguments(p, d)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+
+
+def _add_capacity_arguments(p: argparse.ArgumentParser, d) -> None:
+    p.add_argument("--workers", type=int, default=d.workers,
                    help="recognizer threads; requests beyond them queue (default: cores, at most 4: %(default)s)")
-    p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads per worker (default: %(default)s)")
+    options.add_threads(p, "intra-op threads per worker", d.threads)
     p.add_argument("--queue", type=int, default=d.queue,
                    help="requests allowed to wait for a worker; more are refused with 503 (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections beyond which requests get 503 (default: 4 x (workers + queue), at least 256)")
+
+
+def _add_limit_arguments(p: argparse.ArgumentParser, d) -> None:
+    from ..serve.engine import MiB
+
     p.add_argument("--max-upload-mb", type=float, default=d.max_upload_bytes / MiB,
                    help="largest upload in MiB (default: %(default)s)")
     p.add_argument("--max-megapixels", type=float, default=d.max_pixels / 1e6,
                    help="largest decoded image area (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=d.max_side, help="largest image side in pixels (default: %(default)s)")
-    p.add_argument("--min-face", type=int, default=d.min_face, help="smallest face side in pixels (default: %(default)s)")
     p.add_argument("--request-timeout", type=float, default=d.request_timeout,
                    help="seconds from admission to answer, queue wait included (default: %(default)s)")
     p.add_argument("--upload-timeout", type=float, default=d.upload_timeout,
                    help="seconds to receive a request body (default: %(default)s)")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds to receive request headers (default: %(default)s)")
-    p.add_argument("--max-connections", type=int, default=None,
-                   help="open connections beyond which requests get 503 (default: 4 x (workers + queue), at least 256)")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
 
 
-def config_from_args(args) -> ServeConfig:
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~litefer.serve.engine.ServeConfig` the flags describe (it checks the values)."""
+    from ..serve.engine import MiB, ServeConfig
+
     return ServeConfig(weights=args.weights, backend=args.backend, browser_model=args.browser_model,
                        detector=args.detector, yunet_model=args.yunet_model, min_face=args.min_face,
                        workers=args.workers, threads=args.threads, queue=args.queue,
@@ -62,23 +71,19 @@ def config_from_args(args) -> ServeConfig:
                        upload_timeout=args.upload_timeout, header_timeout=args.header_timeout)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     import cv2
     import uvicorn
 
+    from ..serve.app import create_app
+    from ..serve.engine import prepare_model
+    from ..serve.protocol import protocol_class
     from ..utils import setup_logging
-    from .app import create_app
-    from .engine import prepare_model
-    from .protocol import protocol_class
 
     setup_logging(getattr(logging, args.log_level.upper()))
-    try:
-        cfg = config_from_args(args)
-        model = prepare_model(cfg)
-        app = create_app(cfg, model)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"litefer serve: error: {e}", file=sys.stderr)
-        return 2
+    cfg = config_from_args(args)
+    model = prepare_model(cfg)
+    app = create_app(cfg, model)
     # OpenCV's own thread pool would multiply with the workers: share the cores between them
     cv2.setNumThreads(max(1, (os.cpu_count() or 1) // cfg.workers))
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -1,31 +1,40 @@
-"""``litefer export``: the command line of :func:`litefer.export.core.export`."""
+"""``litefer export``: the command line of :func:`litefer.export.core.export`.
+
+    litefer export --weights best.pt --format onnx-int8 --calib ../shared/data/fer2013
+"""
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from ..inference.inputs import InputError
-from ..utils import atomic_write_json, atomic_write_text
-from .core import FORMATS, ExportError, export
-from .report import markdown
+from . import options
+from .options import CommandFailed
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="weights file or run checkpoint (.pt), or 'default' for the packaged model")
+    from ..export.core import FORMATS
+
+    options.add_weights(p, "weights file or run checkpoint (.pt), or 'default' for the packaged model",
+                        positional_alias=True, default=None)
     p.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
-    p.add_argument("--out", default=None, help="output file (default: next to the checkpoint, "
+    p.add_argument("--out", default=None, help="output file (default: next to the weights, "
                                                 "<stem>.onnx / <stem>_int8.onnx / <stem>.ts)")
     p.add_argument("--faces", default="astronaut",
                    help="real faces for the parity check: a FERPlus root, a folder of face images or photos, "
                         "or 'astronaut' (built in; default)")
-    p.add_argument("--calib", default=None, help="onnx-int8: calibration faces (FERPlus root or folder)")
+    p.add_argument("--calib", default=None, metavar="ROOT", help="onnx-int8: calibration faces (FERPlus root or folder)")
     p.add_argument("--calib-size", type=int, default=1000, help="calibration faces to sample (default 1000)")
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--parity-size", type=int, default=512, help="parity faces to sample (default 512)")
-    p.add_argument("--eval-data", default=None,
-                   help="FERPlus root: also report accuracy of torch and the export on the validation split")
+    options.add_data_root(p, "FERPlus root: also report accuracy of torch and the export on the validation split",
+                          flag="--eval-data")
     p.add_argument("--opset", type=int, default=17)
+    _add_check_arguments(p)
+    p.add_argument("--report", default=None, help="also write the report here (.md or .json)")
+    options.add_threads(p, "ONNX Runtime threads for the checks")
+
+
+def _add_check_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-diff", type=float, default=None,
                    help="fail when the max abs logit difference exceeds this (default 1e-3; none for INT8)")
     p.add_argument("--min-agreement", type=float, default=None,
@@ -35,24 +44,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize-stem", action="store_true",
                    help="onnx-int8: quantize the first convolution too (default: it stays in float)")
     p.add_argument("--force", action="store_true", help="write the file even when a check fails")
-    p.add_argument("--report", default=None, help="also write the report here (.md or .json)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the checks")
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..export.core import ExportError, export
+    from ..export.report import markdown
+    from ..utils import atomic_write_json, atomic_write_text
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        report = export(args.checkpoint, args.format, args.out, faces=args.faces, calib=args.calib,
+        report = export(args.weights, args.format, args.out, faces=args.faces, calib=args.calib,
                         calib_size=args.calib_size, parity_size=args.parity_size, eval_data=args.eval_data,
                         calib_method=args.calib_method, opset=args.opset, max_diff=args.max_diff,
                         min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop,
                         force=args.force, threads=args.threads, float_stem=not args.quantize_stem)
-    except ExportError as e:
-        print(f"litefer export: {e}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError, InputError) as e:
-        print(f"litefer export: error: {e}", file=sys.stderr)
-        return 2
+    except ExportError as e:          # a check failed: the export's result, not a crash
+        raise CommandFailed(str(e)) from e
     text = markdown(report)
     print(text)
     if args.report:

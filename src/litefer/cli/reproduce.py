@@ -21,11 +21,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from .plan import (ConfigError, default_configs_dir, execute, list_tables, load_protocols, load_table,
-                   plan_table)
-from .report import write_results
+from . import options
+from .options import UsageError
 
 log = logging.getLogger("litefer.reproduce")
+RUNS_DIR, RESULTS_DIR = Path("runs/reproduce"), Path("results")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,15 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="table2, table5, table6, fig6 (any file in configs/reproduce/) or 'all'")
     p.add_argument("--protocol", default="budget", help="budget (2-core CPU) or paper (GPU); default budget")
     p.add_argument("--dataset", default="ferplus", help="ferplus or rafdb (default ferplus)")
-    p.add_argument("--data", metavar="ROOT", help="data root (default: the dataset recipe's data.root)")
+    options.add_data_root(p, "data root (default: the dataset recipe's data.root)")
     p.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds (default: the protocol's)")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs/reproduce"), help="default runs/reproduce")
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="default results")
+    p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help=f"default {RUNS_DIR}")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help=f"default {RESULTS_DIR}")
     p.add_argument("--configs", type=Path, help="configs folder (default: ./configs or the repository's)")
-    p.add_argument("--threads", type=int, help="torch threads per run (run.threads; not part of a run's identity)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for every run (repeatable); keys other than where/how a run "
-                        "executes (data.root, run.device, run.threads, ...) give different runs")
+    options.add_threads(p, "torch threads per run (run.threads; not part of a run's identity)")
+    options.add_overrides(p, "extra config override for every run (repeatable); keys other than where/how a run "
+                             "executes (data.root, run.device, run.threads, ...) give different runs")
     p.add_argument("--rows", nargs="+", metavar="KEY",
                    help="train only these rows (keys as in the table files, e.g. cpsca lambda_0); "
                         "the tables are still aggregated from every run on disk")
@@ -53,70 +52,85 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and each run's status; write nothing")
 
 
-def regenerate_command(args, tables: list[str]) -> str:
+def regenerate_command(args: argparse.Namespace, tables: list[str]) -> str:
     """The command that rebuilds these results (without --max-runs, --dry-run, --aggregate-only)."""
     parts = ["litefer", "reproduce", *tables, "--protocol", args.protocol, "--dataset", args.dataset]
     if args.data:
         parts += ["--data", str(args.data)]
     if args.seeds:
         parts += ["--seeds", *map(str, args.seeds)]
-    if args.runs_dir != Path("runs/reproduce"):
+    if args.runs_dir != RUNS_DIR:
         parts += ["--runs-dir", str(args.runs_dir)]
-    if args.results_dir != Path("results"):
+    if args.results_dir != RESULTS_DIR:
         parts += ["--results-dir", str(args.results_dir)]
     for o in args.overrides:
         parts += ["--set", o]
     return shlex.join(parts)
 
 
-def main(args) -> int:
+def plan(args: argparse.Namespace):
+    """(protocol, table specs, {table: planned runs}) for the command's tables, seeds and overrides."""
+    from ..reproduce.plan import (
+        default_configs_dir,
+        list_tables,
+        load_protocols,
+        load_table,
+        plan_table,
+    )
+
+    configs = args.configs or default_configs_dir()
+    recipes, protocols = load_protocols(configs)
+    if args.protocol not in protocols:
+        raise UsageError(f"unknown protocol {args.protocol!r}; available: {', '.join(protocols)}")
+    protocol = protocols[args.protocol]
+    available = list_tables(configs)
+    names = available if args.tables == ["all"] else args.tables
+    unknown = [t for t in names if t not in available]
+    if unknown:
+        raise UsageError(f"unknown table(s) {', '.join(unknown)}; available: {', '.join(available)} or all")
+    extra: list = [*args.overrides]
+    if args.data:
+        extra.append({"data": {"root": str(args.data)}})
+    if args.threads:
+        extra.append({"run": {"threads": int(args.threads)}})
+    specs = [load_table(configs, t) for t in names]
+    seeds = args.seeds or protocol.seeds
+    return protocol, specs, {s.name: plan_table(s, args.dataset, protocol, seeds, recipes, args.runs_dir, extra)
+                             for s in specs}
+
+
+def chosen_runs(args: argparse.Namespace, plans: dict) -> list:
+    """Seed-major over all the tables asked for (every table gets its first seed before any gets a
+    second), limited to ``--rows``."""
+    everything = sorted((run for runs in plans.values() for run in runs), key=lambda r: r.seed)
+    if not args.rows:
+        return everything
+    unknown = sorted(set(args.rows) - {r.row.key for r in everything})
+    if unknown:
+        raise UsageError(f"unknown row(s) {', '.join(unknown)} in {', '.join(plans)}; rows: "
+                         f"{', '.join(dict.fromkeys(r.row.key for r in everything))}")
+    return [r for r in everything if r.row.key in args.rows]
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..reproduce.plan import execute
+    from ..reproduce.report import write_results
     from ..utils import setup_logging
 
     setup_logging()
-    try:
-        configs = args.configs or default_configs_dir()
-        recipes, protocols = load_protocols(configs)
-        if args.protocol not in protocols:
-            raise ConfigError(f"unknown protocol {args.protocol!r}; available: {', '.join(protocols)}")
-        protocol = protocols[args.protocol]
-        available = list_tables(configs)
-        names = available if args.tables == ["all"] else args.tables
-        unknown = [t for t in names if t not in available]
-        if unknown:
-            raise ConfigError(f"unknown table(s) {', '.join(unknown)}; available: {', '.join(available)} or all")
-        seeds = args.seeds or protocol.seeds
-        extra: list = [*args.overrides]
-        if args.data:
-            extra.append({"data": {"root": str(args.data)}})
-        if args.threads:
-            extra.append({"run": {"threads": int(args.threads)}})
-        specs = [load_table(configs, t) for t in names]
-        plans = {s.name: plan_table(s, args.dataset, protocol, seeds, recipes, args.runs_dir, extra) for s in specs}
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"litefer reproduce: error: {e}", file=sys.stderr)
-        return 2
-
-    # seed-major over all the tables asked for: every table gets its first seed before any gets a second
-    everything = sorted((run for s in specs for run in plans[s.name]), key=lambda r: r.seed)
-    if args.rows:
-        unknown = sorted(set(args.rows) - {r.row.key for r in everything})
-        if unknown:
-            print(f"litefer reproduce: unknown row(s) {', '.join(unknown)} in {', '.join(names)}; rows: "
-                  f"{', '.join(dict.fromkeys(r.row.key for r in everything))}", file=sys.stderr)
-            return 2
-        everything = [r for r in everything if r.row.key in args.rows]
+    protocol, specs, plans = plan(args)
+    runs = chosen_runs(args, plans)
     if args.dry_run:
-        print_plan(everything)
+        print_plan(runs)
         return 0
     failed = 0
     if not args.aggregate_only:
-        outcome = execute(everything, max_runs=args.max_runs)
+        outcome = execute(runs, max_runs=args.max_runs)
         failed = len(outcome["failed"])
         log.info("runs: %s", ", ".join(f"{len(v)} {k}" for k, v in outcome.items()))
     for spec in specs:
-        command = regenerate_command(args, [spec.name])
-        written = write_results(spec, plans[spec.name], args.dataset, protocol, args.results_dir, command,
-                                args.overrides)
+        written = write_results(spec, plans[spec.name], args.dataset, protocol, args.results_dir,
+                                regenerate_command(args, [spec.name]), args.overrides)
         if written is None:
             print(f"{spec.name}: no finished runs yet under {args.runs_dir}; nothing written", file=sys.stderr)
         else:

@@ -5,19 +5,20 @@ import argparse
 import json
 from pathlib import Path
 
-from .config import load_config
+from . import options
+from .options import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML config (configs/*.yaml); omitted with --resume")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set optim.lr=0.001 (repeatable)")
+    options.add_overrides(p, "override a config key, e.g. --set optim.lr=0.001 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.add_argument("--run-dir", help="run directory (default: run.out_dir/run.name)")
 
 
-def main(args) -> int:
-    from .engine import train
+def main(args: argparse.Namespace) -> int:
+    from ..train.config import load_config
+    from ..train.engine import train
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -25,7 +26,7 @@ def main(args) -> int:
         result = train(cfg, run_dir=run_dir, resume=True)
     else:
         if not args.config:
-            raise SystemExit("litefer train: give a config file, or --resume RUN_DIR")
+            raise UsageError("give a config file, or --resume RUN_DIR")
         cfg = load_config(args.config, args.overrides)
         result = train(cfg, run_dir=args.run_dir)
     summary = {k: v for k, v in result.items() if k not in ("val", "test")}

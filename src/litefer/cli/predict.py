@@ -1,0 +1,91 @@
+"""``litefer predict``: expressions of the faces in images, folders, globs, videos and webcams.
+
+    litefer predict photo.jpg holiday/ "shots/*.png"            # table on stdout
+    litefer predict clip.mp4 --every 5 --csv clip.csv --save-annotated out/
+    litefer predict --webcam 0 --max-frames 300 --json
+
+Exit status: 0 every input processed, 1 none could be, 3 some were skipped (the rest processed),
+2 bad arguments or model (nothing run), 130 interrupted (results up to then written).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from . import options
+from .options import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively) "
+                                                             "or glob patterns (quote them)")
+    p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="also read webcam INDEX "
+                                                                             "(until --max-frames or Ctrl-C)")
+    p.add_argument("--sample", action="store_true", help="add the packaged sample photo (NASA's public-domain portrait of Eileen Collins) to the inputs")
+    _add_video_arguments(p)
+    options.add_weights(p)
+    options.add_backend(p, None, "onnxruntime for .onnx weights, torch otherwise")
+    options.add_device(p)
+    options.add_detector(p)
+    options.add_batch_size(p, 64, "faces per model call")
+    options.add_tta(p, "as the model card says")
+    options.add_threads(p)
+    p.add_argument("--prior", default="dataset", metavar="PRIOR",
+                   help="class prior of the scores: 'dataset' (default: the model's own probabilities), 'balanced' "
+                        "(the training class frequencies divided out) or class=weight pairs for every class, "
+                        "e.g. neutral=1,happiness=0.5,... (probabilities multiplied by the weights, renormalised)")
+    _add_output_arguments(p)
+
+
+def _add_video_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcam: analyse every N-th frame")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos/webcam: stop after N analysed frames")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="videos/webcam: detect faces on every K-th analysed frame (and when a face is lost), "
+                        "track them in between (default 1: detect on every frame)")
+    p.add_argument("--detect-scale", type=float, default=1.0, metavar="S",
+                   help="videos/webcam: detect and track on the frame downscaled by S, 0 < S <= 1 (default 1)")
+
+
+def _add_output_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write results as JSON to FILE (stdout when FILE is omitted)")
+    p.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write one row per face as CSV to FILE (stdout when FILE is omitted)")
+    p.add_argument("--save-annotated", default=None, metavar="DIR",
+                   help="write images (and videos) with boxes and labels drawn to DIR")
+    p.add_argument("--scores", action="store_true", help="table: show every class's probability")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress bars")
+
+
+def input_specs(args: argparse.Namespace) -> list[str]:
+    """The inputs to read, after the checks that need no model (UsageError, exit 2, when one fails)."""
+    from ..inference.samples import sample_photo
+
+    options.positive(args, "every", "detect_every", "batch_size")
+    if not 0 < args.detect_scale <= 1:
+        raise UsageError(f"--detect-scale must be in (0, 1], got {args.detect_scale}")
+    if args.json and args.json == args.csv == "-":
+        raise UsageError("--json and --csv cannot both go to stdout")
+    specs = list(args.paths)
+    if args.sample:
+        specs.insert(0, str(sample_photo()))
+    if not specs and args.webcam is None:
+        raise UsageError("give at least one PATH, --sample or --webcam INDEX")
+    return specs
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..inference.predict import run_inputs
+    from ..inference.recognizer import Recognizer
+    from ..prior import describe, parse_prior
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    specs = input_specs(args)
+    prior = parse_prior(args.prior)
+    rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
+                     min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
+                     yunet_model=args.yunet_model, prior=prior)
+    return run_inputs(rec, specs, args, describe(prior))
