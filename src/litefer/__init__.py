@@ -1,7 +1,12 @@
 """litefer: lightweight facial expression recognition (Liang et al., IET Image Processing 2023).
 
-Names are imported on first use, so ``litefer.Recognizer(..., backend="onnxruntime")`` runs
-without importing torch.
+Names are imported on first use: ``litefer.Recognizer()`` (the packaged model through ONNX Runtime)
+needs only the lean install, and ``create_model`` brings torch (``litefer[train]``) only when asked for.
+
+Layers, bottom first (``tests/test_imports.py`` holds them): the card, its ``Preprocess`` and small
+helpers; ``inference`` (recognition, torch-free); ``models``, ``data``, ``losses`` and ``weights``
+(torch); ``export``; ``torch_backend`` and ``profile``; ``train`` and ``serve``; ``package``;
+``reproduce``; ``cli``.
 """
 from importlib import import_module
 

@@ -1,2 +1,3 @@
-"""Recognition on real inputs: decoding, face detection, FER2013-style framing, model backends
-(torch or ONNX Runtime), the ``Recognizer`` API and the ``litefer predict`` command."""
+"""Recognition on real inputs, torch-free: decoding, face detection, FER2013-style framing,
+tracking, the ONNX Runtime session and backends, the ``Recognizer`` API and the run loop behind
+``litefer predict``. The torch backend is a plug-in from the layer above (``litefer.torch_backend``)."""
