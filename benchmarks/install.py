@@ -305,6 +305,10 @@ def report(res: dict, command: str) -> str:
               f"| lean | `{st['lean']['command']}` | {st['lean']['s']:.0f} s |",
               f"| `[all]` | `{st['all']['command']}` | {st['all']['s']:.0f} s |", ""]
     lines += time_section(res["timings"], res.get("onnx_import_s"))
+    cpu = res["timing_cpu"]
+    lines += [(f"During these {cpu['seconds']:.0f} s, other processes kept {cpu['other_processes_cores']:.2f} of the "
+              f"{cpu['cores']} CPUs busy (from /proc/stat, less this benchmark's own CPU time): the speed figures are "
+              "those of a shared machine; compare the columns, measured in turns, rather than with other files."), ""]
     lines += ["## Where a lean first result's imports go", "",
               "Top-level imports of one lean first-result process, cumulative (`python -X importtime`):", "",
               "| module | s |", "|---|---:|"]
@@ -325,9 +329,13 @@ def measure(work: Path, runs: int, add: list[str]) -> dict:
     res["sizes"], py = installs(work, wheel, bare, add)
     cwd = work / "probe"
     cwd.mkdir(exist_ok=True)
+    from serve_load import CpuMeter
+
+    meter = CpuMeter([os.getpid()]).start()              # the probes are waited-for children: counted as ours
     res["timings"] = timings({"lean (onnxruntime)": (py["lean"], "onnxruntime"),
                               "[all], onnxruntime": (py["all"], "onnxruntime"),
                               "[all], default backend": (py["all"], "default")}, runs, cwd)
+    res["timing_cpu"] = meter.stop()
     if add and "onnx" in add:
         res["onnx_import_s"] = statistics.median(seconds(py["lean"], IMPORT_ONNX, cwd) for _ in range(runs))
     res["import_profile"] = import_profile(py["lean"], cwd)
