@@ -38,6 +38,7 @@ from lean_install import (
 
 TORCH = "torch==2.13.0"
 MB = 1e6
+STEADY_PROCESSES = 3           # steady figures: median of these processes' medians
 
 # A new process: import litefer, build a Recognizer, recognize the sample photo; prints one JSON
 # line as soon as the first result is there (the parent stamps its arrival), then, with "steady",
@@ -114,18 +115,23 @@ def timings(configs: dict, runs: int, cwd: Path) -> dict:
         for name, (py, backend) in configs.items():
             cold[name].append(probe(py, backend, False, cwd))
             imports[name].append(seconds(py, IMPORT_LITEFER, cwd))
-    warm = {name: probe(py, backend, True, cwd)["steady"] for name, (py, backend) in configs.items()}
+    warm = {name: [] for name in configs}
+    for _ in range(STEADY_PROCESSES):
+        for name, (py, backend) in configs.items():
+            warm[name].append(probe(py, backend, True, cwd)["steady"])
     return {name: summary(cold[name], imports[name], warm[name]) for name in configs}
 
 
-def summary(cold: list[dict], imports: list[float], steady: dict) -> dict:
+def summary(cold: list[dict], imports: list[float], steady: list[dict]) -> dict:
+    """Medians over the cold processes; steady figures: median over the steady processes, and their range."""
     first = [c["first_result_s"] for c in cold]
     return {"backend": cold[0]["backend"], "torch_imported": any(c["torch"] for c in cold),
             "onnx_imported": any(c["onnx"] for c in cold), "faces": cold[0]["faces"],
             "first_result_s": {"median": statistics.median(first), "min": min(first), "max": max(first)},
             "phases_s": {k: statistics.median(c[k] for c in cold) for k in ("import_s", "construct_s", "recognize_s")},
             "rss_mib_first": statistics.median(c["VmRSS"] for c in cold), "import_litefer_s": statistics.median(imports),
-            "steady": steady}
+            "steady": {k: statistics.median(s[k] for s in steady) for k in ("photo_ms", "crops64_ms", "VmHWM")},
+            "steady_range": {k: [min(s[k] for s in steady), max(s[k] for s in steady)] for k in ("photo_ms", "crops64_ms")}}
 
 
 # ----------------------------------------------------------------------------- installs
@@ -261,6 +267,11 @@ def ms(x: float) -> str:
     return f"{1000 * x:.0f} ms"
 
 
+def steady_cell(r: dict, key: str) -> str:
+    lo, hi = r["steady_range"][key]
+    return f"{r['steady'][key]:.0f} ms ({lo:.0f}-{hi:.0f})"
+
+
 def time_section(t: dict, onnx_import: float | None) -> list[str]:
     cols = list(t)
     head = "| | " + " | ".join(cols) + " |"
@@ -272,13 +283,15 @@ def time_section(t: dict, onnx_import: float | None) -> list[str]:
                 ms(r["phases_s"][k]) for k in ("import_s", "construct_s", "recognize_s"))),
             ("resident memory at first result", lambda r: f"{r['rss_mib_first']:.0f} MiB"),
             ("peak resident memory, after the steady runs", lambda r: f"{r['steady']['VmHWM']:.0f} MiB"),
-            ("steady time per photo (median of 30)", lambda r: f"{r['steady']['photo_ms']:.1f} ms"),
-            ("steady time per 64 crops (median of 15)", lambda r: f"{r['steady']['crops64_ms']:.1f} ms")]
+            ("steady time per photo", lambda r: steady_cell(r, "photo_ms")),
+            ("steady time per 64 crops", lambda r: steady_cell(r, "crops64_ms"))]
     lines = ["## Time and memory", "",
              ("A new process imports litefer, builds `Recognizer(...)` and recognizes the packaged sample photo "
              "(512 x 512, one face); first result = wall time from starting the process to that result; the three "
              "configurations take turns, run after run. Default "
-             "threads; flip TTA on, as the model card says (64 crops = 128 network passes)."), "",
+             "threads; flip TTA on, as the model card says (64 crops = 128 network passes). Steady: in each of "
+             f"{STEADY_PROCESSES} processes per configuration, the median of 30 photos and of 15 batches of 64 crops "
+             "after the first; the table gives the median of those and their range."), "",
              head, "|---|" + "---:|" * len(cols)]
     lines += ["| " + name + " | " + " | ".join(f(t[c]) for c in cols) + " |" for name, f in rows]
     if onnx_import is not None:
@@ -305,6 +318,10 @@ def report(res: dict, command: str) -> str:
               f"| lean | `{st['lean']['command']}` | {st['lean']['s']:.0f} s |",
               f"| `[all]` | `{st['all']['command']}` | {st['all']['s']:.0f} s |", ""]
     lines += time_section(res["timings"], res.get("onnx_import_s"))
+    cpu = res["timing_cpu"]
+    lines += [(f"During these {cpu['seconds']:.0f} s, other processes kept {cpu['other_processes_cores']:.2f} of the "
+              f"{cpu['cores']} CPUs busy (from /proc/stat, less this benchmark's own CPU time): the speed figures are "
+              "those of a shared machine; compare the columns, measured in turns, rather than with other files."), ""]
     lines += ["## Where a lean first result's imports go", "",
               "Top-level imports of one lean first-result process, cumulative (`python -X importtime`):", "",
               "| module | s |", "|---|---:|"]
@@ -325,9 +342,13 @@ def measure(work: Path, runs: int, add: list[str]) -> dict:
     res["sizes"], py = installs(work, wheel, bare, add)
     cwd = work / "probe"
     cwd.mkdir(exist_ok=True)
+    from serve_load import CpuMeter
+
+    meter = CpuMeter([os.getpid()]).start()              # the probes are waited-for children: counted as ours
     res["timings"] = timings({"lean (onnxruntime)": (py["lean"], "onnxruntime"),
                               "[all], onnxruntime": (py["all"], "onnxruntime"),
                               "[all], default backend": (py["all"], "default")}, runs, cwd)
+    res["timing_cpu"] = meter.stop()
     if add and "onnx" in add:
         res["onnx_import_s"] = statistics.median(seconds(py["lean"], IMPORT_ONNX, cwd) for _ in range(runs))
     res["import_profile"] = import_profile(py["lean"], cwd)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import zipfile
 
-from lean_install import build_wheel
+import pytest
+from lean_install import ROOT, build_wheel
 
 ALWAYS = ["litefer/samples/astronaut.jpg", "litefer/samples/README.md", "litefer/weights/litefer_cpsca112_ferplus.onnx",
           "litefer/weights/litefer_cpsca112_ferplus.json", "litefer/serve/static/index.html",
@@ -18,6 +20,8 @@ def names(wheel) -> set[str]:
 
 
 def test_wheel_carries_the_vendor_files_when_present_and_builds_without(tmp_path):
+    if subprocess.run(["git", "-C", str(ROOT), "rev-parse"], capture_output=True, check=False).returncode:
+        pytest.skip(f"{ROOT} is not a git checkout: the wheel is built from the files git lists")
     vendor = tmp_path / "vendor"
     for rel, text in VENDOR_FILES.items():
         (vendor / rel).parent.mkdir(parents=True, exist_ok=True)
