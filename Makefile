@@ -34,9 +34,9 @@ $(WEB_STAMP): web/package.json web/package-lock.json web/vendor.mjs
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	node web/vendor.mjs
 
-# --backend onnxruntime: the packaged ONNX model, no torch (until it is predict's default)
+# the packaged ONNX model through ONNX Runtime: no torch
 run: $(LEAN_STAMP)
-	$(LEAN)/bin/litefer predict --sample --backend onnxruntime --scores --save-annotated out/demo --csv out/demo/astronaut.csv
+	$(LEAN)/bin/litefer predict --sample --scores --save-annotated out/demo --csv out/demo/astronaut.csv
 
 test: $(STAMP) web
 	$(PY) -m pytest -q

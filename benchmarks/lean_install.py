@@ -31,8 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VENDOR = ROOT / "src" / "litefer" / "serve" / "static" / "vendor"
 SAMPLE = ROOT / "src" / "litefer" / "samples" / "astronaut.jpg"
-# `--backend onnxruntime` until the ONNX Runtime default for predict lands (issue 18's layout part)
-PREDICT = ["predict", "--sample", "--backend", "onnxruntime", "--json", "--no-progress"]
+PREDICT = ["predict", "--sample", "--json", "--no-progress"]      # the default: packaged ONNX, ONNX Runtime
 
 
 class CheckFailed(RuntimeError):

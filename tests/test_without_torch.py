@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from face_fixtures import checkpoint  # noqa: F401
 
-# Packages outside the lean install that the recognition path must not import. onnx joins them once
-# card.py reads ONNX metadata without it (issue 18, layout part).
-BLOCKED = ("torch", "torchvision", "pandas", "matplotlib", "yaml", "skimage", "scipy", "tensorboard", "ptflops")
+# Packages outside the lean install that the recognition path must not import (onnx included: the
+# card is read from the ONNX protobuf directly).
+BLOCKED = ("torch", "torchvision", "onnx", "pandas", "matplotlib", "yaml", "skimage", "scipy", "tensorboard",
+           "ptflops")
 
 SITECUSTOMIZE = '''\
 """Test prelude: importing a blocked package raises ImportError, and the attempt is logged."""
@@ -31,7 +33,7 @@ class BlockedImports(importlib.abc.MetaPathFinder):
             return None
         with open(os.environ["LITEFER_BLOCK_LOG"], "a") as f:
             f.write(name + "\\n")
-        raise ImportError(f"No module named {name!r} (blocked: the lean install has no {top})")
+        raise ModuleNotFoundError(f"No module named {name!r} (blocked: the lean install has no {top})", name=name)
 
 
 sys.meta_path.insert(0, BlockedImports())
@@ -67,10 +69,10 @@ def test_the_prelude_blocks_torch(lean_env, tmp_path):
     assert blocked_attempts(lean_env) == ["torch"]
 
 
-def test_recognizer_on_onnxruntime_never_imports_torch(lean_env, tmp_path):
+def test_the_default_recognizer_never_imports_torch(lean_env, tmp_path):
     code = ("import json, sys, litefer\n"
             "from litefer.inference.samples import sample_photo\n"
-            "faces = litefer.Recognizer(backend='onnxruntime').recognize(sample_photo())\n"
+            "faces = litefer.Recognizer().recognize(sample_photo())\n"
             "print(json.dumps({'boxes': [f.box for f in faces], 'torch': 'torch' in sys.modules}))")
     out = python(code, tmp_path)
     assert out.returncode == 0, out.stderr
@@ -82,7 +84,7 @@ def test_recognizer_on_onnxruntime_never_imports_torch(lean_env, tmp_path):
 
 
 def test_predict_with_csv_and_json_never_imports_torch_or_pandas(lean_env, tmp_path):
-    cmd = [sys.executable, "-m", "litefer", "predict", "--sample", "--backend", "onnxruntime", "--no-progress",
+    cmd = [sys.executable, "-m", "litefer", "predict", "--sample", "--no-progress",
            "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")]
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr
@@ -112,3 +114,19 @@ def test_serve_round_trip_never_imports_torch(lean_env, tmp_path):
     assert card["server"]["backend"] == "onnxruntime"
     assert card["browser"]["available"] == (VENDOR_DIR / "manifest.json").is_file()
     assert blocked_attempts(lean_env) == []
+
+
+def test_a_pt_file_without_torch_is_one_line_naming_the_extra(lean_env, checkpoint, tmp_path):
+    cmd = [sys.executable, "-m", "litefer", "predict", "--sample", "--no-progress", "--weights", str(checkpoint)]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("litefer predict: error: ") and str(checkpoint) in lines[0]
+    assert "pip install 'litefer[train]'" in lines[0] and f"litefer export --weights {checkpoint}" in lines[0]
+    assert blocked_attempts(lean_env) == ["torch"]
+
+
+def test_training_commands_name_their_extra_without_torch(lean_env, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "litefer", "train", "x.yaml"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 2 and "litefer[train]" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -61,9 +61,22 @@ def _add_command_arguments(p: argparse.ArgumentParser, name: str) -> None:
         importlib.import_module(command_module(name)).add_arguments(p)
     except ImportError as e:
         # one subcommand whose optional dependency is missing must not break the others
-        extra = "serve" if name == "serve" else "train"
-        p.set_defaults(_unavailable=f"litefer {name} is unavailable: {e} (pip install 'litefer[{extra}]')")
+        p.set_defaults(_unavailable=f"litefer {name}: error: {as_missing_extra(e, name)}")
         p.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+# packages of the extras (pyproject.toml) -> the extra that installs them; the lean install has none
+EXTRA_OF = {"torch": "train", "torchvision": "train", "onnx": "train", "yaml": "train", "matplotlib": "train",
+            "tensorboard": "train", "ptflops": "train", "pandas": "all", "fastapi": "serve", "uvicorn": "serve",
+            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve"}
+
+
+def as_missing_extra(e: BaseException, command: str) -> BaseException:
+    """A missing package of one of litefer's extras as :class:`MissingExtra` naming the extra; else ``e``."""
+    top = (getattr(e, "name", None) or "").partition(".")[0]
+    if not isinstance(e, ImportError) or isinstance(e, MissingExtra) or top not in EXTRA_OF:
+        return e
+    return MissingExtra(f"litefer {command} needs {top}, which is not installed: pip install 'litefer[{EXTRA_OF[top]}]'")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
+        e = as_missing_extra(e, args.command)
         print(error_line(args.command, e), file=sys.stderr)
         return exit_status(e)
 
