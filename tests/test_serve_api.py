@@ -244,6 +244,35 @@ def test_without_the_vendor_files_the_page_and_log_say_so_and_the_api_works(serv
     assert '<p id="vendor-note" class="warn" hidden>' in serve_app.page_html(True)
 
 
+def test_gzipped_vendor_files_are_sent_as_stored_or_decompressed(serve_model, tmp_path, monkeypatch):
+    """`make web` keeps large vendor files gzipped only: clients that accept gzip get the stored bytes
+    with Content-Encoding, the rest the decompressed file; paths outside the folder are 404."""
+    import gzip
+
+    from litefer.serve import app as serve_app
+
+    vendor = tmp_path / "vendor"
+    (vendor / "ort").mkdir(parents=True)
+    wasm = bytes(range(256)) * 4096
+    (vendor / "ort" / "rt.wasm.gz").write_bytes(gzip.compress(wasm))
+    (vendor / "ort" / "ort.js").write_text("// plain\n")
+    (vendor / "manifest.json").write_text(json.dumps({"files": ["ort/rt.wasm", "ort/ort.js"]}))
+    (tmp_path / "secret.txt").write_text("no")
+    monkeypatch.setattr(serve_app, "VENDOR_DIR", vendor)
+    assert serve_app.vendor_manifest() is not None
+    app = serve_app.create_app(ServeConfig(weights=str(serve_model[1]), workers=1, queue=1))
+    with _testclient_class()(app) as c:
+        packed = c.get("/static/vendor/ort/rt.wasm", headers={"Accept-Encoding": "gzip, deflate"})
+        assert packed.status_code == 200 and packed.headers["content-encoding"] == "gzip"
+        assert packed.content == wasm and packed.headers["content-type"] == "application/wasm"
+        plain = c.get("/static/vendor/ort/rt.wasm", headers={"Accept-Encoding": "identity"})
+        assert plain.content == wasm and "content-encoding" not in plain.headers
+        assert c.get("/static/vendor/ort/ort.js").text == "// plain\n"
+        assert c.get("/static/vendor/ort/nope.js").status_code == 404
+        assert c.get("/static/vendor/..%2F..%2Fsecret.txt").status_code == 404
+        assert c.get("/static/app.js").status_code == 200             # the rest of /static is unchanged
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_cli_refuses_missing_weights_clearly(tmp_path):
