@@ -29,6 +29,17 @@ from ..utils import atomic_write_text
 log = logging.getLogger(__name__)
 
 
+def _model_threads(threads: int | None, weights, backend: str | None, device: str) -> int | None:
+    """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
+    slows OpenCV's face search on the same cores more than the second thread speeds up the model
+    (``benchmarks/peer_speed.py``: 1.5x the time per photo on 2 cores)."""
+    if threads is not None or str(device).startswith("cuda"):
+        return threads
+    from .backends import resolve_weights
+
+    return 1 if resolve_weights(weights, backend)[1] == "onnxruntime" else None
+
+
 @dataclass
 class FaceResult:
     """One face: box ``(x, y, w, h)`` in the input's pixels, the top label and its probability,
@@ -90,12 +101,15 @@ class Recognizer:
             or a :class:`litefer.inference.detect.FaceDetector`.
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
-        min_face: smallest face side, in pixels of the input image.
+        min_face: smallest face side, in pixels of the input image; None: the detector's default (48
+            for ``haar``, whose search time grows with the range of sizes; 32 for ``yunet``).
         max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
             crops still use the full image); raise it to find small faces in large group photos.
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
-        threads: CPU threads for the model (torch's setting is process-wide).
+        threads: CPU threads for the model (torch's setting is process-wide). None: torch's default;
+            1 for ONNX Runtime on the CPU, whose idle threads spin and take the cores from OpenCV's
+            face search between photos (see ``_model_threads``).
         prior: ``"dataset"`` (the model's own probabilities, its training class balance included),
             ``"balanced"`` (the stored training class frequencies divided out: logit adjustment) or a
             mapping of every class to a positive weight that multiplies its probability; see
@@ -103,11 +117,11 @@ class Recognizer:
     """
 
     def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
-                 min_face: int = 32, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
+                 min_face: int | None = None, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
                  yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend = create_backend(weights, backend, device, threads)
+        self.backend = create_backend(weights, backend, device, _model_threads(threads, weights, backend, device))
         self.card = self.backend.card
         self.class_names: list[str] = list(self.card.class_names)
         self.crop_spec = CropSpec.from_card(self.card)
