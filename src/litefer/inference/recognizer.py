@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -108,8 +109,9 @@ class Recognizer:
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
         threads: CPU threads for the model (torch's setting is process-wide). None: torch's default;
-            1 for ONNX Runtime on the CPU, whose idle threads spin and take the cores from OpenCV's
-            face search between photos (see ``_model_threads``).
+            for ONNX Runtime on the CPU, 1 (its idle threads spin and take the cores from OpenCV's
+            face search between photos, see ``_model_threads``), with the mirrored pass of ``tta`` on
+            a second core when there is one.
         prior: ``"dataset"`` (the model's own probabilities, its training class balance included),
             ``"balanced"`` (the stored training class frequencies divided out: logit adjustment) or a
             mapping of every class to a positive weight that multiplies its probability; see
@@ -121,7 +123,12 @@ class Recognizer:
                  yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend = create_backend(weights, backend, device, _model_threads(threads, weights, backend, device))
+        model_threads = _model_threads(threads, weights, backend, device)
+        self.backend = create_backend(weights, backend, device, model_threads)
+        # threads left to ONNX Runtime (1, see above) and a spare core: the mirrored pass runs beside
+        # the plain one, which the backend would otherwise run in the same call on one thread
+        spare = threads is None and model_threads == 1 and (os.cpu_count() or 1) > 1
+        self._mirror_pool = ThreadPoolExecutor(1, thread_name_prefix="litefer-mirror") if spare else None
         self.card = self.backend.card
         self.class_names: list[str] = list(self.card.class_names)
         self.crop_spec = CropSpec.from_card(self.card)
@@ -168,9 +175,16 @@ class Recognizer:
             crops = crops[..., None]
         out = []
         for i in range(0, len(crops), self.batch_size):
-            logits = self.backend.logits(crops[i:i + self.batch_size], self.tta)
+            logits = self._logits(crops[i:i + self.batch_size])
             out.append(softmax(logits if adjust is None else logits + adjust))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def _logits(self, crops: np.ndarray) -> np.ndarray:
+        """Logits, mirror-averaged when ``tta``: the two passes side by side when a core is spare."""
+        if not (self.tta and self._mirror_pool):
+            return self.backend.logits(crops, self.tta)
+        mirrored = self._mirror_pool.submit(self.backend.logits, np.ascontiguousarray(crops[:, :, ::-1]), False)
+        return (self.backend.logits(crops, False) + mirrored.result()) / 2
 
     def detect_and_crop(self, bgr: np.ndarray, detector=None) -> tuple[list[Detection], list[np.ndarray], list[dict]]:
         """Detections, crops and quality for one BGR image (``detector``: the recognizer's by default)."""
