@@ -125,20 +125,28 @@ def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: in
     return row
 
 
-def report(rows: list[dict], env: dict, n: int) -> str:
+def header(env: dict, n: int) -> list[str]:
+    """The report's title, command, machine, tools and method."""
     machine = (f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), {env['platform']}, Python {env['python']}, "
                f"{env['date']}. Load average at start: {env['loadavg']}.")
     lf, fe = env["litefer"], env["fer"]
+    beside = env["litefer_default"].get("mirrored_pass_beside")
     tools = (f"litefer {lf['litefer']}: onnxruntime {lf['onnxruntime']}, OpenCV {lf['opencv']}, "
-             "`Recognizer(backend=\"onnxruntime\")` with the packaged model (Haar faces, FER2013 framing, flip "
-             f"averaging). fer {fe['fer']}: TensorFlow {fe['tensorflow']}, OpenCV {fe['opencv']}, `FER()` (Haar faces "
-             "from 50 px, TFLite model), in its own venv.")
+             "`Recognizer(backend=\"onnxruntime\")` with the packaged model and its defaults: "
+             f"`{lf.get('detector')}`, quick eye look {lf.get('quick_eyes')}, flip averaging {lf.get('tta')} "
+             f"(mirrored pass beside the plain one at default threads: {beside}). fer {fe['fer']}: "
+             f"TensorFlow {fe['tensorflow']}, OpenCV {fe['opencv']}, `FER()` (Haar faces from 50 px, TFLite model), "
+             "in its own venv.")
     method = (f"{n} photos decoded once and given to both tools as the same BGR arrays; each tool in its own "
               "process; rounds alternate between the tools; only the recognition call is timed; ms per photo is "
               "the best of the rounds (all rounds in the JSON). 1 thread: OpenCV, ONNX Runtime, TFLite and "
               "TensorFlow pinned to one thread; default threads: each library's own.")
-    lines = ["# litefer against fer, per photo, on the JAFFE photos", "", f"Command: `{env['command']}`", "",
-             machine, "", tools, "", method, "",
+    return ["# litefer against fer, per photo, on the JAFFE photos", "", f"Command: `{env['command']}`", "",
+            machine, "", tools, "", method, ""]
+
+
+def report(rows: list[dict], env: dict, n: int) -> str:
+    lines = [*header(env, n),
              "| threads | litefer ms / photo | fer ms / photo | litefer / fer | litefer rounds | fer rounds |",
              "|---|---:|---:|---:|---|---|"]
     for r in rows:
@@ -180,7 +188,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="litefer-peer-") as tmp:
         np.save(Path(tmp) / "photos.npy", photos)
         rows = [compare(s, peer, Path(tmp) / "photos.npy", truth, args.rounds) for s in SETTINGS]
-    env.update(litefer=rows[0]["litefer"]["versions"], fer=rows[0]["fer"]["versions"])
+    env.update(litefer=rows[0]["litefer"]["versions"], fer=rows[0]["fer"]["versions"],
+               litefer_default=rows[-1]["litefer"]["versions"])
     text = report(rows, env, len(names))
     atomic_write_text(f"{args.out}.md", text)
     atomic_write_json(f"{args.out}.json", {"environment": env, "photos": names, "truth": truth, "rows": rows})

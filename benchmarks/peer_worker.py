@@ -37,7 +37,9 @@ def litefer_tool(threads: int):
         return len(faces), faces[0].label if faces else None     # largest face first
 
     versions = {"litefer": litefer.__version__, "onnxruntime": onnxruntime.__version__, "opencv": cv2.__version__,
-                "numpy": np.__version__, "cv2_threads": cv2.getNumThreads()}
+                "numpy": np.__version__, "cv2_threads": cv2.getNumThreads(), "detector": repr(rec.detector),
+                "quick_eyes": getattr(rec.detector, "quick_eyes", None), "tta": rec.tta,
+                "mirrored_pass_beside": getattr(rec, "_mirror_pool", None) is not None}
     return run, versions
 
 
