@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def _model_threads(threads: int | None, weights, backend: str | None, device: str) -> int | None:
     """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
     slows OpenCV's face search on the same cores more than the second thread speeds up the model
-    (``benchmarks/peer_speed.py``: 1.5x the time per photo on 2 cores)."""
+    (1.6x the time per photo on JAFFE's photos on 2 cores; see docs/recognition.md, Speed)."""
     if threads is not None or str(device).startswith("cuda"):
         return threads
     from .backends import resolve_weights
