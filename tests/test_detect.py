@@ -53,6 +53,40 @@ def test_boxes_are_in_original_coordinates_when_detection_runs_downscaled():
     assert down.eyes is not None and np.all(np.abs(down.eyes - full.eyes) < 25)
 
 
+def test_default_smallest_face_is_48_px_on_the_copy_32_px_needed():
+    """Sizes under 48 px are skipped, not searched on a smaller copy: larger faces keep their boxes."""
+    default, old = HaarDetector(), HaarDetector(min_size=32)
+    assert (default.min_size, default.search_size(), old.search_size()) == (48, 32, 32)
+    turned = cv2.warpAffine(astronaut_bgr(), cv2.getRotationMatrix2D(FACE_CENTRE, 8, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REFLECT)
+    for img in (astronaut_bgr(), turned):
+        assert [f.box for f in default.detect(img)] == [f.box for f in old.detect(img)]
+    assert default.detect(two_face_composite())[0].box == old.detect(two_face_composite())[0].box
+    small = cv2.resize(two_face_composite(), None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)  # ~39 px face
+    assert len(default.detect(small)) == 1 and len(old.detect(small)) == 2
+
+
+@pytest.mark.parametrize("min_size, searched_as", [(20, 20), (32, 32), (48, 32), (63, 32), (64, 64), (80, 64), (200, 128)])
+def test_search_copy_follows_min_size_by_octaves(min_size, searched_as):
+    assert HaarDetector(min_size=min_size).search_size() == searched_as
+
+
+def test_yunet_keeps_32_px_as_its_smallest_face():
+    assert YuNetDetector(yunet_path()).min_size == 32 == create_detector(yunet_path()).min_size
+
+
+def test_quick_eye_look_is_kept_only_for_a_level_pair():
+    upright = astronaut_bgr()
+    tilted = cv2.warpAffine(upright, cv2.getRotationMatrix2D(FACE_CENTRE, 17, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REFLECT)
+    quick, full = HaarDetector().detect(upright)[0], HaarDetector(quick_eyes=False).detect(upright)[0]
+    assert quick.box == full.box and np.abs(quick.eyes - full.eyes).max() < 3      # the quick look's pair
+    assert not np.array_equal(quick.eyes, full.eyes)
+    np.testing.assert_array_equal(crop_face(upright, quick)[0], crop_face(upright, full)[0])
+    quick, full = HaarDetector().detect(tilted)[0], HaarDetector(quick_eyes=False).detect(tilted)[0]
+    np.testing.assert_array_equal(quick.eyes, full.eyes)                            # tilted: the full search's
+
+
 def test_no_face_is_an_empty_result():
     rng = np.random.default_rng(0)
     assert HaarDetector().detect(np.full((240, 320, 3), 127, np.uint8)) == []

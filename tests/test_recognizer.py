@@ -2,6 +2,7 @@
 bad inputs inside batches, preprocessing parity, and (with the packaged weights) a real prediction."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from PIL import Image
 import litefer
 from litefer.inference.backends import DEFAULT_FILES, resolve_weights
 from litefer.data.transforms import Preprocess, preprocess
-from litefer.inference.inputs import InputError
+from litefer.inference.inputs import InputError, read_image
 
 CLASSES = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
 
@@ -103,6 +104,15 @@ def test_onnxruntime_backend_matches_torch(rec_torch, rec_ort, photo_dir):
         a, b = rec_torch.recognize(src), rec_ort.recognize(src)
         assert [f.box for f in a] == [f.box for f in b]
         np.testing.assert_allclose(probs(a), probs(b), atol=1e-4)
+
+
+def test_mirrored_pass_beside_the_plain_one_when_threads_are_not_given(onnx_file, rec_ort, photo_dir):
+    rec = litefer.Recognizer(weights=onnx_file, tta=True)
+    assert (rec._mirror_pool is not None) == ((os.cpu_count() or 1) > 1)
+    assert rec_ort._mirror_pool is None                                      # threads=1: one call, as before
+    crops = np.stack([c for name in ("astronaut.png", "two_faces.png")
+                      for c in rec.detect_and_crop(read_image(photo_dir / name))[1]])
+    np.testing.assert_allclose(rec._logits(crops), rec.backend.logits(crops, True), atol=1e-5)
 
 
 def test_onnxruntime_backend_runs_without_torch(onnx_file, photo_dir):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -27,6 +28,17 @@ from ..prior import describe as describe_prior, log_weights
 from ..utils import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+
+def _model_threads(threads: int | None, weights, backend: str | None, device: str) -> int | None:
+    """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
+    slows OpenCV's face search on the same cores more than the second thread speeds up the model
+    (1.6x the time per photo on JAFFE's photos on 2 cores; see docs/recognition.md, Speed)."""
+    if threads is not None or str(device).startswith("cuda"):
+        return threads
+    from .backends import resolve_weights
+
+    return 1 if resolve_weights(weights, backend)[1] == "onnxruntime" else None
 
 
 @dataclass
@@ -90,12 +102,16 @@ class Recognizer:
             or a :class:`litefer.inference.detect.FaceDetector`.
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
-        min_face: smallest face side, in pixels of the input image.
+        min_face: smallest face side, in pixels of the input image; None: the detector's default (48
+            for ``haar``, whose search time grows with the range of sizes; 32 for ``yunet``).
         max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
             crops still use the full image); raise it to find small faces in large group photos.
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
-        threads: CPU threads for the model (torch's setting is process-wide).
+        threads: CPU threads for the model (torch's setting is process-wide). None: torch's default;
+            for ONNX Runtime on the CPU, 1 (its idle threads spin and take the cores from OpenCV's
+            face search between photos, see ``_model_threads``), with the mirrored pass of ``tta`` on
+            a second core when there is one.
         prior: ``"dataset"`` (the model's own probabilities, its training class balance included),
             ``"balanced"`` (the stored training class frequencies divided out: logit adjustment) or a
             mapping of every class to a positive weight that multiplies its probability; see
@@ -103,11 +119,16 @@ class Recognizer:
     """
 
     def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
-                 min_face: int = 32, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
+                 min_face: int | None = None, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
                  yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend = create_backend(weights, backend, device, threads)
+        model_threads = _model_threads(threads, weights, backend, device)
+        self.backend = create_backend(weights, backend, device, model_threads)
+        # threads left to ONNX Runtime (1, see above) and a spare core: the mirrored pass runs beside
+        # the plain one, which the backend would otherwise run in the same call on one thread
+        spare = threads is None and model_threads == 1 and (os.cpu_count() or 1) > 1
+        self._mirror_pool = ThreadPoolExecutor(1, thread_name_prefix="litefer-mirror") if spare else None
         self.card = self.backend.card
         self.class_names: list[str] = list(self.card.class_names)
         self.crop_spec = CropSpec.from_card(self.card)
@@ -154,9 +175,16 @@ class Recognizer:
             crops = crops[..., None]
         out = []
         for i in range(0, len(crops), self.batch_size):
-            logits = self.backend.logits(crops[i:i + self.batch_size], self.tta)
+            logits = self._logits(crops[i:i + self.batch_size])
             out.append(softmax(logits if adjust is None else logits + adjust))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def _logits(self, crops: np.ndarray) -> np.ndarray:
+        """Logits, mirror-averaged when ``tta``: the two passes side by side when a core is spare."""
+        if not (self.tta and self._mirror_pool):
+            return self.backend.logits(crops, self.tta)
+        mirrored = self._mirror_pool.submit(self.backend.logits, np.ascontiguousarray(crops[:, :, ::-1]), False)
+        return (self.backend.logits(crops, False) + mirrored.result()) / 2
 
     def detect_and_crop(self, bgr: np.ndarray, detector=None) -> tuple[list[Detection], list[np.ndarray], list[dict]]:
         """Detections, crops and quality for one BGR image (``detector``: the recognizer's by default)."""

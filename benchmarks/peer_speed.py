@@ -1,0 +1,200 @@
+"""litefer against the peer ``fer`` (25.10.3), per photo, on the 213 JAFFE photos: time and accuracy.
+
+    .venv/bin/python benchmarks/peer_speed.py --data ../shared/data/jaffe
+
+fer and its TensorFlow go into a throwaway venv outside the repository (``--cache``, default
+``~/.cache/litefer-peer``; reused when it already holds fer 25.10.3). The photos are decoded once
+(litefer's reader, BGR uint8) and handed to both tools as the same arrays. Each tool runs in its own
+worker process (``benchmarks/peer_worker.py``): litefer in this interpreter through
+``Recognizer(backend="onnxruntime")`` on the packaged model, fer in the peer venv as ``FER()``. The
+rounds alternate between the tools (which goes first alternates too), at 1 thread (OpenCV, ONNX
+Runtime, TFLite and TensorFlow pinned to one) and at each library's default threads. Only the
+recognition calls are timed; a tool's figure is its best round.
+
+Accuracy: the label of the largest face against the expression in the file name (7 classes); a
+photo without a face counts as wrong, and so does litefer's ``contempt``, which JAFFE does not pose.
+Writes ``results/peer_speed.md`` and ``.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from litefer.inference.inputs import load_image
+from litefer.utils import atomic_write_json, atomic_write_text, cpu_model
+
+HERE = Path(__file__).resolve().parent
+FER_VERSION = "25.10.3"
+# fer's own dependencies (installed with --no-deps, see ../shared/notes/peer-fer.md): TensorFlow for
+# its TFLite model, OpenCV with cv2.data for its cascade, and setuptools < 70 for pkg_resources.
+PEER_PACKAGES = ["tensorflow-cpu", "opencv-contrib-python", "numpy", "pandas", "pillow", "tqdm", "requests",
+                 "matplotlib", "setuptools<70"]
+JAFFE_CODES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral", "SA": "sadness",
+               "SU": "surprise"}
+SETTINGS = {"1 thread": 1, "default threads": 0}
+
+
+def peer_python(cache: Path) -> Path:
+    """The peer venv's interpreter, built on first use; later runs reuse it."""
+    py = cache / "venv" / "bin" / "python"
+    probe = [str(py), "-c", "from importlib.metadata import version; print(version('fer'))"]
+    if py.exists() and subprocess.run(probe, check=False, capture_output=True, text=True).stdout.strip() == FER_VERSION:
+        return py
+    print(f"installing fer {FER_VERSION} and TensorFlow into {cache / 'venv'} (once; several minutes)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(cache / "venv")], check=True)
+    pip = [str(py), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "--no-deps", f"fer=={FER_VERSION}"], check=True)
+    subprocess.run([*pip, *PEER_PACKAGES], check=True)
+    return py
+
+
+def jaffe(data: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """File names, their expression (FERPlus names) and the decoded BGR photos."""
+    paths = sorted(p for p in data.iterdir() if p.suffix.lower() in (".tiff", ".tif"))
+    truth = [JAFFE_CODES[p.name.split(".")[1][:2]] for p in paths]
+    return [p.name for p in paths], truth, np.stack([load_image(p) for p in paths])
+
+
+class Worker:
+    """One tool in its own process, answering ``round`` requests (see ``peer_worker.py``)."""
+
+    def __init__(self, python: Path, tool: str, photos: Path, threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS="1") if threads == 1 else dict(os.environ)
+        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        cmd = [str(python), str(HERE / "peer_worker.py"), "--tool", tool, "--photos", str(photos),
+               "--threads", str(threads)]
+        self.tool = tool
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.versions = self._answer()["versions"]
+
+    def _answer(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise RuntimeError(f"the {self.tool} worker ended with code {self.proc.wait()} (its messages are above)")
+
+    def round(self) -> dict:
+        self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def accuracy(labels: list[str | None], truth: list[str]) -> float:
+    return float(np.mean([a == b for a, b in zip(labels, truth)]))
+
+
+def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: int) -> dict:
+    """Both tools at one thread setting, rounds interleaved; best round per tool."""
+    threads = SETTINGS[setting]
+    workers = {"litefer": Worker(Path(sys.executable), "litefer", photos, threads),
+               "fer": Worker(peer, "fer", photos, threads)}
+    runs: dict[str, list[dict]] = {name: [] for name in workers}
+    try:
+        for r in range(rounds):
+            order = ["litefer", "fer"] if r % 2 == 0 else ["fer", "litefer"]
+            for name in order:
+                runs[name].append(workers[name].round())
+                print(f"{setting}, round {r + 1}: {name} {runs[name][-1]['ms_per_photo']:.1f} ms/photo", flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    row = {"setting": setting, "threads": threads or "default"}
+    for name, rs in runs.items():
+        last = rs[-1]
+        row[name] = {"ms_per_photo": min(r["ms_per_photo"] for r in rs),
+                     "rounds_ms": [round(r["ms_per_photo"], 2) for r in rs],
+                     "photos_with_face": int(sum(n > 0 for n in last["faces"])), "faces": int(sum(last["faces"])),
+                     "accuracy": accuracy(last["labels"], truth),
+                     "same_labels_every_round": all(r["labels"] == last["labels"] for r in rs),
+                     "labels": last["labels"], "versions": workers[name].versions}
+    row["ratio"] = row["litefer"]["ms_per_photo"] / row["fer"]["ms_per_photo"]
+    return row
+
+
+def header(env: dict, n: int) -> list[str]:
+    """The report's title, command, machine, tools and method."""
+    machine = (f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), {env['platform']}, Python {env['python']}, "
+               f"{env['date']}. Load average at start: {env['loadavg']}.")
+    lf, fe = env["litefer"], env["fer"]
+    beside = env["litefer_default"].get("mirrored_pass_beside")
+    tools = (f"litefer {lf['litefer']}: onnxruntime {lf['onnxruntime']}, OpenCV {lf['opencv']}, "
+             "`Recognizer(backend=\"onnxruntime\")` with the packaged model and its defaults: "
+             f"`{lf.get('detector')}`, quick eye look {lf.get('quick_eyes')}, flip averaging {lf.get('tta')} "
+             f"(mirrored pass beside the plain one at default threads: {beside}). fer {fe['fer']}: "
+             f"TensorFlow {fe['tensorflow']}, OpenCV {fe['opencv']}, `FER()` (Haar faces from 50 px, TFLite model), "
+             "in its own venv.")
+    method = (f"{n} photos decoded once and given to both tools as the same BGR arrays; each tool in its own "
+              "process; rounds alternate between the tools; only the recognition call is timed; ms per photo is "
+              "the best of the rounds (all rounds in the JSON). 1 thread: OpenCV, ONNX Runtime, TFLite and "
+              "TensorFlow pinned to one thread; default threads: each library's own.")
+    return ["# litefer against fer, per photo, on the JAFFE photos", "", f"Command: `{env['command']}`", "",
+            machine, "", tools, "", method, ""]
+
+
+def report(rows: list[dict], env: dict, n: int) -> str:
+    lines = [*header(env, n),
+             "| threads | litefer ms / photo | fer ms / photo | litefer / fer | litefer rounds | fer rounds |",
+             "|---|---:|---:|---:|---|---|"]
+    for r in rows:
+        lf, fe = r["litefer"], r["fer"]
+        lines.append(f"| {r['setting']} | {lf['ms_per_photo']:.1f} | {fe['ms_per_photo']:.1f} | {r['ratio']:.2f}× | "
+                     f"{', '.join(f'{v:.1f}' for v in lf['rounds_ms'])} | {', '.join(f'{v:.1f}' for v in fe['rounds_ms'])} |")
+    lines += ["", "| tool | photos with a face | faces | accuracy (7 classes, largest face) |", "|---|---:|---:|---:|"]
+    for name in ("litefer", "fer"):
+        t = rows[0][name]
+        lines.append(f"| {name} | {t['photos_with_face']} / {n} | {t['faces']} | {100 * t['accuracy']:.1f} % |")
+    same = all(r[name]["labels"] == rows[0][name]["labels"] for r in rows for name in ("litefer", "fer"))
+    lines += ["", "Accuracy: the largest face's label against the expression in the file name (AN anger, DI "
+              "disgust, FE fear, HA happiness, NE neutral, SA sadness, SU surprise); no face, or litefer's "
+              "`contempt` (not posed in JAFFE), counts as wrong. fer rounds its scores to 2 decimals; a tie "
+              "goes to the class first in fer's order. "
+              + ("Labels were the same in every round and at both thread settings." if same else
+                 "Labels differed between rounds or settings (see the JSON).")]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/jaffe", help="folder of the 213 JAFFE .tiff photos")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "litefer-peer"),
+                   help="where fer's throwaway venv lives (outside the repository)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--out", default="results/peer_speed", help="report path without suffix (.md and .json)")
+    args = p.parse_args()
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"skipped: {data} is absent (the JAFFE photos live outside the repository, see its README)")
+        return
+    names, truth, photos = jaffe(data)
+    peer = peer_python(Path(args.cache).expanduser())
+    env = {"command": shlex.join(["python", "benchmarks/peer_speed.py", *sys.argv[1:]]), "cpu": cpu_model(),
+           "logical_cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+           "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    with tempfile.TemporaryDirectory(prefix="litefer-peer-") as tmp:
+        np.save(Path(tmp) / "photos.npy", photos)
+        rows = [compare(s, peer, Path(tmp) / "photos.npy", truth, args.rounds) for s in SETTINGS]
+    env.update(litefer=rows[0]["litefer"]["versions"], fer=rows[0]["fer"]["versions"],
+               litefer_default=rows[-1]["litefer"]["versions"])
+    text = report(rows, env, len(names))
+    atomic_write_text(f"{args.out}.md", text)
+    atomic_write_json(f"{args.out}.json", {"environment": env, "photos": names, "truth": truth, "rows": rows})
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
