@@ -68,11 +68,11 @@ def jaffe(data: Path) -> tuple[list[str], list[str], np.ndarray]:
 class Worker:
     """One tool in its own process, answering ``round`` requests (see ``peer_worker.py``)."""
 
-    def __init__(self, python: Path, tool: str, photos: Path, threads: int):
+    def __init__(self, python: Path, tool: str, photos: Path, threads: int, min_face: int | None = None):
         env = dict(os.environ, OMP_NUM_THREADS="1") if threads == 1 else dict(os.environ)
         env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         cmd = [str(python), str(HERE / "peer_worker.py"), "--tool", tool, "--photos", str(photos),
-               "--threads", str(threads)]
+               "--threads", str(threads), *(["--min-face", str(min_face)] if min_face else [])]
         self.tool = tool
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.versions = self._answer()["versions"]
@@ -97,15 +97,17 @@ def accuracy(labels: list[str | None], truth: list[str]) -> float:
     return float(np.mean([a == b for a, b in zip(labels, truth)]))
 
 
-def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: int) -> dict:
-    """Both tools at one thread setting, rounds interleaved; best round per tool."""
+def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: int, min_faces: list[int]) -> dict:
+    """fer and litefer at each smallest face, at one thread setting; rounds interleaved (the order
+    turns each round); best round per tool."""
     threads = SETTINGS[setting]
-    workers = {"litefer": Worker(Path(sys.executable), "litefer", photos, threads),
-               "fer": Worker(peer, "fer", photos, threads)}
+    workers = {f"litefer {m} px": Worker(Path(sys.executable), "litefer", photos, threads, m) for m in min_faces}
+    workers["fer"] = Worker(peer, "fer", photos, threads)
     runs: dict[str, list[dict]] = {name: [] for name in workers}
     try:
         for r in range(rounds):
-            order = ["litefer", "fer"] if r % 2 == 0 else ["fer", "litefer"]
+            names = list(workers)
+            order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 runs[name].append(workers[name].round())
                 print(f"{setting}, round {r + 1}: {name} {runs[name][-1]['ms_per_photo']:.1f} ms/photo", flush=True)
@@ -121,7 +123,7 @@ def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: in
                      "accuracy": accuracy(last["labels"], truth),
                      "same_labels_every_round": all(r["labels"] == last["labels"] for r in rs),
                      "labels": last["labels"], "versions": workers[name].versions}
-    row["ratio"] = row["litefer"]["ms_per_photo"] / row["fer"]["ms_per_photo"]
+    row["ratio"] = {name: row[name]["ms_per_photo"] / row["fer"]["ms_per_photo"] for name in workers if name != "fer"}
     return row
 
 
@@ -146,18 +148,22 @@ def header(env: dict, n: int) -> list[str]:
 
 
 def report(rows: list[dict], env: dict, n: int) -> str:
+    tools = [k for k in rows[0] if k.startswith("litefer") or k == "fer"]
     lines = [*header(env, n),
-             "| threads | litefer ms / photo | fer ms / photo | litefer / fer | litefer rounds | fer rounds |",
-             "|---|---:|---:|---:|---|---|"]
+             "| threads | litefer, smallest face | litefer ms / photo | fer ms / photo | litefer / fer | litefer rounds "
+             "| fer rounds |", "|---|---|---:|---:|---:|---|---|"]
     for r in rows:
-        lf, fe = r["litefer"], r["fer"]
-        lines.append(f"| {r['setting']} | {lf['ms_per_photo']:.1f} | {fe['ms_per_photo']:.1f} | {r['ratio']:.2f}× | "
-                     f"{', '.join(f'{v:.1f}' for v in lf['rounds_ms'])} | {', '.join(f'{v:.1f}' for v in fe['rounds_ms'])} |")
+        fe = r["fer"]
+        for name, ratio in r["ratio"].items():
+            lf = r[name]
+            lines.append(f"| {r['setting']} | {name.split(' ', 1)[1]} | {lf['ms_per_photo']:.1f} | "
+                         f"{fe['ms_per_photo']:.1f} | {ratio:.2f}× | {', '.join(f'{v:.1f}' for v in lf['rounds_ms'])} | "
+                         f"{', '.join(f'{v:.1f}' for v in fe['rounds_ms'])} |")
     lines += ["", "| tool | photos with a face | faces | accuracy (7 classes, largest face) |", "|---|---:|---:|---:|"]
-    for name in ("litefer", "fer"):
+    for name in tools:
         t = rows[0][name]
         lines.append(f"| {name} | {t['photos_with_face']} / {n} | {t['faces']} | {100 * t['accuracy']:.1f} % |")
-    same = all(r[name]["labels"] == rows[0][name]["labels"] for r in rows for name in ("litefer", "fer"))
+    same = all(r[name]["labels"] == rows[0][name]["labels"] for r in rows for name in tools)
     lines += ["", "Accuracy: the largest face's label against the expression in the file name (AN anger, DI "
               "disgust, FE fear, HA happiness, NE neutral, SA sadness, SU surprise); no face, or litefer's "
               "`contempt` (not posed in JAFFE), counts as wrong. fer rounds its scores to 2 decimals; a tie "
@@ -173,6 +179,9 @@ def main() -> None:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "litefer-peer"),
                    help="where fer's throwaway venv lives (outside the repository)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--min-face", type=int, nargs="+", default=[32, 48], metavar="PX",
+                   help="litefer's smallest face, one litefer row each (default: 32, litefer's default, and 48, "
+                        "about fer's 50)")
     p.add_argument("--out", default="results/peer_speed", help="report path without suffix (.md and .json)")
     args = p.parse_args()
     data = Path(args.data)
@@ -187,9 +196,10 @@ def main() -> None:
            "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="litefer-peer-") as tmp:
         np.save(Path(tmp) / "photos.npy", photos)
-        rows = [compare(s, peer, Path(tmp) / "photos.npy", truth, args.rounds) for s in SETTINGS]
-    env.update(litefer=rows[0]["litefer"]["versions"], fer=rows[0]["fer"]["versions"],
-               litefer_default=rows[-1]["litefer"]["versions"])
+        rows = [compare(s, peer, Path(tmp) / "photos.npy", truth, args.rounds, args.min_face) for s in SETTINGS]
+    first = f"litefer {args.min_face[0]} px"
+    env.update(litefer=rows[0][first]["versions"], fer=rows[0]["fer"]["versions"],
+               litefer_default=rows[-1][first]["versions"])
     text = report(rows, env, len(names))
     atomic_write_text(f"{args.out}.md", text)
     atomic_write_json(f"{args.out}.json", {"environment": env, "photos": names, "truth": truth, "rows": rows})

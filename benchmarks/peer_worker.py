@@ -21,7 +21,7 @@ FER_TO_FERPLUS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy
                   "surprise": "surprise", "neutral": "neutral"}
 
 
-def litefer_tool(threads: int):
+def litefer_tool(threads: int, min_face: int | None):
     """litefer's default path after issue 18: the packaged model through ONNX Runtime."""
     import cv2
     import onnxruntime
@@ -30,7 +30,7 @@ def litefer_tool(threads: int):
 
     if threads:
         cv2.setNumThreads(threads)
-    rec = litefer.Recognizer(backend="onnxruntime", threads=threads or None)
+    rec = litefer.Recognizer(backend="onnxruntime", threads=threads or None, min_face=min_face)
 
     def run(bgr):
         faces = rec.recognize(bgr)
@@ -60,7 +60,7 @@ def pin_fer_to(threads: int):
     FER._tflite_interpreter_cache = interpreter
 
 
-def fer_tool(threads: int):
+def fer_tool(threads: int, min_face: int | None = None):
     """fer as its README shows it: ``FER()`` (Haar faces from 50 px, TFLite mini-Xception)."""
     from importlib.metadata import version
 
@@ -104,10 +104,11 @@ def main() -> None:
     p.add_argument("--tool", choices=("litefer", "fer"), required=True)
     p.add_argument("--photos", required=True, help=".npy of N x H x W x 3 BGR uint8 photos")
     p.add_argument("--threads", type=int, default=0, help="1: one thread everywhere; 0: each library's default")
+    p.add_argument("--min-face", type=int, default=None, help="litefer: smallest face searched (default: litefer's)")
     args = p.parse_args()
     out, sys.stdout = sys.stdout, sys.stderr                         # the tools' own prints stay off the protocol
     photos = np.load(args.photos)
-    run, versions = (litefer_tool if args.tool == "litefer" else fer_tool)(args.threads)
+    run, versions = (litefer_tool if args.tool == "litefer" else fer_tool)(args.threads, args.min_face)
     for bgr in photos[:10]:                                          # warm-up: first calls load and allocate
         run(bgr)
     out.write(json.dumps({"ready": True, "versions": versions}) + "\n")

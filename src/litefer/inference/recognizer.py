@@ -102,8 +102,9 @@ class Recognizer:
             or a :class:`litefer.inference.detect.FaceDetector`.
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
-        min_face: smallest face side, in pixels of the input image; None: the detector's default (48
-            for ``haar``, whose search time grows with the range of sizes; 32 for ``yunet``).
+        min_face: smallest face side, in pixels of the input image; None: the detector's default (32).
+            For ``haar`` the search time grows with the range of sizes: 48 skips a quarter of it and
+            keeps every box of 48 px and more (``results/peer_speed.md``).
         max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
             crops still use the full image); raise it to find small faces in large group photos.
         batch_size: faces per model call; crops of several images or frames are batched together.
