@@ -6,10 +6,7 @@ Both installs come from the wheel of the working tree (``benchmarks/lean_install
 fresh venv outside the repository; torch is ``torch==2.13.0`` (the CPU build on this machine's
 disk). Writes ``results/install.md`` and ``.json``.
 
-    .venv/bin/python benchmarks/install.py [--workdir DIR] [--runs 5] [--add onnx]
-
-``--add REQ`` installs REQ in the lean venv after its size is measured, for a tree whose recognition
-path still imports it; the report says so and measures what importing it costs.
+    .venv/bin/python benchmarks/install.py [--workdir DIR] [--runs 5]
 """
 from __future__ import annotations
 
@@ -102,8 +99,6 @@ def seconds(py: Path, code: str, cwd: Path) -> float:
 
 
 IMPORT_LITEFER = "import time; t = time.perf_counter(); import litefer; print(time.perf_counter() - t)"
-# what `import onnx` adds to a process that has numpy already (as card.py's reader finds it)
-IMPORT_ONNX = "import numpy, time; t = time.perf_counter(); import onnx; print(time.perf_counter() - t)"
 
 
 def timings(configs: dict, runs: int, cwd: Path) -> dict:
@@ -166,12 +161,12 @@ def timed(cmd: list, cwd: Path) -> float:
     return time.perf_counter() - t0
 
 
-def setup_times(work: Path, add: list[str]) -> dict:
+def setup_times(work: Path) -> dict:
     """``make run`` from a fresh clone (lean), and the same for ``[all]``: a venv, torch, then
     ``-e .[all]`` and ``litefer predict --sample`` with the default backend."""
     base = getattr(sys, "_base_executable", sys.executable)
     lean = fresh_clone(work / "clone-lean")
-    make = ["make", "run", f"PYTHON={base}"] + ([f"LEAN_EXTRA={' '.join(add)}"] if add else [])
+    make = ["make", "run", f"PYTHON={base}"]
     shown = " ".join(make).replace(base, "python3")
     full = fresh_clone(work / "clone-all")
     script = (f"{base} -m venv .venv && .venv/bin/pip install -q {TORCH} && .venv/bin/pip install -q -e '.[all]' && "
@@ -180,7 +175,7 @@ def setup_times(work: Path, add: list[str]) -> dict:
             "all": {"command": script.replace(base, "python3"), "s": timed(["bash", "-c", script], full)}}
 
 
-def installs(work: Path, wheel: Path, bare: Path, add: list[str]) -> tuple[dict, dict]:
+def installs(work: Path, wheel: Path, bare: Path) -> tuple[dict, dict]:
     """(sizes, python of each timed venv): lean from the wheel without and with the page's vendor
     files, lean + [serve], and [all] (torch first)."""
     sizes = {"lean_no_vendor": size_of(make_venv(work / "venv-lean-bare", [str(bare)]))}
@@ -189,9 +184,6 @@ def installs(work: Path, wheel: Path, bare: Path, add: list[str]) -> tuple[dict,
     sizes["lean_packages"] = pip_list(lean)
     run([lean, "-m", "pip", "install", "-q", f"{wheel}[serve]"])
     sizes["lean_serve"] = size_of(lean)
-    if add:
-        run([lean, "-m", "pip", "install", "-q", *add])
-        sizes["lean_serve_add"] = size_of(lean)
     full = make_venv(work / "venv-all", [TORCH], [f"{wheel}[all]"])
     sizes["all"] = size_of(full)
     sizes["all_packages"] = pip_list(full)
@@ -234,7 +226,7 @@ def largest(size: dict, n: int = 6) -> str:
     return ", ".join(f"{name} {mb(b)}" for name, b in size["largest"][:n])
 
 
-def size_section(s: dict, add: list[str]) -> list[str]:
+def size_section(s: dict) -> list[str]:
     serve = s["lean_serve"]["bytes"] - s["lean"]["bytes"]
     vendor = s["lean"]["bytes"] - s["lean_no_vendor"]["bytes"]
     lines = ["## Installed size", "",
@@ -251,15 +243,13 @@ def size_section(s: dict, add: list[str]) -> list[str]:
     lean = s["lean_no_vendor"]["bytes"]
     lines += [(f"Target: lean <= 400 MB. The lean wheel without vendor files takes {mb(lean)} "
               f"({'met' if lean <= 400 * MB else 'missed'}); the page's vendor files (onnxruntime-web, opencv.js, "
-              f"Swagger UI) add {mb(vendor)}, giving {mb(s['lean']['bytes'])} "
+              f"Swagger UI; the large ones stored gzipped by `make web`, 26 MB unpacked) add {mb(vendor)}, giving "
+              f"{mb(s['lean']['bytes'])} "
               f"({'met' if s['lean']['bytes'] <= 400 * MB else 'missed'}). fastapi, uvicorn, pydantic, starlette and "
               f"python-multipart add {mb(serve)}: with them the lean install would take "
               f"{mb(s['lean_no_vendor']['bytes'] + serve)}, so they stay in `litefer[serve]`, and CI proves serving "
               "with `litefer[serve]` installed and torch absent (`benchmarks/lean_install.py`)."),
               f"Lean packages: {', '.join(f'{k} {v}' for k, v in sorted(s['lean_packages'].items()))}.", ""]
-    if add:
-        lines += [(f"`{' '.join(add)}` was then added to the lean venv for the timings below "
-                  f"(+{mb(s['lean_serve_add']['bytes'] - s['lean_serve']['bytes'])}, not in the sizes above)."), ""]
     return lines
 
 
@@ -272,7 +262,7 @@ def steady_cell(r: dict, key: str) -> str:
     return f"{r['steady'][key]:.0f} ms ({lo:.0f}-{hi:.0f})"
 
 
-def time_section(t: dict, onnx_import: float | None) -> list[str]:
+def time_section(t: dict) -> list[str]:
     cols = list(t)
     head = "| | " + " | ".join(cols) + " |"
     rows = [("backend", lambda r: r["backend"]), ("torch imported", lambda r: "yes" if r["torch_imported"] else "no"),
@@ -294,13 +284,6 @@ def time_section(t: dict, onnx_import: float | None) -> list[str]:
              "after the first; the table gives the median of those and their range."), "",
              head, "|---|" + "---:|" * len(cols)]
     lines += ["| " + name + " | " + " | ".join(f(t[c]) for c in cols) + " |" for name, f in rows]
-    if onnx_import is not None:
-        lean = t[cols[0]]
-        lines += ["", (f"The lean process imports `onnx` only because `card.py` reads the ONNX file's metadata with "
-                  f"it; that import takes {ms(onnx_import)} (median, measured alone after numpy), inside "
-                  f"`Recognizer()`. Without it the lean first result would be about "
-                  f"{lean['first_result_s']['median'] - onnx_import:.2f} s (arithmetic on the two medians; rerun this "
-                  f"benchmark without `--add` once the metadata reader needs no onnx).")]
     return lines + [""]
 
 
@@ -312,12 +295,12 @@ def report(res: dict, command: str) -> str:
              f"{' / '.join(f'{x:.2f}' for x in m['load_average'])} (other jobs shared the CPUs). Both installs come "
              f"from the wheel of the working tree ({res['commit']}), each in a fresh venv; packages came from this "
              "machine's local package index and pip cache."), ""]
-    lines += size_section(res["sizes"], res["add"])
+    lines += size_section(res["sizes"])
     lines += ["## Setup from a fresh clone", "",
               "| install | command | wall time |", "|---|---|---:|",
               f"| lean | `{st['lean']['command']}` | {st['lean']['s']:.0f} s |",
               f"| `[all]` | `{st['all']['command']}` | {st['all']['s']:.0f} s |", ""]
-    lines += time_section(res["timings"], res.get("onnx_import_s"))
+    lines += time_section(res["timings"])
     cpu = res["timing_cpu"]
     lines += [(f"During these {cpu['seconds']:.0f} s, other processes kept {cpu['other_processes_cores']:.2f} of the "
               f"{cpu['cores']} CPUs busy (from /proc/stat, less this benchmark's own CPU time): the speed figures are "
@@ -335,11 +318,11 @@ def commit() -> str:
     return head + (" + uncommitted changes" if dirty else "")
 
 
-def measure(work: Path, runs: int, add: list[str]) -> dict:
-    res = {"machine": machine(), "commit": commit(), "add": add, "runs": runs}
+def measure(work: Path, runs: int) -> dict:
+    res = {"machine": machine(), "commit": commit(), "runs": runs}
     wheel = build_wheel(work / "dist")
     bare = build_wheel(work / "dist-bare", None)
-    res["sizes"], py = installs(work, wheel, bare, add)
+    res["sizes"], py = installs(work, wheel, bare)
     cwd = work / "probe"
     cwd.mkdir(exist_ok=True)
     from serve_load import CpuMeter
@@ -347,12 +330,10 @@ def measure(work: Path, runs: int, add: list[str]) -> dict:
     meter = CpuMeter([os.getpid()]).start()              # the probes are waited-for children: counted as ours
     res["timings"] = timings({"lean (onnxruntime)": (py["lean"], "onnxruntime"),
                               "[all], onnxruntime": (py["all"], "onnxruntime"),
-                              "[all], default backend": (py["all"], "default")}, runs, cwd)
+                              "[all], torch backend": (py["all"], "torch")}, runs, cwd)
     res["timing_cpu"] = meter.stop()
-    if add and "onnx" in add:
-        res["onnx_import_s"] = statistics.median(seconds(py["lean"], IMPORT_ONNX, cwd) for _ in range(runs))
     res["import_profile"] = import_profile(py["lean"], cwd)
-    res["setup_s"] = setup_times(work, add)
+    res["setup_s"] = setup_times(work)
     return res
 
 
@@ -360,15 +341,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=None, help="venvs and clones (default: a temporary folder)")
     p.add_argument("--runs", type=int, default=5, help="new processes per first-result figure (default 5)")
-    p.add_argument("--add", action="append", default=[], metavar="REQ",
-                   help="install REQ in the lean venv after measuring its size (see the module docstring)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "install.md")
     args = p.parse_args(argv)
     from litefer.utils import atomic_write_json, atomic_write_text
 
     command = "python benchmarks/install.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="litefer-install-") as tmp:
-        res = measure(args.workdir or Path(tmp), args.runs, args.add)
+        res = measure(args.workdir or Path(tmp), args.runs)
     res["command"] = command.strip()
     atomic_write_json(args.out.with_suffix(".json"), res)
     atomic_write_text(args.out, report(res, res["command"]))
