@@ -109,8 +109,10 @@ def check_wheel(wheel: Path) -> str:
             "litefer/weights/litefer_cpsca112_ferplus.json", "litefer/serve/static/index.html"]
     manifest = VENDOR / "manifest.json"
     if manifest.is_file():
+        listed = json.loads(manifest.read_text())
+        packed = set(listed.get("gzipped", []))                  # stored as <name>.gz by make web
         need += ["litefer/serve/static/vendor/manifest.json"] + [
-            f"litefer/serve/static/vendor/{f}" for f in json.loads(manifest.read_text())["files"]]
+            f"litefer/serve/static/vendor/{f}{'.gz' if f in packed else ''}" for f in listed["files"]]
     missing = [n for n in need if n not in names]
     if missing:
         raise CheckFailed(f"{wheel.name} lacks {missing}")
