@@ -86,7 +86,8 @@ def listing_hash(root: Path, paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def decide(path: Path, bgr: np.ndarray, faces: str) -> str:
+def decide(bgr: np.ndarray, faces: str) -> str:
+    """photo or crop: ``faces`` unless auto, when the image's size decides."""
     if faces != "auto":
         return faces
     return "crop" if max(bgr.shape[:2]) <= AUTO_CROP_MAX_SIDE else "photo"
@@ -123,7 +124,7 @@ def frame_folder(root: str | Path, card: Card, detector, faces: str = "auto", pi
     for i, p in enumerate(_progress(paths, progress, f"framing {root.name}")):
         try:
             bgr = read_image(p)
-            mode = decide(p, bgr, faces)
+            mode = decide(bgr, faces)
             decisions[mode] += 1
             crops.append(face_of(p, bgr, mode, detector, spec, pick))
             kept.append(i)
