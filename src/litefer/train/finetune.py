@@ -10,7 +10,6 @@ in the output folder but a resume checkpoint until the end, when every file move
 from __future__ import annotations
 
 import copy
-import os
 import time
 from pathlib import Path
 
@@ -320,7 +319,6 @@ def load_state(out: Path, fingerprint: dict, resume: bool) -> dict | None:
 def set_threads(cfg: dict) -> None:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
-    os.environ.setdefault("KMP_WARNINGS", "0")
 
 
 def run_stages(model, train, val, pp, cfg, tta, out: Path, fingerprint: dict, resume: bool, progress: bool) -> dict:
