@@ -214,3 +214,15 @@ def test_bad_input_names_the_folder_and_writes_nothing(tmp_path, base, capsys):
         assert code == 2 and len(err) == 1, (root, err)
         assert message in err[0] and str(root) in err[0], err
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_explicit_validation_folder(faces_root, base, tmp_path):
+    val = tmp_path / "val"
+    write_crops(val / "happy", 3, 5)
+    write_crops(val / "sad", 3, 6)
+    report = ft.finetune(faces_root, tmp_path / "out", weights=base, val=val, overrides=FAST)
+    assert report["after"]["n"] == 6 and report["refit"] is None
+    assert report["data"]["train_counts"] == {"happiness": 10, "sadness": 9}
+    write_crops(val / "bored", 2, 7)
+    with pytest.raises(ValueError, match="bored"):
+        ft.finetune(faces_root, tmp_path / "out2", weights=base, val=val, overrides=FAST)
