@@ -10,6 +10,7 @@ in the output folder but a resume checkpoint until the end, when every file move
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from pathlib import Path
 
@@ -409,8 +410,7 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
                   "training": {"wall_seconds": report["wall_seconds"], "hardware": report["hardware"],
                                "command": report["command"]}}
     report["files"] = write_outputs(out, model, meta, make_card(card, classes, counts(train), after, provenance), report)
-    checkpoint_path(out).unlink(missing_ok=True)
-    checkpoint_path(out).parent.rmdir()
+    shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)     # the run is complete: no resume state
     return report
 
 
