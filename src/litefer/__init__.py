@@ -24,6 +24,7 @@ _LAZY = {
     "InputError": "litefer.inference.inputs",
     "PriorError": "litefer.prior",
     "read_card": "litefer.card",
+    "finetune": "litefer.train.finetune",
 }
 __all__ = [*_LAZY, "__version__"]
 

@@ -16,6 +16,7 @@ from .options import CommandFailed, add_debug, resolve_weights_flag
 COMMANDS = {
     "profile": "params, GMac, sizes and latency of registered models",
     "train": "train a model from a YAML config",
+    "finetune": "adapt a model to your own folder of faces (ROOT/<class>/*), minutes on a CPU",
     "eval": "score weights on a data set split, through ONNX Runtime or torch",
     "package": "turn a finished run into shippable weights + model card",
     "predict": "recognize expressions in images, folders, videos or a webcam",

@@ -1,0 +1,420 @@
+"""``litefer finetune``: adapt a model to a user's own folder of faces, on a CPU in minutes.
+
+Recipe (every choice a key of ``configs/finetune.yaml``): the classifier head is fitted first on
+cached features of the frozen backbone (seconds, and the new rows start where the old head's
+geometry is), then the whole network at a low rate with the paper's augmentation, BatchNorm
+statistics kept, a class-weighted loss, early stopping on the validation faces' mean class
+accuracy. Validation is carved by group (person) when the user names groups. Nothing is written
+in the output folder but a resume checkpoint until the end, when every file moves in at once.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..card import Card, read_card
+from ..data import FaceDataset, Preprocess
+from ..data.base import stratified_split
+from ..data.transforms import AugmentConfig, augment, preprocess
+from ..models import create_model
+from ..weights import load_checkpoint_model, write_weights
+from .config import _merge, parse_override, read_yaml
+from .evaluate import predict_logits
+from .faces_folder import FaceFolder, frame_folder, read_groups
+from .metrics import classification_report
+
+DEFAULTS = {
+    "seed": 0, "val_fraction": 0.2, "min_per_class": 2, "balance": "loss", "label_smoothing": 0.1,
+    "freeze_bn": True, "batch_size": 32, "threads": None, "refit": True,
+    "head": {"epochs": 60, "lr": 0.001, "weight_decay": 0.0001},
+    "full": {"epochs": 20, "lr": 0.0001, "weight_decay": 0.0001, "patience": 5},
+    "augment": dict(vars(AugmentConfig())),
+}
+BALANCE = ("loss", "sampler", "none")
+CHECKPOINT = Path(".finetune") / "checkpoint.pt"
+MIXED_WARNING = ("no groups given (--group-by, --groups or --val): validation images were drawn per class "
+                 "at random, so the same person is likely on both sides and the figures are inflated")
+
+
+def finetune_config(path=None, overrides=()) -> dict:
+    """Defaults <- YAML file <- ``key.sub=value`` overrides, with strict keys."""
+    cfg = _merge(DEFAULTS, read_yaml(path) if path else {}, "")
+    for item in overrides:
+        cfg = _merge(cfg, parse_override(item) if isinstance(item, str) else item, "")
+    if cfg["balance"] not in BALANCE:
+        raise ValueError(f"config key 'balance' must be one of {BALANCE}, got {cfg['balance']!r}")
+    if not 0 < cfg["val_fraction"] < 1:
+        raise ValueError(f"config key 'val_fraction' must be in (0, 1), got {cfg['val_fraction']}")
+    return cfg
+
+
+def resolve_base(weights) -> Path:
+    """A ``.pt`` to start from: "default" is the shipped model's torch weights."""
+    from ..inference.files import DEFAULT_FILES, packaged_file
+
+    path = packaged_file(DEFAULT_FILES["default"]["torch"]) if weights in (None, "default") else Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    if path.suffix != ".pt":
+        raise ValueError(f"{path}: fine-tuning starts from .pt weights (a packaged file or run checkpoint)")
+    return path
+
+
+# ----------------------------------------------------------------------------- splits
+
+def split(folder: FaceFolder, groups: list[str] | None, cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(train, val) indices and how they were drawn: whole groups to validation when groups are
+    known (no group on both sides), else a stratified draw with the warning of :data:`MIXED_WARNING`."""
+    counts = folder.counts()
+    small = {c: n for c, n in counts.items() if n < cfg["min_per_class"]}
+    if small:
+        raise ValueError(f"{folder.root}: class(es) {small} have too few usable faces to split "
+                         f"(at least {cfg['min_per_class']} each)")
+    if groups is None:
+        train, val = stratified_split(folder.labels, cfg["val_fraction"], cfg["seed"])
+        return np.sort(train), np.sort(val), {"how": "stratified", "warning": MIXED_WARNING}
+    return group_split(folder, np.asarray(groups), cfg)
+
+
+def group_split(folder: FaceFolder, groups: np.ndarray, cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    names = sorted(set(groups))
+    if len(names) < 2:
+        raise ValueError(f"{folder.root}: all images are in one group ({names[0]}); a group split needs two or more")
+    order = np.random.default_rng(cfg["seed"]).permutation(names)
+    target, held = cfg["val_fraction"] * len(groups), []
+    for g in order[:-1]:                         # at least one group stays for training
+        if (np.isin(groups, held).sum()) >= target:
+            break
+        held.append(g)
+    val_mask = np.isin(groups, held)
+    train, val = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    missing = [c for i, c in enumerate(folder.class_names) if not (folder.labels[train] == i).any()]
+    if missing:
+        raise ValueError(f"{folder.root}: with validation groups {held}, class(es) {missing} have no training "
+                         f"image; add images of other people or change val_fraction")
+    return train, val, {"how": "by group", "val_groups": sorted(map(str, held)),
+                        "train_groups": sorted(map(str, set(groups) - set(held)))}
+
+
+# ----------------------------------------------------------------------------- the model
+
+def adapt_head(base: torch.nn.Module, base_classes: list[str], classes: list[str], model_name: str,
+               model_kwargs: dict) -> torch.nn.Module:
+    """The base network with one output row per class of ``classes``: rows of classes the base knows
+    are copied from its head, new ones start fresh (the architecture's initialisation)."""
+    model = create_model(model_name, num_classes=len(classes), **model_kwargs)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("classifier.3.")}
+    model.load_state_dict(state, strict=False)
+    old, new = base.classifier[3], model.classifier[3]
+    with torch.no_grad():
+        for i, c in enumerate(classes):
+            if c in base_classes:
+                new.weight[i] = old.weight[base_classes.index(c)]
+                new.bias[i] = old.bias[base_classes.index(c)]
+    return model
+
+
+def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
+    """Inverse class frequency, mean 1 over the classes present."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / k, 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+def dataset(folder: FaceFolder, index: np.ndarray, name: str) -> FaceDataset:
+    return FaceDataset(torch.from_numpy(folder.crops[index]), torch.from_numpy(folder.labels[index]),
+                       tuple(folder.class_names), name=name)
+
+
+def score(model, ds: FaceDataset, pp: Preprocess, tta: bool, columns: list[int | None] | None = None) -> dict:
+    """Classification report on ``ds``; ``columns`` picks the model's output per class of ``ds``
+    (None: a class the model lacks, never predicted), for the base model's 'before' figures."""
+    logits = predict_logits(model, ds, pp, tta_flip=tta, batch_size=64)
+    if columns is not None:
+        cols = [logits[:, c] if c is not None else torch.full((len(ds),), -float("inf")) for c in columns]
+        logits = torch.stack(cols, 1)
+    return classification_report(ds.labels.numpy(), logits.argmax(1).numpy(), ds.class_names)
+
+
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+
+# ----------------------------------------------------------------------------- stage 1: head
+
+@torch.no_grad()
+def pooled_features(model, ds: FaceDataset, pp: Preprocess) -> torch.Tensor:
+    """Backbone features (pooled, before the head) of each image and its mirror: (2N, D)."""
+    model.eval()
+    out = []
+    for flip in (False, True):
+        for i in range(0, len(ds), 64):
+            x = preprocess(ds.images[i:i + 64], pp)
+            x = x.flip(3) if flip else x
+            out.append(torch.flatten(model.avgpool(model.features(x)), 1))
+    return torch.cat(out)
+
+
+def head_epoch(model, feats, labels, opt, gen, cfg: dict, weight) -> None:
+    model.classifier.train()
+    for idx in torch.randperm(len(labels), generator=gen).split(cfg["batch_size"]):
+        loss = F.cross_entropy(model.classifier(feats[idx]), labels[idx], weight=weight,
+                               label_smoothing=cfg["label_smoothing"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@torch.no_grad()
+def head_report(model, vfeats: torch.Tensor, val: FaceDataset, tta: bool) -> dict:
+    model.classifier.eval()
+    n = len(val)
+    logits = model.classifier(vfeats)
+    logits = (logits[:n] + logits[n:]) / 2 if tta else logits[:n]
+    return classification_report(val.labels.numpy(), logits.argmax(1).numpy(), val.class_names)
+
+
+def train_head(model, train: FaceDataset, val: FaceDataset | None, pp: Preprocess, cfg: dict, weight, tta: bool,
+               epochs: int | None = None) -> list[dict]:
+    """Fit the classifier on cached frozen features (mirrors included); with ``val``, keep the epoch
+    with the best validation mean class accuracy, else run ``epochs`` epochs (the refit)."""
+    hc = cfg["head"]
+    feats, labels = pooled_features(model, train, pp), train.labels.repeat(2)
+    vfeats = pooled_features(model, val, pp) if val is not None else None
+    opt = torch.optim.AdamW(model.classifier.parameters(), lr=hc["lr"], weight_decay=hc["weight_decay"])
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    best, best_state, history = -1.0, None, []
+    for epoch in range(hc["epochs"] if epochs is None else epochs):
+        head_epoch(model, feats, labels, opt, gen, cfg, weight)
+        if vfeats is None:
+            continue
+        rep = head_report(model, vfeats, val, tta)
+        history.append({"stage": "head", "epoch": epoch + 1, "val_accuracy": rep["accuracy"],
+                        "val_mean_class_accuracy": rep["mean_class_accuracy"]})
+        if rep["mean_class_accuracy"] > best:
+            best, best_state = rep["mean_class_accuracy"], copy.deepcopy(model.classifier.state_dict())
+    if best_state is not None:
+        model.classifier.load_state_dict(best_state)
+    return history
+
+
+def best_epochs(history: list[dict]) -> tuple[int, int]:
+    """(head epochs, whole-network epochs) the selection run kept: its best validation epochs."""
+    def best(stage):
+        rows = [h for h in history if h["stage"] == stage]
+        top = max((h["val_mean_class_accuracy"] for h in rows), default=None)
+        return next((h["epoch"] for h in rows if h["val_mean_class_accuracy"] == top), 0)
+    head = best("head")
+    full_rows = [h for h in history if h["stage"] == "full"]
+    head_score = max((h["val_mean_class_accuracy"] for h in history if h["stage"] == "head"), default=-1.0)
+    full = best("full") if full_rows and max(h["val_mean_class_accuracy"] for h in full_rows) > head_score else 0
+    return head, full
+
+
+def refit(base, card, meta: dict, classes: list[str], data: FaceDataset, cfg: dict, history: list[dict]):
+    """The final model: the same recipe on training and validation faces together, for the epochs
+    the selection run chose (small folders cannot spare a person for validation only)."""
+    head, full = best_epochs(history)
+    model = adapt_head(base, card.class_names, classes, meta["model_name"], meta.get("model_kwargs") or {})
+    weight = class_weights(data.labels.numpy(), data.num_classes) if cfg["balance"] == "loss" else None
+    train_head(model, data, None, card.preprocess, cfg, weight, card.tta_flip, epochs=head)
+    fc = cfg["full"]
+    opt = torch.optim.AdamW(model.parameters(), lr=fc["lr"], weight_decay=fc["weight_decay"])
+    gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+    for _ in range(full):
+        full_epoch(model, opt, data, card.preprocess, cfg, weight, gen)
+    return model.eval(), {"head_epochs": head, "full_epochs": full, "faces": len(data)}
+
+
+# ----------------------------------------------------------------------------- stage 2: whole network
+
+def batches(labels: torch.Tensor, cfg: dict, gen: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of index batches: a permutation, or class-balanced draws with ``balance: sampler``."""
+    if cfg["balance"] == "sampler":
+        w = class_weights(labels.numpy(), int(labels.max()) + 1)[labels]
+        order = torch.multinomial(w, len(labels), replacement=True, generator=gen)
+    else:
+        order = torch.randperm(len(labels), generator=gen)
+    return list(order.split(cfg["batch_size"]))
+
+
+def full_epoch(model, opt, train: FaceDataset, pp: Preprocess, cfg: dict, weight, gen) -> float:
+    aug = AugmentConfig(**cfg["augment"])
+    set_train_mode(model, cfg["freeze_bn"])
+    total = 0.0
+    for idx in batches(train.labels, cfg, gen):
+        x = augment(train.images[idx], pp, aug, generator=gen)
+        loss = F.cross_entropy(model(x), train.labels[idx], weight=weight, label_smoothing=cfg["label_smoothing"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total / len(train)
+
+
+def train_full(model, train, val, pp, cfg, weight, tta, state: dict, save, bar=None) -> None:
+    """Fine-tune every layer; ``state`` (resumable) holds the epoch, the best weights and history."""
+    fc = cfg["full"]
+    opt = torch.optim.AdamW(model.parameters(), lr=fc["lr"], weight_decay=fc["weight_decay"])
+    gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+    if state.get("optimizer"):
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+    while state["epoch"] < fc["epochs"] and state["stale"] < fc["patience"]:
+        loss = full_epoch(model, opt, train, pp, cfg, weight, gen)
+        rep = score(model, val, pp, tta)
+        state["epoch"] += 1
+        better = rep["mean_class_accuracy"] > state["best_score"]
+        if better:
+            state.update(best_score=rep["mean_class_accuracy"], best=copy.deepcopy(model.state_dict()))
+        state["stale"] = 0 if better else state["stale"] + 1
+        state["history"].append({"stage": "full", "epoch": state["epoch"], "train_loss": round(loss, 4),
+                                 "val_accuracy": rep["accuracy"], "val_mean_class_accuracy": rep["mean_class_accuracy"]})
+        state.update(model=model.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state())
+        save(state)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(val_mca=f"{rep['mean_class_accuracy']:.3f}", loss=f"{loss:.3f}")
+    model.load_state_dict(state["best"])
+
+
+def load_base(weights):
+    """(model, payload without tensors, card, path) of the weights to start from."""
+    path = resolve_base(weights)
+    model, meta = load_checkpoint_model(path)
+    return model, meta, read_card(path), path
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out / CHECKPOINT
+
+
+def save_checkpoint(out: Path, state: dict) -> None:
+    path = checkpoint_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_weights(path, state)
+
+
+def load_state(out: Path, fingerprint: dict, resume: bool) -> dict | None:
+    """The saved run state when resuming; ValueError when it belongs to other data or settings."""
+    path = checkpoint_path(out)
+    if not resume or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(f"{path}: this checkpoint is from another folder, base model or recipe; "
+                         f"remove it or run without --resume")
+    return state
+
+
+def set_threads(cfg: dict) -> None:
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+
+
+def run_stages(model, train, val, pp, cfg, tta, out: Path, fingerprint: dict, resume: bool, progress: bool) -> dict:
+    """Head then whole network, resuming from ``out``'s checkpoint when asked; returns the state."""
+    weight = class_weights(train.labels.numpy(), train.num_classes) if cfg["balance"] == "loss" else None
+    state = load_state(out, fingerprint, resume)
+    if state is None:
+        history = train_head(model, train, val, pp, cfg, weight, tta)
+        head = score(model, val, pp, tta)
+        state = {"fingerprint": fingerprint, "epoch": 0, "stale": 0, "history": history,
+                 "best_score": head["mean_class_accuracy"], "best": copy.deepcopy(model.state_dict()),
+                 "model": model.state_dict(), "optimizer": None, "generator": None}
+        save_checkpoint(out, state)
+    else:
+        model.load_state_dict(state["model"])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg["full"]["epochs"], initial=state["epoch"], desc="fine-tune", unit="epoch")
+    try:
+        train_full(model, train, val, pp, cfg, weight, tta, state, lambda s: save_checkpoint(out, s), bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return state
+
+
+def prepare(root, val_root, card: Card, detector, args: dict, cfg: dict) -> tuple:
+    """(folder, train index, val folder, val index, split info) from the user's folders."""
+    folder = frame_folder(root, card, detector, args["faces"], args["pick"], args["classes_must_exist"],
+                          progress=args["progress"])
+    if val_root is not None:
+        vfolder = frame_folder(val_root, card, detector, args["faces"], args["pick"], classes=folder.class_names,
+                               progress=args["progress"])
+        return (folder, np.arange(len(folder.labels)), vfolder, np.arange(len(vfolder.labels)),
+                {"how": f"explicit validation folder {val_root}"})
+    groups = read_groups(folder, args["group_by"], args["groups"])
+    train, val, info = split(folder, groups, cfg)
+    return folder, train, folder, val, info
+
+
+def finetune(root, out, weights="default", val=None, group_by: str | None = None, groups: str | None = None,
+             faces: str = "auto", pick: str = "none", config=None, overrides=(), resume: bool = False,
+             classes_must_exist: bool = False, detector="haar", min_face: int | None = None,
+             yunet_model=None, progress: bool = False, command: str | None = None) -> dict:
+    """Fine-tune ``weights`` on ``root/<class>/*`` and write model.pt/.onnx/.json and report.md/.json
+    with confusion.png into ``out``; returns the report (a dict). See :mod:`litefer.train.finetune`."""
+    from ..inference.detect import create_detector
+    from ..utils import hardware_summary
+    from .finetune_output import make_card, write_outputs
+
+    t0 = time.perf_counter()
+    cfg = finetune_config(config, overrides)
+    set_threads(cfg)
+    torch.manual_seed(cfg["seed"])
+    out = Path(out)
+    base, meta, card, base_path = load_base(weights)
+    det = create_detector(detector, min_size=min_face, model_path=yunet_model)
+    args = dict(faces=faces, pick=pick, classes_must_exist=classes_must_exist, group_by=group_by, groups=groups,
+                progress=progress)
+    folder, tr, vfolder, va, split_info = prepare(root, val, card, det, args, cfg)
+    train, valid = dataset(folder, tr, "train"), dataset(vfolder, va, "val")
+    pp, classes = card.preprocess, folder.class_names
+    columns = [card.class_names.index(c) if c in card.class_names else None for c in classes]
+    before = score(base, valid, pp, card.tta_flip, columns)
+    model = adapt_head(base, card.class_names, classes, meta["model_name"], meta.get("model_kwargs") or {})
+    fingerprint = {"listing": folder.listing_sha256, "val": vfolder.listing_sha256, "base": str(base_path),
+                   "recipe": cfg, "classes": classes, "split": split_info}
+    state = run_stages(model, train, valid, pp, cfg, card.tta_flip, out, fingerprint, resume, progress)
+    after = score(model.eval(), valid, pp, card.tta_flip)
+    final = {"refit": None}
+    if cfg["refit"] and vfolder is folder:
+        model, final["refit"] = refit(base, card, meta, classes, dataset(folder, np.arange(len(folder.labels)), "all"),
+                                      cfg, state["history"])
+    counts = lambda ds: dict(zip(classes, ds.class_counts()))  # noqa: E731
+    report = {"root": str(root), "command": command or f"litefer.train.finetune.finetune({str(root)!r}, {str(out)!r})",
+              "base_weights": str(base_path), "split": split_info, "recipe": cfg, "before": before, "after": after,
+              "history": state["history"], **final, "hardware": hardware_summary(),
+              "data": {"faces": faces, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
+                       "val_counts": counts(valid), "listing_sha256": folder.listing_sha256,
+                       "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else [])}}
+    report["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    provenance = {"finetuned_from": {"weights": str(base_path), "sha256": card.info.get("sha256")},
+                  "data": {"root": str(root), "counts": counts(train), "val_counts": counts(valid),
+                           "listing_sha256": folder.listing_sha256, "split": split_info},
+                  "recipe": cfg, "validation": {k: after[k] for k in ("n", "accuracy", "mean_class_accuracy")},
+                  "validation_before": {k: before[k] for k in ("n", "accuracy", "mean_class_accuracy")},
+                  "training": {"wall_seconds": report["wall_seconds"], "hardware": report["hardware"],
+                               "command": report["command"]}}
+    report["files"] = write_outputs(out, model, meta, make_card(card, classes, counts(train), after, provenance), report)
+    shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)     # the run is complete: no resume state
+    return report
+
+
+def _merge_counts(a: FaceFolder, b: FaceFolder) -> dict:
+    if a is b:
+        return dict(a.decisions)
+    return {k: a.decisions[k] + b.decisions[k] for k in a.decisions}

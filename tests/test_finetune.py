@@ -1,0 +1,228 @@
+"""``litefer finetune``: class mapping, group splits, bad input, resume, and an end-to-end run on a tiny
+real-format folder (face crops and whole photos) whose outputs work in Recognizer, predict and serve."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from face_fixtures import astronaut_bgr, make_checkpoint, two_face_composite
+from litefer.card import read_card
+from litefer.inference.align import CropSpec, crop_face
+from litefer.inference.detect import HaarDetector
+from litefer.train import finetune as ft
+from litefer.train.faces_folder import FaceFolder, map_classes, read_groups
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["head.epochs=3", "full.epochs=2", "full.patience=2", "batch_size=8"]
+MODEL = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ft_base") / "base.pt", input_size=32, packaged=True, tta=True)
+
+
+def face_crop() -> np.ndarray:
+    bgr = astronaut_bgr()
+    return crop_face(bgr, HaarDetector().detect(bgr)[0], CropSpec())[0]
+
+
+def write_crops(folder: Path, n: int, seed: int, prefix: str = "s") -> None:
+    """``n`` 48 x 48 grey PNG crops of the sample face, each with its own brightness and noise."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    crop = face_crop().astype(np.float32)
+    for i in range(n):
+        img = np.clip(crop * rng.uniform(0.7, 1.3) + rng.normal(0, 12, crop.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{prefix}{i % 3}_{i}.png"), img)
+
+
+@pytest.fixture(scope="module")
+def faces_root(tmp_path_factory) -> Path:
+    """happy/ and sad/ crops of three 'people' (s0, s1, s2 in the names), and in happy/ one whole photo,
+    one photo with two faces, one without a face and one unreadable file."""
+    root = tmp_path_factory.mktemp("ft_faces")
+    write_crops(root / "happy", 9, 1)
+    write_crops(root / "sad", 9, 2)
+    cv2.imwrite(str(root / "happy" / "s0_photo.jpg"), astronaut_bgr())
+    cv2.imwrite(str(root / "happy" / "s1_two.jpg"), two_face_composite())
+    cv2.imwrite(str(root / "happy" / "s2_blank.jpg"), np.full((300, 300, 3), 127, np.uint8))
+    (root / "happy" / "s0_broken.jpg").write_bytes(b"not an image")
+    return root
+
+
+def test_class_mapping_subset_synonyms_and_new_classes(tmp_path):
+    assert map_classes(["happy", "Angry", "sad"], MODEL, tmp_path) == ["happiness", "anger", "sadness"]
+    assert map_classes(["surprised", "bored"], MODEL, tmp_path) == ["surprise", "bored"]
+    with pytest.raises(ValueError, match="bored"):
+        map_classes(["happy", "bored"], MODEL, tmp_path, must_exist=True)
+    with pytest.raises(ValueError, match="both mean 'happiness'"):
+        map_classes(["happy", "happiness"], MODEL, tmp_path)
+    with pytest.raises(ValueError, match="map to no class"):
+        map_classes(["happy", "_tmp"], MODEL, tmp_path)
+
+
+def test_new_class_row_starts_fresh_and_known_rows_are_copied():
+    from litefer import create_model
+
+    base = create_model("litefer_cpsca", num_classes=len(MODEL))
+    model = ft.adapt_head(base, MODEL, ["sadness", "bored", "happiness"], "litefer_cpsca", {})
+    old, new = base.classifier[3].weight, model.classifier[3].weight
+    assert torch.equal(new[0], old[MODEL.index("sadness")]) and torch.equal(new[2], old[MODEL.index("happiness")])
+    assert not any(torch.equal(new[1], row) for row in old)
+    assert torch.equal(model.classifier[0].weight, base.classifier[0].weight)
+
+
+def test_group_split_keeps_each_group_on_one_side(tmp_path):
+    names = [f"p{i % 5}_{i}.png" for i in range(40)]
+    folder = FaceFolder(tmp_path, ["a", "b"], np.zeros((40, 4, 4, 1), np.uint8), np.arange(40) % 2,
+                        [tmp_path / n for n in names])
+    groups = read_groups(folder, r"^(p\d)_", None)
+    for seed in range(5):
+        cfg = ft.finetune_config(overrides=[f"seed={seed}", "val_fraction=0.3"])
+        train, val, info = ft.split(folder, groups, cfg)
+        g_train, g_val = {groups[i] for i in train}, {groups[i] for i in val}
+        assert g_train and g_val and not g_train & g_val
+        assert sorted(np.concatenate([train, val]).tolist()) == list(range(40))
+        assert info["how"] == "by group" and set(info["val_groups"]) == g_val
+    csv = tmp_path / "groups.csv"
+    csv.write_text("".join(f"{n},{n[:2]}\n" for n in names))
+    assert read_groups(folder, None, str(csv)) == groups
+    _, _, info = ft.split(folder, None, ft.finetune_config())
+    assert "same person" in info["warning"]
+
+
+def test_config_file_holds_the_defaults():
+    assert yaml.safe_load((REPO / "configs" / "finetune.yaml").read_text()) == ft.DEFAULTS
+    with pytest.raises(ValueError, match="nosuch"):
+        ft.finetune_config(overrides=["nosuch=1"])
+
+
+def test_end_to_end_on_crops_and_photos(faces_root, base, tmp_path):
+    out = tmp_path / "out"
+    report = ft.finetune(faces_root, out, weights=base, group_by=r"^(s\d)_", overrides=FAST)
+    assert sorted(p.name for p in out.iterdir()) == sorted(ft_outputs())
+    assert report["after"]["class_names"] == ["happiness", "sadness"]
+    assert report["data"]["decisions"] == {"photo": 3, "crop": 18}
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["data"]["skipped"]}
+    assert reasons["s2_blank.jpg"] == "no face found" and "2 faces" in reasons["s1_two.jpg"]
+    assert "s0_broken.jpg" in reasons and len(reasons) == 3
+    assert report["split"]["how"] == "by group" and "warning" not in report["split"]
+    card = json.loads((out / "model.json").read_text())
+    assert card["class_names"] == ["happiness", "sadness"] and card["finetuned_from"]["weights"] == str(base)
+    assert card["data"]["listing_sha256"] == report["data"]["listing_sha256"] and card["recipe"]["seed"] == 0
+    assert read_card(out / "model.onnx").class_names == ["happiness", "sadness"]
+    md = (out / "report.md").read_text()
+    assert "| accuracy |" in md and "s2_blank.jpg" in md and "no face found" in md
+    from litefer import Recognizer
+
+    for w in ("model.pt", "model.onnx"):
+        faces = Recognizer(weights=out / w).recognize(astronaut_bgr())
+        assert len(faces) == 1 and set(faces[0].scores) == {"happiness", "sadness"}
+
+
+def ft_outputs() -> list[str]:
+    from litefer.train.finetune_output import OUTPUTS
+    return list(OUTPUTS)
+
+
+def test_pick_largest_keeps_the_two_face_photo(faces_root, base, tmp_path):
+    report = ft.finetune(faces_root, tmp_path / "out", weights=base, pick="largest", faces="auto",
+                         overrides=FAST + ["refit=false"])
+    names = {Path(s["file"]).name for s in report["data"]["skipped"]}
+    assert names == {"s2_blank.jpg", "s0_broken.jpg"}
+    assert "same person" in report["split"]["warning"]
+
+
+def test_cli_then_predict_and_serve_take_the_output(faces_root, base, tmp_path, capsys):
+    from litefer.cli import main
+
+    out = tmp_path / "cli_out"
+    photo = tmp_path / "face.jpg"
+    cv2.imwrite(str(photo), astronaut_bgr())
+    args = ["finetune", str(faces_root), "--out", str(out), "--weights", str(base), "--faces", "auto",
+            "--group-by", r"^(s\d)_", "--no-progress"] + [x for s in FAST for x in ("--set", s)]
+    assert main(args) == 0
+    assert "mean class accuracy" in capsys.readouterr().out
+    assert main(["predict", str(photo), "--weights", str(out / "model.onnx"), "--json"]) == 0
+    assert '"happiness"' in capsys.readouterr().out
+    import warnings
+
+    from litefer.serve import create_app
+    from litefer.serve.engine import ServeConfig
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with")
+        from fastapi.testclient import TestClient
+    with TestClient(create_app(ServeConfig(weights=str(out / "model.pt"), workers=1, queue=2))) as client:
+        body = client.post("/v1/recognize", content=photo.read_bytes(), headers={"Content-Type": "image/jpeg"}).json()
+    assert set(body["faces"][0]["scores"]) == {"happiness", "sadness"}
+
+
+def test_resume_after_a_failure_leaves_nothing_half_written(faces_root, base, tmp_path, monkeypatch):
+    import litefer.train.finetune_output as fo
+
+    out = tmp_path / "out"
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fo, "write_outputs", broken)
+    with pytest.raises(OSError):
+        ft.finetune(faces_root, out, weights=base, group_by=r"^(s\d)_", overrides=FAST)
+    assert [p.name for p in out.iterdir()] == [".finetune"]            # only the resume checkpoint
+    saved = torch.load(ft.checkpoint_path(out), weights_only=False)
+    assert saved["epoch"] >= 1
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="another folder"):
+        ft.finetune(faces_root, out, weights=base, group_by=r"^(s\d)_", overrides=FAST + ["seed=3"], resume=True)
+    report = ft.finetune(faces_root, out, weights=base, group_by=r"^(s\d)_", overrides=FAST, resume=True)
+    assert len([h for h in report["history"] if h["stage"] == "full"]) == saved["epoch"]
+    assert not (out / ".finetune").exists() and (out / "model.onnx").is_file()
+
+
+def test_bad_input_names_the_folder_and_writes_nothing(tmp_path, base, capsys):
+    from litefer.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one = tmp_path / "one"
+    write_crops(one / "happy", 4, 1)
+    few = tmp_path / "few"
+    write_crops(few / "happy", 4, 1)
+    write_crops(few / "sad", 1, 2)
+    unknown = tmp_path / "unknown"
+    write_crops(unknown / "happy", 4, 1)
+    write_crops(unknown / "bored", 4, 2)
+    noface = tmp_path / "noface"
+    for c in ("happy", "sad"):
+        (noface / c).mkdir(parents=True)
+        cv2.imwrite(str(noface / c / "blank.jpg"), np.full((300, 300, 3), 127, np.uint8))
+    cases = [(empty, [], "no class sub-folders"), (one, [], "only one class"), (few, [], "too few usable faces"),
+             (unknown, ["--classes-must-exist"], "bored"), (noface, [], "no usable face"),
+             (tmp_path / "missing", [], "no such folder")]
+    for root, extra, message in cases:
+        out = tmp_path / f"out_{root.name}"
+        code = main(["finetune", str(root), "--out", str(out), "--weights", str(base), "--no-progress", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (root, err)
+        assert message in err[0] and str(root) in err[0], err
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_explicit_validation_folder(faces_root, base, tmp_path):
+    val = tmp_path / "val"
+    write_crops(val / "happy", 3, 5)
+    write_crops(val / "sad", 3, 6)
+    report = ft.finetune(faces_root, tmp_path / "out", weights=base, val=val, overrides=FAST)
+    assert report["after"]["n"] == 6 and report["refit"] is None
+    assert report["data"]["train_counts"] == {"happiness": 10, "sadness": 9}
+    write_crops(val / "bored", 2, 7)
+    with pytest.raises(ValueError, match="bored"):
+        ft.finetune(faces_root, tmp_path / "out2", weights=base, val=val, overrides=FAST)
