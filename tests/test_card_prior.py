@@ -269,3 +269,24 @@ def test_eval_on_the_packaged_default_reproduces_its_card(tmp_path):
     for prior, figures in card.info["validation"]["prior"].items():
         assert r["priors"][prior]["accuracy"] == pytest.approx(figures["accuracy"], abs=1e-9)
         assert r["priors"][prior]["per_class_recall"] == pytest.approx(figures["per_class_recall"], abs=1e-9)
+
+
+@pytest.mark.parametrize("preprocess, message", [
+    ({"input_size": 112, "in_chans": 3, "std": [0, 0, 0]}, r"preprocess\.std must be finite numbers > 0"),
+    ({"input_size": 112, "in_chans": 3, "std": [0.2, -0.2, 0.2]}, r"preprocess\.std must be finite numbers > 0"),
+    ({"input_size": 112, "in_chans": 3, "std": [0.2, float("inf"), 0.2]}, r"preprocess\.std must be finite"),
+    ({"input_size": 112, "in_chans": 3, "mean": [0.5, float("nan"), 0.5]}, r"preprocess\.mean must be finite"),
+    ({"input_size": 100000, "in_chans": 3}, r"preprocess\.input_size must be 8\.\.1024 pixels, got 100000"),
+    ({"input_size": 0, "in_chans": 3}, r"preprocess\.input_size must be 8\.\.1024 pixels, got 0"),
+    ({"input_size": 112, "in_chans": 4}, r"preprocess\.in_chans must be 1 or 3, got 4"),
+    ({"in_chans": 3}, r"preprocess has no input_size$"),
+    ({"input_size": "big", "in_chans": 3}, r"preprocess: input_size and in_chans must be numbers"),
+    ([112, 3], r"preprocess must be a mapping, got list"),
+])
+def test_card_preprocess_values_are_checked_when_the_card_is_read(tmp_path, preprocess, message):
+    """A std of 0 gave NaN scores with a label; input_size 100000 tried to allocate 120 GB."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"model_name": "m", "class_names": CLASSES, "preprocess": preprocess}))
+    with pytest.raises(CardError, match=f"^{path}: {message}") as e:
+        read_card(path)
+    assert "\n" not in str(e.value)

@@ -230,3 +230,32 @@ def test_packaged_default_weights_read_a_smile(photo_dir):
     assert len(faces) == 1 and faces[0].label == "happiness", faces[0].scores
     mirrored = rec.recognize(astronaut_rgb()[:, ::-1], color="rgb")
     assert mirrored[0].label == "happiness"
+
+
+@pytest.mark.parametrize("orientation, turn", [(6, 1), (8, -1)])
+def test_an_open_pil_image_gets_its_exif_orientation_like_a_path(tmp_path, orientation, turn):
+    """Pixels stored sideways, with the EXIF tag that turns them upright (as phones write them)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"sideways_{orientation}.jpg"
+    Image.fromarray(np.ascontiguousarray(np.rot90(astronaut_rgb(), turn))).save(path, quality=92, exif=exif)
+    rec = litefer.Recognizer()
+    from_path = rec.recognize(path)
+    with Image.open(path) as im:
+        from_pil = rec.recognize(im)
+    assert len(from_path) == 1 and [f.box for f in from_pil] == [f.box for f in from_path]
+    np.testing.assert_allclose(probs(from_pil), probs(from_path), atol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("max_side", 0), ("max_side", -640), ("max_side", 2.5), ("min_face", 0),
+                                          ("min_face", -1), ("batch_size", 0), ("batch_size", -8)])
+def test_sizes_and_counts_must_be_positive(field, value):
+    """0 or a negative max_side used to be accepted, and then no face was ever found."""
+    with pytest.raises(ValueError, match=f"^{field} must be a whole number >= 1, got {value!r}$"):
+        litefer.Recognizer(**{field: value})
+
+
+def test_a_detector_refuses_a_max_side_of_zero():
+    from litefer.inference.detect import HaarDetector
+    with pytest.raises(ValueError, match="^max_side must be a whole number >= 1, got 0$"):
+        HaarDetector(max_side=0)

@@ -9,6 +9,7 @@ Runtime, export calibration and checks), torch training and evaluation apply the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 GREY_WEIGHTS = (0.299, 0.587, 0.114)       # RGB -> grey (ITU-R 601 luma), as in training
+INPUT_SIZES = (8, 1024)                    # model input sides accepted, in pixels
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,19 @@ class Preprocess:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
+    def __post_init__(self):
+        """Every way of making one is checked here: a std of 0 gave NaN scores with a label, and an
+        input_size of 100000 tried to allocate 120 GB."""
+        lo, hi = INPUT_SIZES
+        if not lo <= self.input_size <= hi:
+            raise ValueError(f"preprocess.input_size must be {lo}..{hi} pixels, got {self.input_size}")
+        if self.in_chans not in (1, 3):
+            raise ValueError(f"preprocess.in_chans must be 1 or 3, got {self.in_chans}")
+        if not self.mean or not all(math.isfinite(v) for v in self.mean):
+            raise ValueError(f"preprocess.mean must be finite numbers, got {list(self.mean)}")
+        if len(self.std) != len(self.mean) or not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise ValueError(f"preprocess.std must be finite numbers > 0, one per mean, got {list(self.std)}")
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
@@ -36,12 +51,19 @@ class Preprocess:
         ValueError names a missing or malformed field."""
         if isinstance(d, Preprocess):
             return d
+        if not isinstance(d, dict):
+            raise ValueError(f"preprocess must be a mapping, got {type(d).__name__}")
+        missing = [k for k in ("input_size", "in_chans") if d.get(k) is None]
+        if missing:
+            raise ValueError(f"preprocess has no {' or '.join(missing)}")
         try:
-            return cls(input_size=int(d["input_size"]), in_chans=int(d["in_chans"]),
-                       mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),
-                       std=tuple(float(v) for v in d.get("std", IMAGENET_STD)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"preprocess must give input_size, in_chans, mean and std ({type(e).__name__}: {e})") from None
+            fields = dict(input_size=int(d["input_size"]), in_chans=int(d["in_chans"]),
+                          mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),
+                          std=tuple(float(v) for v in d.get("std", IMAGENET_STD)))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"preprocess: input_size and in_chans must be numbers, mean and std lists of "
+                             f"numbers ({type(e).__name__}: {e})") from None
+        return cls(**fields)
 
     def channel_stats(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Mean and std for ``channels`` input channels: per channel, or their averages for grey."""

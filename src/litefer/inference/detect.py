@@ -13,6 +13,7 @@ detected on a downscaled copy (boxes are mapped back), so a 30 MP photo costs wh
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,18 @@ class Detection:
                          None if self.eyes is None else self.eyes * s)
 
 
+def positive_int(name: str, value) -> int:
+    """``value`` as an int, or a one-line ValueError naming ``name`` when it is not a whole number
+    >= 1: a size or count of 0 or less would be accepted and then silently find nothing."""
+    try:
+        ok = not isinstance(value, bool) and value >= 1 and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 class FaceDetector:
     """Base class: subclasses implement ``_detect(bgr, min_size)`` on an image of at most ``max_side``."""
 
@@ -56,11 +69,8 @@ class FaceDetector:
     search_base: int | None = None
 
     def __init__(self, min_size: int | None = None, max_side: int = 1280):
-        min_size = self.default_min_size if min_size is None else min_size
-        if min_size < 1:
-            raise ValueError(f"min_size must be >= 1 pixel, got {min_size}")
-        self.min_size = int(min_size)
-        self.max_side = int(max_side)
+        self.min_size = positive_int("min_size", self.default_min_size if min_size is None else min_size)
+        self.max_side = positive_int("max_side", max_side)
 
     def detect(self, bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
         """Faces in a BGR uint8 image, largest first; boxes in this image's coordinates.
@@ -96,6 +106,22 @@ class FaceDetector:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_size={self.min_size}, max_side={self.max_side})"
+
+
+class PerThread:
+    """One OpenCV object per thread, made on first use: cascades and YuNet nets keep the search's
+    working state inside the object, so threads sharing one mix up their images' faces."""
+
+    def __init__(self, make):
+        self._make = make
+        self._local = threading.local()
+        self.get()                     # the creating thread's copy now: a bad model file fails here
+
+    def get(self):
+        obj = getattr(self._local, "obj", None)
+        if obj is None:
+            obj = self._local.obj = self._make()
+        return obj
 
 
 def _cascade(filename: str) -> cv2.CascadeClassifier:
@@ -156,8 +182,18 @@ class HaarDetector(FaceDetector):
         self.scale_factor, self.min_neighbors, self.find_eyes = scale_factor, min_neighbors, find_eyes
         self.min_score_without_eyes = min_score_without_eyes if find_eyes else 0
         self.quick_eyes = bool(quick_eyes and find_eyes)
-        self.face = _cascade(cascade)
-        self.eye = _cascade("haarcascade_eye.xml") if find_eyes else None
+        self._face = PerThread(lambda: _cascade(cascade))
+        self._eye = PerThread(lambda: _cascade("haarcascade_eye.xml")) if find_eyes else None
+
+    @property
+    def face(self) -> cv2.CascadeClassifier:
+        """This thread's face cascade."""
+        return self._face.get()
+
+    @property
+    def eye(self) -> cv2.CascadeClassifier | None:
+        """This thread's eye cascade (None without ``find_eyes``)."""
+        return None if self._eye is None else self._eye.get()
 
     def _detect(self, bgr, min_size):
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
@@ -237,16 +273,23 @@ class YuNetDetector(FaceDetector):
         if not path.is_file():
             raise FileNotFoundError(f"YuNet model {path} not found (give the path of face_detection_yunet*.onnx "
                                     "from the OpenCV Zoo)")
+        args = (str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
         try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
+            self._net = PerThread(lambda: cv2.FaceDetectorYN.create(*args))
         except cv2.error as e:
             raise ValueError(f"{path}: cannot load as a YuNet model ({str(e).strip().splitlines()[-1]})") from None
         self.model_path = path
 
+    @property
+    def net(self):
+        """This thread's YuNet net (its input size is set per image)."""
+        return self._net.get()
+
     def _detect(self, bgr, min_size):
         h, w = bgr.shape[:2]
-        self.net.setInputSize((w, h))
-        _, faces = self.net.detect(bgr)
+        net = self.net
+        net.setInputSize((w, h))
+        _, faces = net.detect(bgr)
         out = []
         for f in (faces if faces is not None else []):
             x, y, bw, bh = (float(v) for v in f[:4])

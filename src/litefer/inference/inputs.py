@@ -96,10 +96,12 @@ def array_to_bgr(arr, color: str = "bgr", name: str | None = None) -> np.ndarray
 
 
 def pil_to_bgr(im: Image.Image, name: str | None = None) -> np.ndarray:
-    """Any PIL image mode (1, L, P, RGB, RGBA, LA, I;16, I, F, CMYK, ...) as BGR uint8."""
+    """Any PIL image mode (1, L, P, RGB, RGBA, LA, I;16, I, F, CMYK, ...) as BGR uint8, EXIF
+    orientation applied: the one place for it, so a path, an upload and an open PIL image agree."""
     name = name or describe(im)
     if im.width == 0 or im.height == 0:
         raise InputError(f"{name}: empty image ({im.width}x{im.height} pixels)")
+    im = ImageOps.exif_transpose(im)
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
         return array_to_bgr(np.asarray(im), "rgb", name)   # 16-bit / 32-bit grey, scaled to 8 bits
@@ -134,7 +136,6 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
                     raise InputError(f"{path}: {w}x{h} image ({w * h / 1e6:.0f} MP) exceeds the "
                                      f"{max_pixels / 1e6:.0f} MP limit")
                 im.load()
-                im = ImageOps.exif_transpose(im)
                 return pil_to_bgr(im, str(path))
     except InputError:
         raise

@@ -21,7 +21,7 @@ import numpy as np
 
 from .align import CropSpec, crop_face, quality_issues
 from .backends import create_backend, softmax
-from .detect import Detection, FaceDetector, create_detector
+from .detect import Detection, FaceDetector, create_detector, positive_int
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
 from ..prior import describe as describe_prior, log_weights
@@ -122,8 +122,10 @@ class Recognizer:
     def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
                  min_face: int | None = None, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
                  yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = positive_int("batch_size", batch_size)       # checked before the model loads
+        if min_face is not None:
+            positive_int("min_face", min_face)
+        positive_int("max_side", max_side)
         model_threads = _model_threads(threads, weights, backend, device)
         self.backend = create_backend(weights, backend, device, model_threads)
         # threads left to ONNX Runtime (1, see above) and a spare core: the mirrored pass runs beside

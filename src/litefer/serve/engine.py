@@ -174,7 +174,7 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
     The size is read from the file header and checked against the limits before pixels are decoded.
     Raises :class:`ServeError` (400 empty, 415 not an image, 422 truncated/corrupt/too many pixels).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     from ..inference.inputs import InputError, pil_to_bgr
 
@@ -191,7 +191,6 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
                     raise ServeError(422, f"image is {w}x{h} ({w * h / 1e6:.1f} MP); the limits are {max_side} px "
                                           f"per side and {max_pixels / 1e6:.1f} MP")
                 im.load()
-                im = ImageOps.exif_transpose(im)
                 return pil_to_bgr(im, f"upload ({w}x{h} {im.format or 'image'})")
     except ServeError:
         raise
