@@ -203,6 +203,30 @@ def test_health_model_card_and_model_files(client, serve_model):
     assert client.get(det["eye_cascade"]).status_code == 200
 
 
+def test_polling_the_model_card_and_cascades_builds_no_detector(client, monkeypatch):
+    """Building a HaarDetector takes ~20 ms on the event loop; polling must not pay it per call."""
+    import functools
+
+    from litefer.inference.detect import HaarDetector
+
+    built = []
+    real_init = HaarDetector.__init__
+
+    @functools.wraps(real_init)
+    def counting_init(self, *a, **k):
+        built.append(1)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(HaarDetector, "__init__", counting_init)
+    first = client.get("/v1/model").json()
+    for _ in range(3):
+        assert client.get("/v1/model").json() == first
+        assert client.get(first["browser"]["detector"]["face_cascade"]).status_code == 200
+        assert client.get(first["browser"]["detector"]["eye_cascade"]).status_code == 200
+    assert client.get("/v1/cascades/other.xml").status_code == 404
+    assert built == []
+
+
 def test_openapi_and_docs_and_page(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/recognize"]["post"]
