@@ -306,6 +306,27 @@ def test_cli_refuses_missing_weights_clearly(tmp_path):
     assert "nope.pt does not exist" in out.stderr
 
 
+def _serve_error_line(*flags) -> str:
+    out = subprocess.run([sys.executable, "-m", "litefer", "serve", *flags], capture_output=True, text=True, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, (out.returncode, out.stderr)
+    return lines[0]
+
+
+def test_cli_refuses_a_port_or_host_it_cannot_listen_on_in_one_line():
+    """Before: a port out of range was a multi-line OverflowError; a port in use or an unknown host
+    exited 3 (documented as "some inputs skipped") after loading the model."""
+    import socket
+
+    assert "--port 99999: must be between 0 and 65535" in _serve_error_line("--port", "99999")
+    assert "--host no-such-host.invalid: cannot resolve" in _serve_error_line("--host", "no-such-host.invalid")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert f"--port {port}: cannot listen there" in _serve_error_line("--port", str(port))
+
+
 def test_weights_whose_tensors_do_not_fit_are_a_value_error_and_one_line(tmp_path):
     """A weights file whose tensors do not fit its architecture: torch's RuntimeError (Python API)
     and a traceback (`litefer serve`) before."""
