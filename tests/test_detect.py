@@ -1,8 +1,11 @@
 """Face detection (Haar, YuNet), FER2013-framed crops, and image decoding of good and bad inputs."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+
 import pytest
 from face_fixtures import FACE_CENTRE, astronaut_bgr, astronaut_rgb, photo_dir, two_face_composite, yunet_path  # noqa: F401
 from PIL import Image
@@ -116,6 +119,15 @@ def test_detector_errors_are_clear(tmp_path):
         YuNetDetector(bad)
     with pytest.raises(ValueError, match="unknown detector 'mtcnn'"):
         create_detector("mtcnn")
+
+
+def test_an_onnx_model_that_is_not_yunet_is_refused_when_built():
+    """OpenCV loads any ONNX file as YuNet; a foreign one used to fail only on the first detect."""
+    foreign = Path(__file__).resolve().parents[1] / "src" / "litefer" / "weights" / "litefer_cpsca112_ferplus.onnx"
+    with pytest.raises(ValueError, match=r"litefer_cpsca112_ferplus.onnx: cannot load as a YuNet model") as e:
+        YuNetDetector(foreign)
+    assert "\n" not in str(e.value)
+    assert YuNetDetector(yunet_path()).detect(two_face_composite())      # the real one still works
 
 
 # ----------------------------------------------------------------------------- alignment

@@ -1,5 +1,8 @@
 """`litefer fetch`: explicit downloads only, checked and atomic; tested against local file:// URLs."""
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +58,25 @@ def test_a_file_that_is_not_yunet_is_refused(tmp_path):
     with pytest.raises(ValueError, match="YuNet"):
         fetch("yunet", url=src.as_uri())
     assert cached_path("yunet") is None
+
+
+FOREIGN_ONNX = Path(__file__).resolve().parents[1] / "src" / "litefer" / "weights" / "litefer_cpsca112_ferplus.onnx"
+
+
+def test_an_onnx_model_that_is_not_yunet_is_refused_and_not_cached(tmp_path, capsys):
+    """Any ONNX file used to pass the YuNet check and be cached; every later detection then failed."""
+    assert cli.main(["fetch", "yunet", "--url", FOREIGN_ONNX.as_uri()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a YuNet model" in err and "litefer_cpsca112_ferplus.onnx" in err and "\n" not in err
+    assert cached_path("yunet") is None and not (models_dir().exists() and any(models_dir().iterdir()))
+
+
+def test_serve_refuses_a_foreign_onnx_detector_at_startup():
+    out = subprocess.run([sys.executable, "-m", "litefer", "serve", "--detector", str(FOREIGN_ONNX), "--port", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot load as a YuNet model" in lines[0], out.stderr
 
 
 def test_fetch_yunet_then_the_detector_needs_no_path(tmp_path, capsys):

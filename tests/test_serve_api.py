@@ -203,6 +203,30 @@ def test_health_model_card_and_model_files(client, serve_model):
     assert client.get(det["eye_cascade"]).status_code == 200
 
 
+def test_polling_the_model_card_and_cascades_builds_no_detector(client, monkeypatch):
+    """Building a HaarDetector takes ~20 ms on the event loop; polling must not pay it per call."""
+    import functools
+
+    from litefer.inference.detect import HaarDetector
+
+    built = []
+    real_init = HaarDetector.__init__
+
+    @functools.wraps(real_init)
+    def counting_init(self, *a, **k):
+        built.append(1)
+        real_init(self, *a, **k)
+
+    monkeypatch.setattr(HaarDetector, "__init__", counting_init)
+    first = client.get("/v1/model").json()
+    for _ in range(3):
+        assert client.get("/v1/model").json() == first
+        assert client.get(first["browser"]["detector"]["face_cascade"]).status_code == 200
+        assert client.get(first["browser"]["detector"]["eye_cascade"]).status_code == 200
+    assert client.get("/v1/cascades/other.xml").status_code == 404
+    assert built == []
+
+
 def test_openapi_and_docs_and_page(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/recognize"]["post"]
@@ -280,6 +304,27 @@ def test_cli_refuses_missing_weights_clearly(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "nope.pt does not exist" in out.stderr
+
+
+def _serve_error_line(*flags) -> str:
+    out = subprocess.run([sys.executable, "-m", "litefer", "serve", *flags], capture_output=True, text=True, timeout=120)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, (out.returncode, out.stderr)
+    return lines[0]
+
+
+def test_cli_refuses_a_port_or_host_it_cannot_listen_on_in_one_line():
+    """Before: a port out of range was a multi-line OverflowError; a port in use or an unknown host
+    exited 3 (documented as "some inputs skipped") after loading the model."""
+    import socket
+
+    assert "--port 99999: must be between 0 and 65535" in _serve_error_line("--port", "99999")
+    assert "--host no-such-host.invalid: cannot resolve" in _serve_error_line("--host", "no-such-host.invalid")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert f"--port {port}: cannot listen there" in _serve_error_line("--port", str(port))
 
 
 def test_weights_whose_tensors_do_not_fit_are_a_value_error_and_one_line(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
 from . import options
@@ -71,6 +72,24 @@ def config_from_args(args: argparse.Namespace):
                        upload_timeout=args.upload_timeout, header_timeout=args.header_timeout)
 
 
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go: a bad port, an unresolvable host or a port in use is then a
+    one-line error naming the option (exit 2), not uvicorn's log and exit code after the model loaded."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: must be between 0 and 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ValueError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as uvicorn does
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ValueError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
+
+
 def main(args: argparse.Namespace) -> int:
     import cv2
     import uvicorn
@@ -82,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
 
     setup_logging(getattr(logging, args.log_level.upper()))
     cfg = config_from_args(args)
+    check_listen(args.host, args.port)
     model = prepare_model(cfg)
     app = create_app(cfg, model)
     # OpenCV's own thread pool would multiply with the workers: share the cores between them

@@ -261,6 +261,26 @@ def _eye_pair(found: np.ndarray):
     return best
 
 
+def _cv_reason(e: Exception) -> str:
+    """One line of an OpenCV error: the line naming the error, not the trailing assertion detail."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()] or [type(e).__name__]
+    return next((x.split("error: ", 1)[1] for x in lines if "error: (" in x), lines[-1])
+
+
+def _probe_yunet(net) -> None:
+    """Run a freshly loaded YuNet once on a blank image: OpenCV loads any ONNX file, and a foreign
+    model only fails (or answers in the wrong shape) on the first detect, i.e. on every request later."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)   # its failure is our one-line error
+    try:
+        net.setInputSize((64, 64))
+        _, faces = net.detect(np.zeros((64, 64, 3), np.uint8))
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+    if faces is not None and (faces.ndim != 2 or faces.shape[1] != 15):
+        raise ValueError(f"its output has shape {faces.shape}, not (faces, 15)")
+
+
 class YuNetDetector(FaceDetector):
     """OpenCV YuNet (``cv2.FaceDetectorYN``) from a user-supplied ONNX model file."""
 
@@ -276,8 +296,9 @@ class YuNetDetector(FaceDetector):
         args = (str(path), "", (320, 320), score_threshold, nms_threshold, top_k)
         try:
             self._net = PerThread(lambda: cv2.FaceDetectorYN.create(*args))
-        except cv2.error as e:
-            raise ValueError(f"{path}: cannot load as a YuNet model ({str(e).strip().splitlines()[-1]})") from None
+            _probe_yunet(self._net.get())
+        except (cv2.error, ValueError) as e:
+            raise ValueError(f"{path}: cannot load as a YuNet model ({_cv_reason(e)})") from None
         self.model_path = path
 
     @property

@@ -269,6 +269,8 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     pool = RecognizerPool(make_recognizer_factory(cfg, model), cfg.workers, cfg.capacity)
     started = time.time()
     model_name = model.name
+    detector = detector_settings(cfg)  # once: building a HaarDetector per poll blocked the event loop
+    cascades = {Path(detector["face_cascade"]).name, EYE_CASCADE}
     if vendor_manifest() is None:
         log.warning("the page's on-device mode is unavailable: no onnxruntime-web / opencv.js in %s (run `make web` "
                     "before building or installing litefer); server mode and the API work", VENDOR_DIR)
@@ -343,7 +345,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                            "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": cfg.detector},
                 "limits": cfg.limits(),
                 "browser": {"onnx_url": "/v1/model.onnx", "onnx_bytes": model.onnx.stat().st_size,
-                            "detector": detector_settings(cfg),
+                            "detector": detector,
                             "vendor": manifest, "available": manifest is not None,
                             "missing_hint": None if manifest else "run `make web` (npm) to fetch onnxruntime-web "
                                                                   "and opencv.js for the on-device mode"}}
@@ -354,9 +356,8 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
 
     @app.get("/v1/cascades/{name}", summary="An OpenCV Haar cascade from the installed opencv-python")
     async def cascade(name: str):
-        allowed = {Path(detector_settings(cfg)["face_cascade"]).name, EYE_CASCADE}
-        if name not in allowed:
-            raise ServeError(404, f"unknown cascade {name!r}; available: {sorted(allowed)}")
+        if name not in cascades:
+            raise ServeError(404, f"unknown cascade {name!r}; available: {sorted(cascades)}")
         path = cascade_dir() / name
         if not path.is_file():
             raise ServeError(500, f"{path} is missing from the installed opencv-python")
