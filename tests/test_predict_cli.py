@@ -186,3 +186,16 @@ def test_sigterm_writes_the_results_so_far(checkpoint, photo_dir, tmp_path):
     rows = pd.read_csv(out)
     assert 1 <= rows["source"].nunique() < 300
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["images"] == rows["source"].nunique()
+
+
+def test_heic_photos_in_a_folder_are_reported_as_skipped(checkpoint, photo_dir, tmp_path, capsys):
+    """A folder scan left .heic files out without a word and exited 0."""
+    d = tmp_path / "phone"
+    d.mkdir()
+    shutil.copy(photo_dir / "astronaut.jpg", d / "good.jpg")
+    (d / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic not decoded")
+    code = cli(["predict", str(d), "--weights", str(checkpoint), "--json", str(tmp_path / "r.json")])
+    assert code == EXIT_PARTIAL
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["images"] == 1 and summary["skipped_by_reason"] == {"HEIC/HEIF image": 1}
+    assert "IMG_0001.HEIC: HEIC/HEIF is not supported" in capsys.readouterr().err
