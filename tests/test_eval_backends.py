@@ -78,3 +78,21 @@ def test_a_prototype_classifier_is_refused_by_onnxruntime(checkpoint, fer, tmp_p
     with pytest.raises(ValueError, match="proto.pt: the model classifies by prototypes"):
         evaluate_weights(tmp_path / "proto.pt", data=str(fer), backend="onnxruntime")
     assert evaluate_weights(tmp_path / "proto.pt", data=str(fer))["classifier"] == "nearest_centre"
+
+
+def test_eval_on_a_folder_names_and_counts_unreadable_images(tmp_path, capsys):
+    """Unreadable images of a folder data set were dropped with one warning naming the first only,
+    and the report did not count them."""
+    from fixtures import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs")
+    for bad in (root / "happy" / "bad.png", root / "sad" / "cut.png"):
+        bad.write_bytes(b"not an image")
+    report = tmp_path / "r.json"
+    assert cli(["eval", "--weights", "default", "--data", str(root), "--dataset", "folder", "--split", "train",
+                "--json", str(report)]) == 0
+    skipped = json.loads(report.read_text())["skipped"]
+    assert [s.split(":")[0] for s in skipped] == [str(root / "happy" / "bad.png"), str(root / "sad" / "cut.png")]
+    shown = capsys.readouterr()
+    assert "skipped 2 unreadable file(s)" in shown.out
+    assert "skipped unreadable image" in shown.err and "bad.png" in shown.err and "cut.png" in shown.err

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 
 import cv2
 import pandas as pd
@@ -11,7 +14,7 @@ from face_fixtures import checkpoint, onnx_file, photo_dir, video_file  # noqa: 
 
 from face_fixtures import write_video
 from litefer.cli import main as cli
-from litefer.inference.predict import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL
+from litefer.inference.predict import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_TERMINATED
 
 
 @pytest.fixture
@@ -161,3 +164,38 @@ def test_truncated_video_is_reported_incomplete(checkpoint, tmp_path, capsys):
     assert 0 < len(video["frames"]) < announced and "truncated" in video["warning"]
     assert report["summary"]["incomplete_videos"] == [video["warning"]]
     assert cli(["predict", str(full), "--weights", str(checkpoint)]) == EXIT_OK
+
+
+def test_sigterm_writes_the_results_so_far(checkpoint, photo_dir, tmp_path):
+    """SIGTERM (timeout, docker stop) exited 143 without writing the CSV or JSON."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(300):
+        shutil.copy(photo_dir / "astronaut.jpg", folder / f"p{i:03}.jpg")
+    out = tmp_path / "r.csv"
+    argv = ["predict", str(folder), "--weights", str(checkpoint), "--batch-size", "1", "--csv", str(out),
+            "--json", str(tmp_path / "r.json")]
+    proc = subprocess.Popen([sys.executable, "-u", "-c", f"from litefer.cli import main; raise SystemExit(main({argv!r}))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if "p000" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_TERMINATED, err
+    rows = pd.read_csv(out)
+    assert 1 <= rows["source"].nunique() < 300
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["images"] == rows["source"].nunique()
+
+
+def test_heic_photos_in_a_folder_are_reported_as_skipped(checkpoint, photo_dir, tmp_path, capsys):
+    """A folder scan left .heic files out without a word and exited 0."""
+    d = tmp_path / "phone"
+    d.mkdir()
+    shutil.copy(photo_dir / "astronaut.jpg", d / "good.jpg")
+    (d / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic not decoded")
+    code = cli(["predict", str(d), "--weights", str(checkpoint), "--json", str(tmp_path / "r.json")])
+    assert code == EXIT_PARTIAL
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["images"] == 1 and summary["skipped_by_reason"] == {"HEIC/HEIF image": 1}
+    assert "IMG_0001.HEIC: HEIC/HEIF is not supported" in capsys.readouterr().err

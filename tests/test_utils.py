@@ -1,7 +1,10 @@
 """litefer.utils: atomic writes and the clean-up of what a killed write leaves behind."""
+import os
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 
 from litefer.utils import atomic_write_bytes, remove_stale_temp_files
 
@@ -29,3 +32,38 @@ def test_stale_temp_files_of_a_killed_atomic_write_are_removed(tmp_path):
     assert (tmp_path / "last.pt").read_bytes() == b"complete"
     assert remove_stale_temp_files(tmp_path) == []
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+def test_a_symbolic_link_stays_a_link_and_its_target_gets_the_content(tmp_path):
+    """Atomic replacement follows the link instead of renaming a plain file over it."""
+    target = tmp_path / "real" / "results.json"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "results.json"
+    link.symlink_to(target)
+    atomic_write_bytes(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert not [p for p in target.parent.iterdir() if p.name != "results.json"]
+
+
+def test_a_device_node_stays_a_device(tmp_path):
+    """A null device is written into, not replaced by a plain file. As root (where a rename over
+    /dev/null would succeed) the test makes its own node, so a regression cannot break /dev/null."""
+    device = "/dev/null"
+    if os.geteuid() == 0:
+        device = tmp_path / "null"
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    atomic_write_bytes(device, b"discarded")
+    assert stat.S_ISCHR(os.stat(device).st_mode)
+
+
+def test_a_fifo_is_written_into(tmp_path):
+    """A reader on a FIFO gets the content, and the FIFO stays a FIFO."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write_bytes(fifo, b"streamed")
+    reader.join(timeout=10)
+    assert got == [b"streamed"] and stat.S_ISFIFO(os.stat(fifo).st_mode)

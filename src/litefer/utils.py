@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -76,11 +77,30 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
 
+def _streamed_target(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (links followed) exists and is not a regular file, or is one of the process's
+    open files (``/dev/stdout`` → ``/proc/self/fd/1``): those are written into, never renamed over."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return False
+    return not stat.S_ISREG(mode) or os.path.realpath(path).startswith("/proc/")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, suffix: str = TEMP_SUFFIX):
     """A binary file handle whose content replaces ``path`` only if the block finishes without error:
-    readers never see half a file, and a failure (or Ctrl-C) leaves no temporary file behind."""
-    path = Path(path)
+    readers never see half a file, and a failure (or Ctrl-C) leaves no temporary file behind.
+
+    A symbolic link is followed, so the link stays a link and its target gets the content. A target
+    that exists and is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written into
+    directly: replacing it by rename would turn a device node or a pipe into a plain file.
+    """
+    if _streamed_target(path):
+        with open(path, "wb") as f:
+            yield f
+        return
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=suffix)
     try:

@@ -5,12 +5,14 @@
     litefer predict --webcam 0 --max-frames 300 --json
 
 Exit status: 0 every input processed, 1 none could be, 3 some were skipped (the rest processed),
-2 bad arguments or model (nothing run), 130 interrupted (results up to then written).
+2 bad arguments or model (nothing run), 130 interrupted by Ctrl-C and 143 by SIGTERM (results up
+to then written in both cases).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 
 from . import options
 from .options import UsageError
@@ -88,4 +90,16 @@ def main(args: argparse.Namespace) -> int:
     rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
                      min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
                      yunet_model=args.yunet_model, prior=prior)
-    return run_inputs(rec, specs, args, describe(prior))
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run_inputs(rec, specs, args, describe(prior))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    """SIGTERM stops the run like Ctrl-C, so the results so far are written; a second one kills."""
+    from ..inference.predict import Terminated
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()

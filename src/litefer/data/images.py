@@ -32,7 +32,7 @@ def read_faces(paths: list[Path], size: int, channels: int, what: str) -> tuple[
             kept.append(i)
         except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
             errors.append(f"{p}: {type(e).__name__}: {e}")
-    if errors:
-        log.warning("%s: skipped %d unreadable image(s); first: %s", what, len(errors), errors[0])
+    for message in errors:         # each file named, so a data set does not shrink without a word
+        log.warning("%s: skipped unreadable image %s", what, message)
     shape = (0, size, size, channels)
     return (np.stack(out) if out else np.zeros(shape, np.uint8)), kept, errors

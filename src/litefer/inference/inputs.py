@@ -18,6 +18,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".gif"}
+# the iPhone's default photo format, which neither OpenCV nor Pillow reads: reported, not ignored
+HEIF_SUFFIXES = {".heic", ".heif"}
+HEIF_UNSUPPORTED = "HEIC/HEIF is not supported: convert it to JPEG or PNG first"
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 # Decoding limit: a 30 MP photo is fine (about 90 MB as BGR); beyond this the input is refused
 # before its pixels are decoded.
@@ -309,7 +312,8 @@ def _why_missing(p: Path) -> str:
 def walk_folder(folder: Path) -> tuple[list[Path], list[str]]:
     """Image and video files below ``folder`` (hidden files excluded), following symbolic links to
     folders once each; returns (sorted files, problems): broken links and link loops among the names
-    that could be inputs (an image or video suffix, or none), and folders that cannot be read."""
+    that could be inputs (an image or video suffix, or none), HEIC/HEIF photos, which cannot be read,
+    and folders that cannot be read."""
     known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     found, problems, visited = [], [], set()
 
@@ -327,6 +331,8 @@ def walk_folder(folder: Path) -> tuple[list[Path], list[str]]:
         visited.add(real)
         for name in names:
             q = Path(root) / name
+            if not name.startswith(".") and q.suffix.lower() in HEIF_SUFFIXES:
+                problems.append(f"{q}: {HEIF_UNSUPPORTED}")
             if name.startswith(".") or q.suffix.lower() not in known | {""}:
                 continue
             if q.is_file():

@@ -24,11 +24,17 @@ from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 EXIT_CODES = {EXIT_OK: "every input processed", EXIT_NOTHING: "no input could be processed",
               EXIT_USAGE: "bad arguments or model (nothing run)",
               EXIT_PARTIAL: "some inputs skipped or videos incomplete, the rest processed",
-              EXIT_INTERRUPTED: "interrupted (Ctrl-C); results up to then written"}
+              EXIT_INTERRUPTED: "interrupted (Ctrl-C); results up to then written",
+              EXIT_TERMINATED: "terminated (SIGTERM); results up to then written"}
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by ``litefer predict``'s SIGTERM handler (``timeout``, ``docker stop``, systemd) so that
+    the run stops like a Ctrl-C, writing the results so far, but exits 128 + 15 = 143."""
 
 ANNOTATED_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("empty image", "empty image"),
@@ -38,7 +44,7 @@ REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("emp
            ("cannot decode any frame", "undecodable video"), ("no image or video files", "empty folder"),
            ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file"),
            ("broken symbolic link", "broken link"), ("symbolic link loop", "link loop"),
-           ("cannot read folder", "unreadable folder")]
+           ("cannot read folder", "unreadable folder"), ("HEIC/HEIF", "HEIC/HEIF image")]
 
 
 def reason_of(message: str) -> str:
@@ -341,8 +347,9 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
         overall.close()
         if args.webcam is not None:
             run_video(rec, args.webcam, out, args, bar_factory)
-    except KeyboardInterrupt:
-        return out.finish(interrupted=True)
+    except KeyboardInterrupt as stop:
+        code = out.finish(interrupted=True)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else code
     return out.finish()
 
 

@@ -185,7 +185,7 @@ def split_report(logits: torch.Tensor, ds: FaceDataset, card, classifier: str, d
     report.update({"classifier": classifier, "split": split, "tta_flip": tta, "data": data_cfg["root"],
                    "label_mode": data_cfg.get("label_mode"),
                    "priors": {k: {**prior_summary(r), "confusion": r["confusion"]} for k, r in reports.items()},
-                   "prior_note": note})
+                   "prior_note": note, "skipped": list(ds.info.get("skipped", []))})
     return report
 
 
