@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .align import CropSpec, crop_face, quality_issues
-from .backends import create_backend, softmax
+from .backends import create_backend, resolve_weights, softmax
 from .detect import Detection, FaceDetector, create_detector, positive_int
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
@@ -30,15 +30,13 @@ from ..utils import atomic_write_text
 log = logging.getLogger(__name__)
 
 
-def _model_threads(threads: int | None, weights, backend: str | None, device: str) -> int | None:
+def _model_threads(threads: int | None, backend: str, device: str) -> int | None:
     """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
     slows OpenCV's face search on the same cores more than the second thread speeds up the model
     (1.6x the time per photo on JAFFE's photos on 2 cores; see docs/recognition.md, Speed)."""
     if threads is not None or str(device).startswith("cuda"):
         return threads
-    from .backends import resolve_weights
-
-    return 1 if resolve_weights(weights, backend)[1] == "onnxruntime" else None
+    return 1 if backend == "onnxruntime" else None
 
 
 @dataclass
@@ -126,8 +124,9 @@ class Recognizer:
         if min_face is not None:
             positive_int("min_face", min_face)
         positive_int("max_side", max_side)
-        model_threads = _model_threads(threads, weights, backend, device)
-        self.backend = create_backend(weights, backend, device, model_threads)
+        path, backend = resolve_weights(weights, backend)                # once: the file and its backend
+        model_threads = _model_threads(threads, backend, device)
+        self.backend = create_backend(path, backend, device, model_threads)
         # threads left to ONNX Runtime (1, see above) and a spare core: the mirrored pass runs beside
         # the plain one, which the backend would otherwise run in the same call on one thread
         spare = threads is None and model_threads == 1 and (os.cpu_count() or 1) > 1
