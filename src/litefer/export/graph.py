@@ -36,26 +36,33 @@ class _Traced(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
         return self.model(x)
 
 
 def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tuple[int, int] = 224,
                 in_chans: int | None = None, opset: int = 17, dynamic_batch: bool = True,
-                inference: bool = True) -> Path:
+                inference: bool = True, explain: bool = False) -> Path:
     """Export ``model`` (in eval mode) to ONNX at ``path``, atomically; returns the path.
 
-    Input ``input`` is N x C x H x W float32 (N dynamic when ``dynamic_batch``), output ``logits``.
-    ``in_chans`` defaults to the model's ``in_chans`` attribute (3 when absent). ``inference``
-    exports the inference form of coordinate attention (the training form when False).
+    Input ``input`` is N x C x H x W float32 (N dynamic when ``dynamic_batch``), output ``logits``;
+    with ``explain`` a second output ``cam``, every class's Grad-CAM map (N x classes x h x w, see
+    :mod:`litefer.models.explain`). ``in_chans`` defaults to the model's ``in_chans`` attribute (3
+    when absent). ``inference`` exports the inference form of coordinate attention (the training
+    form when False).
     """
     in_chans = in_chans or getattr(model, "in_chans", 3)
     if inference:
         from ..models.inference_form import inference_form
 
         model = inference_form(model)
+    outputs = [OUTPUT_NAME]
+    if explain:
+        from ..models.explain import CAM_OUTPUT, ExplainedNet
+
+        model, outputs = ExplainedNet(model), [OUTPUT_NAME, CAM_OUTPUT]
     dummy = torch.randn(1, in_chans, *_size_hw(input_size))
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    dynamic_axes = {name: {0: "batch"} for name in [INPUT_NAME, *outputs]} if dynamic_batch else None
     was_training = model.training
     model.eval()
     buffer = io.BytesIO()
@@ -64,10 +71,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tup
             # the TorchScript exporter announces its own deprecation; the output is what we check
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            # the inference form's pooling windows are read from the traced input's (fixed) size
-            warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning)
+            # pooling windows and the map's 1/hw are read from the traced input's (fixed) size
+            warnings.filterwarnings("ignore", "Converting a tensor to a Python (integer|float)", torch.jit.TracerWarning)
             torch.onnx.export(_Traced(model), (dummy,), buffer, dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              input_names=[INPUT_NAME], output_names=outputs,
                               dynamic_axes=dynamic_axes, do_constant_folding=True)
     finally:
         model.train(was_training)

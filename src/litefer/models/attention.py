@@ -83,6 +83,11 @@ class CoordAttention(nn.Module):
         self.gate = _make_gate(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a_h, a_w = self.gates(x)
+        return x * a_h * a_w
+
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The height gate (N,C,H,1) and width gate (N,C,1,W) this block multiplies ``x`` by."""
         h, w = x.shape[-2:]
         y = None
         for pool_w, pool_h in self.plan:
@@ -94,7 +99,7 @@ class CoordAttention(nn.Module):
         y_h, y_w = torch.split(y, [h, w], dim=2)
         a_h = self.gate(self.conv_h(y_h))                                  # N,C,H,1
         a_w = self.gate(self.conv_w(y_w.transpose(2, 3)))                  # N,C,1,W
-        return x * a_h * a_w
+        return a_h, a_w
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}"
