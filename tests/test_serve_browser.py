@@ -306,7 +306,7 @@ def test_explain_on_device_matches_python_and_lies_on_the_face(page, serve_model
     crop_map = cv2.resize(cam / cam.max(), (side, side), interpolation=cv2.INTER_LINEAR)
 
     def placed(m):
-        return cv2.warpAffine(180 * crop_map, m, alpha.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        return cv2.warpAffine(0.6 * 255 * crop_map, m, alpha.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
     corr = lambda a, b: float(np.corrcoef(a.ravel(), b.ravel())[0, 1])  # noqa: E731
     near, level = corr(alpha, placed(M)), corr(alpha, placed(upright))

@@ -425,7 +425,7 @@ function updateExplain() {
       "Export one with `litefer export --explain` and serve it (litefer serve --weights FILE or --browser-model FILE).";
   } else {
     note.textContent = state.explain ? "Explain: each face's map shows where the network looked for its label " +
-      "(Grad-CAM of the label on the last feature map, upsampled; brighter and more opaque = more weight)." : "";
+      "(Grad-CAM of the label on the last feature map, upsampled; from faint blue to opaque red = more weight)." : "";
   }
 }
 

@@ -333,17 +333,20 @@ export function cropMap(cam, h, w, side) {
   return out;
 }
 
-// RGBA pixels of a map in [0, 1]: a heat ramp (dark red, orange, yellow, near white) whose opacity
-// rises with the value, so weak regions leave the face visible.
+// RGBA pixels of a map in [0, 1], as the Python overlays colour it: the jet ramp (dark blue, low, through
+// cyan and yellow to dark red, high) with opacity rising from 0 to 0.6 with the value, so weak regions
+// leave the face visible.
+const HEAT_ALPHA = 0.6;
+
 export function heatPixels(map) {
   const px = new Uint8ClampedArray(4 * map.length);
   const clamp = (v) => Math.min(1, Math.max(0, v));
   for (let i = 0; i < map.length; i++) {
     const v = clamp(map[i]);
-    px[4 * i] = 255 * clamp(0.35 + 1.3 * v);
-    px[4 * i + 1] = 255 * clamp(1.6 * v - 0.3);
-    px[4 * i + 2] = 255 * clamp(2.5 * v - 1.6);
-    px[4 * i + 3] = 180 * v;
+    px[4 * i] = 255 * clamp(1.5 - Math.abs(4 * v - 3));
+    px[4 * i + 1] = 255 * clamp(1.5 - Math.abs(4 * v - 2));
+    px[4 * i + 2] = 255 * clamp(1.5 - Math.abs(4 * v - 1));
+    px[4 * i + 3] = 255 * HEAT_ALPHA * v;
   }
   return px;
 }
