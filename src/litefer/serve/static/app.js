@@ -121,7 +121,7 @@ async function recognizeOnServer(body, contentType, explain) {
   const out = await r.json().catch(() => ({ message: `HTTP ${r.status}` }));
   if (!r.ok) throw new Error(`server: ${out.message || r.status}`);
   if (explain) {                   // each face's map comes as a PNG covering `rect` of the photo
-    await Promise.all(out.faces.filter((f) => f.explanation).map(async (f) => {
+    await Promise.all(out.faces.filter((f) => f.explanation && f.explanation.png).map(async (f) => {
       const png = await (await fetch(`data:image/png;base64,${f.explanation.png}`)).blob();
       f.explanation.image = await createImageBitmap(png);
     }));
@@ -172,9 +172,9 @@ function drawExplanations(faces, scale, width, height) {
   faces.forEach((f) => {
     const e = f.explanation;
     if (!e) return;
-    if (e.image) {
+    if (e.rect) {                  // the server's (an empty rect, face outside the photo, has no image)
       const [x, y, w, h] = e.rect.map((v) => v / scale);
-      g.drawImage(e.image, x, y, w, h);
+      if (e.image) g.drawImage(e.image, x, y, w, h);
       return;
     }
     const tile = document.createElement("canvas");
