@@ -350,7 +350,7 @@ def test_explain_needs_the_cam_output_on_device(page, serve_model, tmp_path):
         page.wait_for_function(f"window.litefer.state.frames.device > {before}", timeout=WAIT_MS)
         assert page.is_disabled("#explain-toggle")
         note = page.locator("#explain-note")
-        assert note.is_visible() and "litefer export --explain" in note.text_content() and "cam" in note.text_content()
+        assert note.is_visible() and all(w in note.text_content() for w in ('"cam" output', "litefer export", "--explain"))
         assert len(faces_of(page)) == 1 and page.evaluate("window.liteferExplanations") == []
         assert heat_alpha(page).max() == 0 and not page.evaluate("window.litefer.state.error")
     finally:                                         # the page's own recognizer back, Explain off

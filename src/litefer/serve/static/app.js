@@ -421,8 +421,10 @@ function updateExplain() {
   state.explain = toggle.checked && !unable;
   note.classList.toggle("warn", Boolean(unable));
   if (unable) {
-    note.textContent = `Explain is unavailable on this device: the page's ONNX model has no "${CAM_OUTPUT}" output. ` +
-      "Export one with `litefer export --explain` and serve it (litefer serve --weights FILE or --browser-model FILE).";
+    const code = (text) => Object.assign(document.createElement("code"), { textContent: text });
+    note.replaceChildren(`Explain is unavailable on this device: the page's ONNX model has no "${CAM_OUTPUT}" output. ` +
+      "Export one with ", code("litefer export --weights W --explain"), " and serve it (",
+      code("litefer serve --weights W.onnx"), " or ", code("--browser-model W.onnx"), ").");
   } else {
     note.textContent = state.explain ? "Explain: each face's map shows where the network looked for its label " +
       "(Grad-CAM of the label on the last feature map, upsampled; from faint blue to opaque red = more weight)." : "";
