@@ -385,7 +385,7 @@ def test_explain_in_server_mode_asks_for_maps_and_draws_them(page, serve_model, 
     (got,) = page.evaluate("window.liteferExplanations")
     cam = np.asarray(want.explanation.cam, np.float32)
     assert got["label"] == want.label == want.explanation.label
-    assert np.abs(np.array(got["cam"], np.float32) - cam).max() <= 1e-6 * max(cam.max(), 1e-12)
+    assert np.abs(np.array(got["cam"], np.float32) - cam).max() <= 1e-6      # the JSON rounds to 6 decimals
     alpha = heat_alpha(page)
     (face,) = page.evaluate("window.litefer.state.lastFaces.map(f => f.explanation.rect)")
     x, y, w, h = face
