@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -263,3 +264,34 @@ def test_an_interrupt_during_a_video_writes_the_frames_read(checkpoint, tmp_path
     code = cli(["predict", str(video), "--weights", str(checkpoint), "--json", str(tmp_path / "r.json"), "--no-progress"])
     assert code == EXIT_INTERRUPTED, capsys.readouterr().err
     assert len(json.loads((tmp_path / "r.json").read_text())["inputs"][0]["frames"]) == 7
+
+
+def test_a_heic_photo_named_on_the_command_line_gets_the_same_reason(checkpoint, tmp_path, capsys):
+    """A .heic path given by name got the generic 'not an image file'; a folder scan said why."""
+    (tmp_path / "IMG_0002.heic").write_bytes(b"\x00\x00\x00\x18ftypheic not decoded")
+    (tmp_path / "exported.jpg").write_bytes(b"\x00\x00\x00\x18ftypmif1 a HEIF under another name")
+    code = cli(["predict", str(tmp_path / "IMG_0002.heic"), str(tmp_path / "exported.jpg"), "--weights", str(checkpoint),
+                "--json", str(tmp_path / "r.json")])
+    assert code == 1
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["skipped_by_reason"] == {"HEIC/HEIF image": 2}
+    assert "IMG_0002.heic: HEIC/HEIF is not supported" in capsys.readouterr().err
+
+
+def test_fifos_and_devices_are_reported_not_opened(checkpoint, photo_dir, tmp_path, capsys):
+    """A FIFO inside a folder was left out without a word, and one named on the command line was
+    called an 'empty file'; a device such as /dev/null too."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(photo_dir / "astronaut.jpg", d / "good.jpg")
+    os.mkfifo(d / "stream.jpg")
+    os.mkfifo(d / "pipe")                      # no suffix: could be an input, like a link without one
+    os.mkfifo(tmp_path / "named.png")
+    code = cli(["predict", str(d), str(tmp_path / "named.png"), os.devnull, "--weights", str(checkpoint),
+                "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == EXIT_PARTIAL, err
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["images"] == 1 and summary["skipped_by_reason"] == {"special file": 4}
+    assert f"{d / 'stream.jpg'}: not a regular file (a FIFO)" in err
+    assert f"{os.devnull}: not a regular file (a character device)" in err

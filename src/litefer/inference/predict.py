@@ -44,7 +44,8 @@ REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("emp
            ("cannot decode any frame", "undecodable video"), ("no image or video files", "empty folder"),
            ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file"),
            ("broken symbolic link", "broken link"), ("symbolic link loop", "link loop"),
-           ("cannot read folder", "unreadable folder"), ("HEIC/HEIF", "HEIC/HEIF image")]
+           ("cannot read folder", "unreadable folder"), ("HEIC/HEIF", "HEIC/HEIF image"),
+           ("not a regular file", "special file")]
 
 
 def reason_of(message: str) -> str:
