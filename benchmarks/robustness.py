@@ -57,8 +57,8 @@ def server_probes(url: str, jpeg: bytes, limits: dict) -> list[tuple[str, str, s
     rows.append(connection_limit_probe(url))
     pins = {"slow_body": "test_serve_protocol.py::test_slow_body_on_a_route_that_reads_it_gets_a_json_408",
             "slow_headers": "test_serve_protocol.py::test_slow_headers_get_a_json_408"}
-    repeated = (b"POST /v1/recognize?prior=balanced&prior=dataset HTTP/1.1\r\nHost: p\r\nContent-Type: image/jpeg\r\n"
-                b"Content-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg)
+    repeated = (b"POST /v1/recognize?prior=balanced&prior=dataset HTTP/1.1\r\nHost: p\r\nConnection: close\r\n"
+                b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg)
     rows.append(("`?prior=balanced&prior=dataset` (repeated)", http_outcome(L.exchange(url, repeated, 30)),
                  T + "test_serve_api.py::test_a_repeated_prior_parameter_is_refused_naming_it"))
     for f in L.run_faults(url, jpeg, limits):
