@@ -223,7 +223,17 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
 
 PRIOR_DOC = ("class prior of the scores: 'dataset' (default; the model's own probabilities), 'balanced' (the "
              "training class frequencies divided out) or class=weight pairs naming every class, e.g. "
-             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised)")
+             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised); "
+             "at most once per request (repeated: 422)")
+
+
+def single_query(request: Request, name: str) -> str | None:
+    """A query parameter that may be given once: repeated, it is a 422 naming it (the framework
+    would silently keep the last value)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ServeError(422, f"{name}: given {len(values)} times ({', '.join(map(repr, values))}); give it once")
+    return values[0] if values else None
 
 
 def request_prior(text: str | None, model: ModelFiles):
@@ -308,7 +318,8 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     async def recognize(request: Request, prior: str | None = Query(None, description=PRIOR_DOC)):
         t0 = time.monotonic()
         data = await read_upload(request, cfg)
-        chosen = request_prior(prior, model)
+        # ``prior`` is declared for the API docs; read it from the query so that a repeat is refused
+        chosen = request_prior(single_query(request, "prior"), model)
         admitted = time.monotonic()
         deadline = admitted + cfg.request_timeout
         fut = pool.submit(_work, data, cfg, admitted, chosen, deadline=deadline)
