@@ -294,16 +294,19 @@ def large_image_phase(url: str, count: int, concurrent: int = 2, idle_s: float =
 
 
 def slow_body_flood(url: str, connections: int, seconds: float, path: str = "/healthz", interval: float = 1.0,
-                    sources: list[str] | None = None, reconnect: bool = False) -> dict:
+                    sources: list[str] | None = None, reconnect: bool = False, stagger: float = 0.0) -> dict:
     """``connections`` clients that each send ``POST path`` declaring a 1 MB body, then drip it a byte
     every ``interval`` s for ``seconds``; counts those the server answered and closed, and when.
 
     ``sources``: client addresses to bind in turn (on Linux every 127.0.0.x reaches a loopback
     server, each a client of its own); ``reconnect``: at every drip, open a new connection for each
-    one the server closed, as an attacker who wants to keep ``connections`` open would."""
+    one the server closed, as an attacker who wants to keep ``connections`` open would; ``stagger``:
+    seconds between the first connections (arrivals spread out, as a real flood's are)."""
     flood = _Drippers(url, path, sources or [None])
     t0 = time.monotonic()
-    for _ in range(connections):
+    for i in range(connections):
+        if i and stagger:
+            time.sleep(stagger)
         flood.connect()
     next_drip = t0 + interval
     while (flood.open or reconnect) and time.monotonic() - t0 < seconds:

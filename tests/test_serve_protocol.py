@@ -188,20 +188,20 @@ def recognize(port: int, body: bytes, source: str = "127.0.0.1") -> tuple[int | 
 
 
 def test_slow_uploads_into_recognize_from_many_addresses_do_not_lock_out_real_clients(guarded_server):
-    """Twice the connection limit of clients, each from its own address, declare 1 MB to
-    /v1/recognize (a route that reads the body) and drip it a byte every 0.2 s. Before, they held
-    the limit until the 10 s deadline and a real client got 503; now its request closes the slowest
-    dripper (408, well before the 2.5 s rate floor applies) and is served."""
+    """Twice the connection limit of clients, each from its own address, arriving 20 ms apart,
+    declare 1 MB to /v1/recognize (a route that reads the body) and drip it a byte every 0.2 s.
+    Before, the first of them held the limit until the 10 s deadline and a real client got 503; now
+    its request closes the slowest dripper (408, before the 2.5 s rate floor applies) and is served."""
     from loadtest import slow_body_flood
 
     url, port = guarded_server
     sources = [f"127.2.0.{i}" for i in range(1, 2 * GUARD_LIMIT + 1)]
     flood = {}
     dripper = threading.Thread(target=lambda: flood.update(slow_body_flood(
-        url, len(sources), seconds=2.2, path="/v1/recognize", interval=0.2, sources=sources)))
+        url, len(sources), seconds=2.3, path="/v1/recognize", interval=0.2, sources=sources, stagger=0.02)))
     dripper.start()
     try:
-        time.sleep(1.3)                             # every dripper open for longer than a second
+        time.sleep(1.5)                             # the drippers let in open for longer than a second
         answers = [recognize(port, small_jpeg()) for _ in range(3)]
     finally:
         dripper.join()
