@@ -20,11 +20,12 @@ and whether or not the application reads the body:
   answered 429 with ``Retry-After`` at once; its input is read and dropped for a second, so that the
   answer arrives instead of a reset, then it is closed.
 * the connection limit (``limit_concurrency``): a request that finds more connections open than the
-  limit first closes the slowest connections still waiting on their clients (headers or body, open
-  at least ``SHED_AFTER_S``; lowest average rate since their wait began, then the oldest) to make
-  room: 408, or nothing for one that has sent no byte of a request. Only when none qualifies does the
-  request get 503 + ``Retry-After``. So connections that drip, from any number of addresses, cannot
-  hold the server against clients that send their requests at once.
+  limit first closes the slowest connections still waiting on their clients for headers or body
+  (lowest average rate since their wait began, one younger than ``SHED_AFTER_S`` counted as open
+  that long, then the oldest; one that has sent nothing only once it is that old) to make room: 503
+  + ``Retry-After``, or nothing for one that has sent no byte of a request. Only when none qualifies does the request
+  get 503 + ``Retry-After``. So connections that drip, from any number of addresses, reconnecting or
+  not, cannot hold the server against clients that send their requests at once.
 
 Errors answered below the application are JSON ``{"status", "error", "message"}`` like the
 application's own: malformed requests that h11 rejects (bad Content-Length, oversized header or URL,
@@ -73,7 +74,7 @@ class _RecordingConnection(h11.Connection):
             raise
 
 
-SHED_AFTER_S = 1.0      # a connection open less long is never closed to make room: it has had no time to send
+SHED_AFTER_S = 1.0      # a connection that has sent nothing is closed to make room only after this long
 LINGER_S = 1.0          # how long a refused connection's input is read and dropped before it is closed
 WAITING = {h11.IDLE: "headers", h11.SEND_BODY: "body"}     # what a connection waits for from its client
 
@@ -222,13 +223,17 @@ class DeadlineH11Protocol(H11Protocol):
         return len(victims)
 
     def _sheddable(self, now: float) -> bool:
+        """Waiting on its client, with no answer under way, and either sending or silent for long enough."""
         cycle = self.cycle
-        return (self._refused is None and self.conn.their_state in WAITING and now - self._wait_began >= SHED_AFTER_S
+        return (self._refused is None and self.conn.their_state in WAITING
+                and (self._received > 0 or now - self._wait_began >= SHED_AFTER_S)
                 and (cycle is None or cycle.response_complete or not cycle.response_started))
 
     def _pace(self, now: float) -> tuple[float, float]:
-        """(bytes/s since the connection began waiting for this request, when it began): smallest first."""
-        return self._received / max(now - self._wait_began, 1e-9), self._wait_began
+        """(bytes/s since the connection began waiting for this request, when it began): the slowest,
+        then the oldest, first. One younger than ``SHED_AFTER_S`` counts as open that long: it is
+        judged by the bytes it has sent, not by a rate over a few milliseconds."""
+        return self._received / max(now - self._wait_began, SHED_AFTER_S), self._wait_began
 
     def _shed(self, now: float, limit: int) -> None:
         if self._received == 0:             # no byte of a request: nothing to answer
@@ -236,10 +241,9 @@ class DeadlineH11Protocol(H11Protocol):
             self._stop_clock()
             self.transport.close()
             return
-        rate = self._pace(now)[0]
-        self._answer_and_close(408, f"request too slow ({self._received} bytes in {now - self._wait_began:.1f} s, "
-                                    f"{rate:.0f} bytes/s) while the server is at its limit of {limit} connections; "
-                                    "closed to make room")
+        self._answer_and_close(503, f"server at its limit of {limit} connections, and this request the slowest "
+                                    f"({self._received} bytes in {now - self._wait_began:.1f} s): closed to make "
+                                    "room; retry later", (("retry-after", "1"),))
 
     # --- errors below the application
 
@@ -248,11 +252,11 @@ class DeadlineH11Protocol(H11Protocol):
         status = err.error_status_hint if err is not None else 400
         self._answer_and_close(status, f"malformed HTTP request: {err or msg}")
 
-    def _answer_and_close(self, status: int, message: str) -> None:
+    def _answer_and_close(self, status: int, message: str, headers: tuple = ()) -> None:
         """Answer a JSON error unless an answer was already started, then close the connection."""
         cycle = self.cycle          # on a kept-alive connection: the previous request's, complete
         if cycle is None or not cycle.response_started or cycle.response_complete:
-            self.transport.write(_error_bytes(status, message))
+            self.transport.write(_error_bytes(status, message, headers))
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True        # the application's receive() now says the client left
             cycle.message_event.set()
