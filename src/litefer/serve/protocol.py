@@ -265,13 +265,12 @@ class DeadlineH11Protocol(H11Protocol):
         self.transport.close()
 
     def _admit(self, limit: int) -> bool:
-        """Whether this request fits under the limit, once the slowest connections made room. Requests
-        still running count too (a task ends a moment after its connection; one that made room had
-        its own answered and the tasks of those it closed are about to end)."""
+        """Whether this request fits under the limit, once the slowest connections made room. Only
+        connections count, not running requests as uvicorn's limit does: the requests of closed
+        connections end a moment later (counting them refused real clients just after a flood's
+        connections were cut off), and the work itself is bounded by the recognizer pool."""
         over = len(_live(self.connections)) - limit
-        shed = self._make_room(over, limit) if over > 0 else 0
-        running = sum(1 for t in self.tasks if not t.done()) - shed
-        return over - shed <= 0 and running <= limit
+        return over <= 0 or self._make_room(over, limit) >= over
 
     async def _guarded_app(self, scope, receive, send) -> None:
         """The application behind the connection limit, with a JSON 500 if it ends without answering."""
