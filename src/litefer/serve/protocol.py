@@ -79,6 +79,19 @@ LINGER_S = 1.0          # how long a refused connection's input is read and drop
 WAITING = {h11.IDLE: "headers", h11.SEND_BODY: "body"}     # what a connection waits for from its client
 
 
+_WARNED: dict[str, list] = {}      # kind of warning -> [when last logged, occurrences since]
+
+
+def _warn(logger, kind: str, now: float, message: str) -> None:
+    """Log a warning at most once a second per kind, with how many were not logged: a flood of
+    refusals would otherwise flood the log."""
+    last = _WARNED.setdefault(kind, [float("-inf"), 0])
+    last[1] += 1
+    if now - last[0] >= 1.0:
+        logger.warning("%s%s", message, f" (and {last[1] - 1} more like it in the last second)" if last[1] > 1 else "")
+        last[:] = [now, 0]
+
+
 def _live(connections) -> list:
     """The open connections that count against the limits (not closing, not refused)."""
     return [c for c in connections
@@ -142,7 +155,7 @@ class DeadlineH11Protocol(H11Protocol):
         """Answer at once, before the request is read; read and drop what the client still sends for
         ``LINGER_S`` (closing on unread input would send a reset that can destroy the answer)."""
         self._refused = self.loop.call_later(LINGER_S, self.transport.close)
-        self.logger.warning("%s: answering %d", message, status)
+        _warn(self.logger, "refused", self.loop.time(), f"{message}: answering {status}")
         self.transport.write(_error_bytes(status, message, (("retry-after", "1"),)))
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -218,15 +231,14 @@ class DeadlineH11Protocol(H11Protocol):
         for c in victims:
             c._shed(now, limit)
         if victims:
-            self.logger.warning("connection limit (%d) reached: closed the %d slowest connection(s) to make room",
-                                limit, len(victims))
+            _warn(self.logger, "room", now, f"connection limit ({limit}) reached: closed the {len(victims)} slowest "
+                                            "connection(s) to make room")
         return len(victims)
 
     def _sheddable(self, now: float) -> bool:
         """Waiting on its client, with no answer under way, and either sending or silent for long enough."""
         cycle = self.cycle
-        return (self._refused is None and self.conn.their_state in WAITING
-                and (self._received > 0 or now - self._wait_began >= SHED_AFTER_S)
+        return (self.conn.their_state in WAITING and (self._received > 0 or now - self._wait_began >= SHED_AFTER_S)
                 and (cycle is None or cycle.response_complete or not cycle.response_started))
 
     def _pace(self, now: float) -> tuple[float, float]:
@@ -276,7 +288,7 @@ class DeadlineH11Protocol(H11Protocol):
         """The application behind the connection limit, with a JSON 500 if it ends without answering."""
         if self.max_connections is not None and not self._admit(self.max_connections):
             limit = self.max_connections
-            self.logger.warning("connection limit (%d) reached: answering 503", limit)
+            _warn(self.logger, "limit", self.loop.time(), f"connection limit ({limit}) reached: answering 503")
             await _send_json(send, 503, f"server at its limit of {limit} connections; retry later",
                              [(b"retry-after", b"1"), (b"connection", b"close")])
             return
