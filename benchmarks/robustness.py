@@ -317,7 +317,7 @@ def report(command: str, sections: dict, flood: dict, uploads: list[dict], large
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--flood", type=int, default=255, help="slow-body connections of the flood")
+    ap.add_argument("--flood", type=int, default=255, help="slow-body connections of each flood (/healthz, /v1/recognize)")
     ap.add_argument("--large-images", type=int, default=30)
     ap.add_argument("--upload-flood-seconds", type=float, default=20.0,
                     help="length of each phase of the /v1/recognize slow-upload flood")

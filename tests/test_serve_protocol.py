@@ -207,7 +207,7 @@ def test_slow_uploads_into_recognize_from_many_addresses_do_not_lock_out_real_cl
     finally:
         dripper.join()
     assert [a[0] for a in answers] == [200] * 3, [(a[0], a[2][:120]) for a in answers]
-    assert flood["connect_errors"] == 0 and set(flood["answers"]) == {"503"}, flood     # no 408: the floor is later
+    assert flood["connect_errors"] == 0 and flood["answers"].get("503", 0) >= GUARD_LIMIT, flood
     assert "slowest connection(s) to make room" in log.read_text()
 
 
