@@ -44,8 +44,8 @@ def _add_capacity_arguments(p: argparse.ArgumentParser, d) -> None:
                    help="open connections served at once; beyond them a request first closes the slowest connections "
                         "still sending, else gets 503 (default or 0: 4 x (workers + queue), at least 256)")
     p.add_argument("--max-connections-per-client", type=int, default=d.max_connections_per_client, metavar="N",
-                   help="open connections per client address; more are answered 429 at once (0: no cap; behind a "
-                        "reverse proxy, whose address all clients share; default: %(default)s)")
+                   help="open connections per client address; more are answered 429 at once (0: no cap, for use behind "
+                        "a reverse proxy, whose address all clients share; default: %(default)s)")
 
 
 def _add_limit_arguments(p: argparse.ArgumentParser, d) -> None:
