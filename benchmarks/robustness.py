@@ -3,9 +3,11 @@ pins each; plus the server's figures under load while a slow-client flood runs, 
 around large images. Every outcome in the table is measured by this run. Usage:
 
     python benchmarks/robustness.py --out results/robustness.md
+    python benchmarks/robustness.py --only-upload-flood     # just the /v1/recognize slow-upload flood
 
 The server runs the packaged model (onnxruntime) with 2 s header and body deadlines and at most
-256 connections; the CLI probes run ``python -m litefer`` in subprocesses on files made here.
+256 connections; the slow-upload flood into /v1/recognize has a server of its own with the default
+limits; the CLI probes run ``python -m litefer`` in subprocesses on files made here.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def server_probes(url: str, jpeg: bytes, limits: dict) -> list[tuple[str, str, s
     for name, raw in MALFORMED.items():
         rows.append((name, http_outcome(L.exchange(url, raw, 10)), T + "test_serve_protocol.py::test_malformed_requests_get_json_errors"))
     rows.append(connection_limit_probe(url))
+    rows.append(per_client_probe(url, int(limits["max_connections_per_client"])))
     pins = {"slow_body": "test_serve_protocol.py::test_slow_body_on_a_route_that_reads_it_gets_a_json_408",
             "slow_headers": "test_serve_protocol.py::test_slow_headers_get_a_json_408"}
     repeated = (b"POST /v1/recognize?prior=balanced&prior=dataset HTTP/1.1\r\nHost: p\r\nConnection: close\r\n"
@@ -68,27 +71,105 @@ def server_probes(url: str, jpeg: bytes, limits: dict) -> list[tuple[str, str, s
 
 
 def connection_limit_probe(url: str, limit: int = 256) -> tuple[str, str, str]:
-    idle = [L._connect(url, 10) for _ in range(limit)]
+    """The limit full of connections too young to be closed to make room (under a second open)."""
+    sources = flood_sources(16)
+    idle = [L._connect(url, 10, sources[i % 16]) for i in range(limit)]
     try:
         time.sleep(0.3)
         answer = L.exchange(url, b"GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n", 10)
     finally:
         for s in idle:
             s.close()
-    return (f"{limit} idle connections open, then a request", http_outcome(answer),
+    return (f"{limit} idle connections open (16 addresses), then a request", http_outcome(answer),
             T + "test_serve_protocol.py::test_connection_limit_answers_json_503_with_retry_after")
+
+
+def per_client_probe(url: str, cap: int) -> tuple[str, str, str]:
+    source = flood_sources(1)[0]
+    held = [L._connect(url, 10, source) for _ in range(cap)]
+    try:
+        time.sleep(0.3)
+        with L._connect(url, 10, source) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n")
+            answer = L.read_answer(s, 5)
+    finally:
+        for s in held:
+            s.close()
+    return (f"{cap + 1} connections from one address", http_outcome(answer),
+            T + "test_serve_protocol.py::test_one_address_is_capped_while_another_is_served")
 
 
 def load_during_flood(url: str, server_pid: int, jpeg: bytes, flood: int, clients: int, requests: int) -> dict:
     """Real clients while ``flood`` connections drip bodies to /healthz (the issue's lock-out)."""
     result = {}
-    t = threading.Thread(target=lambda: result.update(L.slow_body_flood(url, flood, seconds=12.0)))
+    t = threading.Thread(target=lambda: result.update(L.slow_body_flood(url, flood, seconds=12.0,
+                                                                        sources=flood_sources(15))))
     meter = CpuMeter([server_pid, os.getpid()]).start()
     t.start()
     time.sleep(0.5)
     load = L.run_load(url, jpeg, clients, requests)
     t.join()
     return {"flood": result, "load": load.summary(), "cpu": meter.stop()}
+
+
+UPLOAD_FLOOD_SOURCES = {"255 addresses, 1 each": 255, "15 addresses, 17 each": 15, "1 address": 1}
+
+
+def flood_sources(count: int) -> list[str]:
+    """``count`` loopback client addresses other than 127.0.0.1 (the real clients'); Linux routes all
+    of 127/8 to the loopback interface."""
+    return [f"127.1.{i // 250}.{1 + i % 250}" for i in range(count)]
+
+
+def upload_flood(jpeg: bytes, log: Path, flood: int = 255, seconds: float = 20.0, clients: int = 4) -> list[dict]:
+    """Issue 20's lock-out of /v1/recognize: ``flood`` connections send ``POST /v1/recognize`` declaring
+    1 MB and drip it a byte a second, each one the server closes reopened at the next drip; from many
+    source addresses, from a few and from one. Meanwhile ``clients`` real clients (127.0.0.1) send the
+    astronaut JPEG, each a request every 0.25 s. A server of its own with the default limits (10 s
+    headers, 15 s body, 256 connections); a first row without the flood for comparison."""
+    url, proc, _ = start_server("default", None, log, [])
+    rows = []
+    try:
+        for label, count in {"no flood": 0, **UPLOAD_FLOOD_SOURCES}.items():
+            rows.append({"sources": label, **_upload_flood_phase(url, proc.pid, jpeg, flood if count else 0,
+                                                                 flood_sources(count or 1), seconds, clients)})
+            time.sleep(1.0)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return rows
+
+
+def _upload_flood_phase(url: str, pid: int, jpeg: bytes, flood: int, sources: list[str], seconds: float,
+                        clients: int) -> dict:
+    result = {}
+    t = threading.Thread(target=lambda: result.update(L.slow_body_flood(url, flood, seconds, "/v1/recognize",
+                                                                        sources=sources, reconnect=True)))
+    meter = CpuMeter([pid, os.getpid()]).start()
+    t.start()
+    time.sleep(2.0)                 # the flood in place
+    load = L.run_load(url, jpeg, clients, 1, timeout=30, duration_s=seconds - 4, pause_s=0.25)
+    t.join()
+    return {"flood": result, "load": load.summary(), "cpu": meter.stop()}
+
+
+def upload_flood_section(rows: list[dict]) -> list[str]:
+    """The report's section on :func:`upload_flood`."""
+    f = rows[-1]["flood"]
+    parts = ["## Slow uploads into /v1/recognize", "",
+             f"{f['connections']} connections send `POST /v1/recognize` declaring 1 MB and drip a byte a second, each "
+             "connection the server closes reopened at the next drip, for "
+             f"{f['watched_s']:g} s; from 255, 15 or 1 source address(es) (127.1.x.y). Meanwhile "
+             f"{rows[-1]['load']['clients']} real clients on 127.0.0.1 send the astronaut JPEG, a request every "
+             "0.25 s each, from 2 s into the flood to 2 s before its end. Server: its own, default limits "
+             "(`litefer serve` with no limit flags).", "",
+             "| flood from | flood connections opened | their answers | real requests | real statuses | "
+             "p50 ms | p99 ms | busy cores (other processes) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f, s, c = r["flood"], r["load"], r["cpu"]
+        parts.append(f"| {r['sources']} | {f['opened']} | {f['answers'] or '-'} | {s['requests']} | {s['statuses']} | "
+                     f"{s['p50_ms']} | {s['p99_ms']} | {c['busy_cores']:.2f} ({c['other_processes_cores']:.2f}) |")
+    return parts + [""]
 
 
 # ----------------------------------------------------------------------------- command-line probes
@@ -313,7 +394,7 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
-def report(command: str, sections: dict, flood: dict, large: dict) -> str:
+def report(command: str, sections: dict, flood: dict, uploads: list[dict], large: dict) -> str:
     f, s = flood["flood"], flood["load"]
     parts = ["# litefer robustness probes", "", f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
              f"Machine: {hardware_summary()}, Python {platform.python_version()}, {platform.system()} {platform.release()}  ",
@@ -322,7 +403,8 @@ def report(command: str, sections: dict, flood: dict, large: dict) -> str:
     for title, rows in sections.items():
         parts += [f"## {title}", "", table(rows), ""]
     parts += ["## Load during a slow-client flood", "",
-              f"{f['connections']} connections send `POST {f['path']}` declaring 1 MB and drip a byte a second; at the "
+              f"{f['connections']} connections from {f['sources']} addresses send `POST {f['path']}` declaring 1 MB "
+              "and drip a byte a second; at the "
               f"same time {s['clients']} clients send {s['requests']} `POST /v1/recognize` (astronaut JPEG).", "",
               "| flood connections | closed by the server | last closed after s | still open after "
               f"{f['watched_s']:g} s | requests | statuses | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|",
@@ -331,6 +413,7 @@ def report(command: str, sections: dict, flood: dict, large: dict) -> str:
               f"During this phase the CPUs were busy {flood['cpu']['busy_cores']:.2f} of {flood['cpu']['cores']} cores, "
               f"{flood['cpu']['other_processes_cores']:.2f} of them for other processes than the server and these "
               "clients: the latencies depend on that share.", "",
+              *upload_flood_section(uploads),
               "## Memory around large images", "",
               f"{large['images']} PNGs of 39.7 MP ({large['png_bytes'] // 1024} KB each), {large['concurrent']} at a time: "
               f"statuses {large['statuses']}, {large['wall_s']} s; server RSS {large['rss_before_mib']} MiB before, "
@@ -340,13 +423,21 @@ def report(command: str, sections: dict, flood: dict, large: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--flood", type=int, default=255, help="slow-body connections of the flood")
+    ap.add_argument("--flood", type=int, default=255, help="slow-body connections of each flood (/healthz, /v1/recognize)")
     ap.add_argument("--large-images", type=int, default=30)
+    ap.add_argument("--upload-flood-seconds", type=float, default=20.0,
+                    help="length of each phase of the /v1/recognize slow-upload flood")
+    ap.add_argument("--only-upload-flood", action="store_true",
+                    help="run only the /v1/recognize slow-upload flood and print its section (writes nothing)")
     ap.add_argument("--out", default="results/robustness.md")
     args = ap.parse_args(argv)
     jpeg = astronaut_jpeg()
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         tmp = Path(tmp)
+        uploads = upload_flood(jpeg, tmp / "upload-flood.log", args.flood, args.upload_flood_seconds)
+        if args.only_upload_flood:
+            print("\n".join(upload_flood_section(uploads)))
+            return 0
         sections = {"Training and data": train_probes(tmp) + [stale_temp_probe(tmp)],
                     "Prediction": predict_probes(tmp, jpeg) + special_input_probes(tmp, jpeg)
                     + [early_interrupt_probe(tmp, jpeg, s) for s in (signal.SIGINT, signal.SIGTERM)],
@@ -362,7 +453,7 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(15)
     command = "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(command.strip(), sections, flood, large)
+    text = report(command.strip(), sections, flood, uploads, large)
     atomic_write_text(args.out, text)
     print(text)
     return 0

@@ -74,9 +74,13 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in {
-    400: "empty upload, malformed form or Content-Length", 408: "upload not received within upload_timeout",
+    400: "empty upload, malformed form or Content-Length",
+    408: "headers or upload not received within header_timeout / upload_timeout, or arriving below "
+         "min_transfer_rate once transfer_grace has passed",
     413: "upload larger than max_upload_bytes", 415: "not an image", 422: "truncated, corrupt or too many pixels",
-    503: "all workers busy and the queue full, or the request timed out; retry after Retry-After seconds"}.items()}
+    429: "more than max_connections_per_client connections open from this address; retry after Retry-After seconds",
+    503: "all workers busy and the queue full, the request timed out, or max_connections open (a slow upload may "
+         "be closed to make room for a request that arrives whole); retry after Retry-After seconds"}.items()}
 
 UPLOAD_DOC = {"requestBody": {"required": True, "description": "an image file, as the raw body or a multipart field "
                               "named 'file'", "content": {
