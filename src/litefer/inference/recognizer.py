@@ -21,7 +21,7 @@ import numpy as np
 
 from .align import CropSpec, crop_face, quality_issues
 from .backends import create_backend, resolve_weights, softmax
-from .detect import Detection, FaceDetector, create_detector, positive_int
+from .detect import Detection, FaceDetector, create_detector, positive_int, valid_max_side
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
 from ..prior import describe as describe_prior, log_weights
@@ -123,7 +123,7 @@ class Recognizer:
         batch_size = positive_int("batch_size", batch_size)       # checked before the model loads
         if min_face is not None:
             positive_int("min_face", min_face)
-        positive_int("max_side", max_side)
+        valid_max_side(max_side)
         path, backend = resolve_weights(weights, backend)                # once: the file and its backend
         model_threads = _model_threads(threads, backend, device)
         self.backend = create_backend(path, backend, device, model_threads)

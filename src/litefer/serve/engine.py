@@ -45,7 +45,7 @@ class ServeConfig:
     detector: str = "haar"              # server-side detector ("haar", "yunet" or a YuNet .onnx path)
     yunet_model: str | None = None
     min_face: int = 32                  # smallest face side in pixels of the uploaded image
-    detect_max_side: int | None = None  # detection runs on a copy downscaled to this side (None: the detector's default)
+    detect_max_side: int | None = None  # largest side the detector searches at once (None: its default, 1280)
     workers: int = field(default_factory=default_workers)
     threads: int = 1                    # intra-op threads per worker
     queue: int = 32                     # requests allowed to wait for a worker
@@ -57,12 +57,14 @@ class ServeConfig:
     header_timeout: float = 10.0        # seconds to receive the request line and headers
 
     def __post_init__(self):
+        from ..inference.detect import MIN_MAX_SIDE
+
         checks = {"workers": self.workers >= 1, "threads": self.threads >= 1, "queue": self.queue >= 0,
                   "max_upload_bytes": self.max_upload_bytes >= 1024, "max_pixels": self.max_pixels >= 1,
                   "max_side": self.max_side >= 1, "request_timeout": self.request_timeout > 0,
                   "upload_timeout": self.upload_timeout > 0, "header_timeout": self.header_timeout > 0,
                   "min_face": self.min_face >= 1,
-                  "detect_max_side": self.detect_max_side is None or self.detect_max_side >= 64}
+                  "detect_max_side": self.detect_max_side is None or self.detect_max_side >= MIN_MAX_SIDE}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid serve setting(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
