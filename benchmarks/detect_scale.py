@@ -172,7 +172,8 @@ def row(setting: str, version: str, search: str, runs: list[dict], faces) -> dic
     found, others = matches(last["boxes"], faces)
     ms = [t for r in runs for t in r[search]["ms"]]
     return {"threads": setting, "version": version, "search": search, "ms_per_photo": round(min(ms), 1),
-            "ms_median": round(statistics.median(ms), 1), "ms_all": [round(t, 1) for t in ms], "faces_found": found, "faces": len(faces), "other_boxes": others,
+            "ms_median": round(statistics.median(ms), 1), "ms_all": [round(t, 1) for t in ms], "faces_found": found,
+            "faces": len(faces), "other_boxes": others,
             "same_boxes_every_round": all(r[search]["boxes"] == last["boxes"] for r in runs),
             "peak_mib": round(last["peak_mib"], 1)}
 

@@ -226,6 +226,15 @@ def test_a_mosaic_of_small_faces_gives_one_box_per_face(detector):
         assert single_copy_search(det, img) == []
 
 
+def test_yunet_finds_every_face_of_its_smallest_reliable_size():
+    """YuNet's tiles are searched where min_size becomes 16 px, half the scale Haar needs."""
+    det = YuNetDetector(yunet_path())
+    img, n = mosaic(640, 56, 16 / 0.85)                 # YuNet boxes are about 0.85 of Haar's wide
+    found = det._detect(img, 0)
+    assert len(found) == n * n, len(found)
+    assert abs(np.median([min(f.box[2:]) for f in found]) - det.smallest_reliable) < 1
+
+
 def test_faces_across_tile_seams_come_out_once():
     """Faces cut by a tile's edge, whole in two tiles, at the corner of four, and large enough for both
     the downscaled copy and the tiles: each is found exactly once, and nothing else is."""

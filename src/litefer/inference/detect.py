@@ -97,9 +97,10 @@ class FaceDetector:
     # at the scale where the face size ``search_size()`` becomes this, which costs nothing in recall
     # and saves time.
     smallest_window: int | None = None
-    # The smallest face found reliably, in pixels of a searched copy: the whole-image copy of a large
-    # image (at ``max_side``) leaves the faces under this / its scale to the tiles, which are searched
-    # at the scale where ``search_size()`` becomes this.
+    # The smallest face, in pixels of a searched copy, that a copy is trusted to find: the whole-image
+    # copy of a large image (at ``max_side``) leaves the faces under this / its scale to the tiles,
+    # which are searched at the scale where ``search_size()`` becomes this (Haar: its window, the
+    # scale of a small image's search).
     smallest_reliable: int = 24
     # The tiles search faces up to this factor above the whole-image copy's smallest, so that a face
     # near that size is found by at least one of them (duplicates are merged).
@@ -409,7 +410,8 @@ class YuNetDetector(FaceDetector):
     """OpenCV YuNet (``cv2.FaceDetectorYN``) from a user-supplied ONNX model file."""
 
     name = "yunet"
-    # It found every pasted face of 12 px and more on a 640-px mosaic (and 85 % of 10-px ones).
+    # It finds faces of 16 px (tests/test_detect.py::test_yunet_finds_every_face_of_its_smallest_reliable_size),
+    # so its tiles are searched at half the scale min_size would need at full size.
     smallest_reliable = 16
 
     def __init__(self, model_path: str | os.PathLike, min_size: int | None = None, max_side: int = 1280,

@@ -103,8 +103,10 @@ class Recognizer:
         min_face: smallest face side, in pixels of the input image; None: the detector's default (32).
             For ``haar`` the search time grows with the range of sizes: 48 skips a quarter of it and
             keeps every box of 48 px and more (``results/peer_speed.md``).
-        max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
-            crops still use the full image); raise it to find small faces in large group photos.
+        max_side: the largest image side searched for faces at once (at least 256). A larger image
+            is searched on a copy downscaled to it for its large faces and in overlapping tiles of
+            that side for the faces of ``min_face`` and more that the copy cannot see, so the time
+            grows with the image's area (``results/detect_scale.md``); boxes and crops use the full image.
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
         threads: CPU threads for the model (torch's setting is process-wide). None: torch's default;
