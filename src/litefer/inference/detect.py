@@ -11,7 +11,7 @@ Both return boxes in the input image's pixel coordinates, every face of at least
 whatever the image's size. ``max_side`` is the largest side searched at once: a larger image is
 searched whole on a copy downscaled to ``max_side`` for its large faces, and in overlapping tiles of at
 most ``max_side`` at the scale ``min_size`` needs for the small ones, so the time grows with the image's
-area (``benchmarks/detect_scale.py``: about 4x a 1.6 MP photo's for a 12 MP one with Haar).
+area: a 12-MP photo took 3-4.5x the single copy's time with Haar (``results/detect_scale.md``).
 """
 from __future__ import annotations
 
@@ -273,11 +273,12 @@ class EyeSearch:
 FULL_EYES = EyeSearch(120, (0.12, 0.58), (14, 60))
 # A quick look: 70 % of that width, a narrower band, coarser steps (the eyes the full search finds
 # on JAFFE and FER2013 faces are 25-46 px at 120 wide, 18-32 here, and lie within the band). It
-# costs about a sixth of the full search and finds a pair within QUICK_LEVEL_DEGREES on 188 of
-# JAFFE's 213 faces.
+# costs about a fifth of the full search and finds a pair within QUICK_LEVEL_DEGREES on 190 of
+# JAFFE's 213 faces (results/detection_figures.md).
 QUICK_EYES = EyeSearch(84, (0.18, 0.56), (18, 36), scale_factor=1.2, min_neighbors=2)
 # A quick pair this level means a face upright enough that the full search would not make the crop
-# rotate (it levels tilts over 10 degrees; it did on 1 of 2,651 FER2013 faces): its eyes are kept.
+# rotate (it levels tilts over 10 degrees; the crop changed on 1 of the 2,654 faces found on the FER2013
+# validation images, results/detection_figures.md): its eyes are kept.
 QUICK_LEVEL_DEGREES = 4.0
 
 
@@ -295,7 +296,8 @@ class HaarDetector(FaceDetector):
     smallest_window = 24      # the cascade's window
     # Every face from 32 px is searched by default. A larger min_size searches the same copy (by
     # octaves of 32 px) and skips the smaller sizes: min_size=48, FER2013's crop side and about
-    # fer's 50 px, keeps every box of 48 px and more and saves a quarter of the search's time.
+    # fer's 50 px, keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013) and saves 28-37 %
+    # of the search's time (results/detection_figures.md).
     default_min_size = 32
     search_base = 32
 
