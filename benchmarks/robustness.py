@@ -1,6 +1,7 @@
 """Robustness probes: bad inputs and faults on every interface, what litefer does, and the test that
-pins each; plus the server's figures under load while a slow-client flood runs, and its memory
-around large images. Every outcome in the table is measured by this run. Usage:
+pins each; plus the server's figures under load while a slow-client flood runs, its memory
+around large images, and the time per photo and faces found of the small-face search on a 12-MP
+photo (``detect_scale.py``). Every outcome in the table is measured by this run. Usage:
 
     python benchmarks/robustness.py --out results/robustness.md
     python benchmarks/robustness.py --only-upload-flood     # just the /v1/recognize slow-upload flood
@@ -23,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import detect_scale
 import loadtest as L
 from serve_load import CpuMeter, astronaut_jpeg, start_server
 from litefer.utils import atomic_write_text, hardware_summary, remove_stale_temp_files
@@ -394,7 +396,7 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
-def report(command: str, sections: dict, flood: dict, uploads: list[dict], large: dict) -> str:
+def report(command: str, sections: dict, flood: dict, uploads: list[dict], large: dict, scale: dict) -> str:
     f, s = flood["flood"], flood["load"]
     parts = ["# litefer robustness probes", "", f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
              f"Machine: {hardware_summary()}, Python {platform.python_version()}, {platform.system()} {platform.release()}  ",
@@ -417,7 +419,11 @@ def report(command: str, sections: dict, flood: dict, uploads: list[dict], large
               "## Memory around large images", "",
               f"{large['images']} PNGs of 39.7 MP ({large['png_bytes'] // 1024} KB each), {large['concurrent']} at a time: "
               f"statuses {large['statuses']}, {large['wall_s']} s; server RSS {large['rss_before_mib']} MiB before, "
-              f"**{large['rss_after_idle_mib']} MiB** once idle after (one such image is 119 MB decoded).", ""]
+              f"**{large['rss_after_idle_mib']} MiB** once idle after (one such image is 119 MB decoded).", "",
+              "## Small faces in a 12-MP photo", "",
+              f"`detect_scale.measure` (as `python benchmarks/detect_scale.py`): before, commit {scale['before']} "
+              "searched one copy downscaled to 1280 px; after, that copy finds the large faces and tiles at the scale "
+              "`min_face` needs find the others.", "", detect_scale.markdown(scale), ""]
     return "\n".join(parts)
 
 
@@ -429,6 +435,7 @@ def main(argv=None) -> int:
                     help="length of each phase of the /v1/recognize slow-upload flood")
     ap.add_argument("--only-upload-flood", action="store_true",
                     help="run only the /v1/recognize slow-upload flood and print its section (writes nothing)")
+    ap.add_argument("--scale-rounds", type=int, default=3, help="rounds of the 12-MP small-face timing")
     ap.add_argument("--out", default="results/robustness.md")
     args = ap.parse_args(argv)
     jpeg = astronaut_jpeg()
@@ -452,8 +459,9 @@ def main(argv=None) -> int:
         finally:
             proc.terminate()
             proc.wait(15)
+    scale = detect_scale.measure(rounds=args.scale_rounds)
     command = "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(command.strip(), sections, flood, uploads, large)
+    text = report(command.strip(), sections, flood, uploads, large, scale)
     atomic_write_text(args.out, text)
     print(text)
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 
 from .align import CropSpec, crop_face, quality_issues
 from .backends import create_backend, resolve_weights, softmax
-from .detect import Detection, FaceDetector, create_detector, positive_int
+from .detect import Detection, FaceDetector, create_detector, positive_int, valid_max_side
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
 from ..prior import describe as describe_prior, log_weights
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def _model_threads(threads: int | None, backend: str, device: str) -> int | None:
     """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
     slows OpenCV's face search on the same cores more than the second thread speeds up the model
-    (1.6x the time per photo on JAFFE's photos on 2 cores; see docs/recognition.md, Speed)."""
+    (1.25x the time per JAFFE photo with both on 2 threads, 2 cores; results/detection_figures.md)."""
     if threads is not None or str(device).startswith("cuda"):
         return threads
     return 1 if backend == "onnxruntime" else None
@@ -101,10 +101,13 @@ class Recognizer:
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
         min_face: smallest face side, in pixels of the input image; None: the detector's default (32).
-            For ``haar`` the search time grows with the range of sizes: 48 skips a quarter of it and
-            keeps every box of 48 px and more (``results/peer_speed.md``).
-        max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
-            crops still use the full image); raise it to find small faces in large group photos.
+            For ``haar`` the search time grows with the range of sizes: 48 skips 28-37 % of it and
+            keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013;
+            ``results/detection_figures.md``).
+        max_side: the largest image side searched for faces at once (at least 256). A larger image
+            is searched on a copy downscaled to it for its large faces and in overlapping tiles of
+            that side for the faces of ``min_face`` and more that the copy cannot see, so the time
+            grows with the image's area (``results/detect_scale.md``); boxes and crops use the full image.
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
         threads: CPU threads for the model (torch's setting is process-wide). None: torch's default;
@@ -123,7 +126,7 @@ class Recognizer:
         batch_size = positive_int("batch_size", batch_size)       # checked before the model loads
         if min_face is not None:
             positive_int("min_face", min_face)
-        positive_int("max_side", max_side)
+        valid_max_side(max_side)
         path, backend = resolve_weights(weights, backend)                # once: the file and its backend
         model_threads = _model_threads(threads, backend, device)
         self.backend = create_backend(path, backend, device, model_threads)

@@ -45,7 +45,7 @@ class ServeConfig:
     detector: str = "haar"              # server-side detector ("haar", "yunet" or a YuNet .onnx path)
     yunet_model: str | None = None
     min_face: int = 32                  # smallest face side in pixels of the uploaded image
-    detect_max_side: int | None = None  # detection runs on a copy downscaled to this side (None: the detector's default)
+    detect_max_side: int | None = None  # largest side the detector searches at once (None: its default, 1280)
     workers: int = field(default_factory=default_workers)
     threads: int = 1                    # intra-op threads per worker
     queue: int = 32                     # requests allowed to wait for a worker
@@ -61,13 +61,16 @@ class ServeConfig:
     transfer_grace: float = 3.0         # seconds from a request's first byte before min_transfer_rate applies
 
     def __post_init__(self):
+        from ..inference.detect import MIN_MAX_SIDE
+
         checks = {"workers": (self.workers >= 1, ">= 1"), "threads": (self.threads >= 1, ">= 1"),
                   "queue": (self.queue >= 0, ">= 0"), "max_upload_bytes": (self.max_upload_bytes >= 1024, ">= 1024 bytes"),
                   "max_pixels": (self.max_pixels >= 1, ">= 1"), "max_side": (self.max_side >= 1, ">= 1"),
                   "request_timeout": (self.request_timeout > 0, "> 0 seconds"),
                   "upload_timeout": (self.upload_timeout > 0, "> 0 seconds"),
                   "header_timeout": (self.header_timeout > 0, "> 0 seconds"), "min_face": (self.min_face >= 1, ">= 1"),
-                  "detect_max_side": (self.detect_max_side is None or self.detect_max_side >= 64, ">= 64"),
+                  "detect_max_side": (self.detect_max_side is None or self.detect_max_side >= MIN_MAX_SIDE,
+                                      f">= {MIN_MAX_SIDE}"),
                   "max_connections": (self.max_connections is None or self.max_connections >= 1,
                                       ">= 1 (there is always a limit)"),
                   "max_connections_per_client": (self.max_connections_per_client >= 0, ">= 0 (0: no cap)"),
