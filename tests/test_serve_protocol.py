@@ -283,3 +283,25 @@ def test_a_slow_but_steady_upload_above_the_floor_is_served(guarded_server):
         status, _, answer, _ = read_answer(s, 10)
     assert time.monotonic() - t0 > GRACE + 1
     assert status == 200 and json.loads(answer)["width"] == 160, answer[:200]
+
+
+def test_an_idle_kept_alive_connection_is_closed_without_an_unasked_answer(small_server):
+    """After its answer, a kept-alive connection that starts no new request is closed at the header
+    deadline with nothing written: an unsolicited 408 would be taken for the next request's answer."""
+    _, port = small_server
+    with connect(port) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(v for k, v in (h.split(b": ", 1) for h in head.split(b"\r\n")[1:])
+                          if k.lower() == b"content-length"))
+        while len(body) < length:
+            body += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == length
+        s.settimeout(DEADLINE + 4)
+        t0 = time.monotonic()
+        late = s.recv(4096)
+        assert late == b"", late[:200]
+        assert time.monotonic() - t0 < DEADLINE + 3

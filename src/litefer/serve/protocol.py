@@ -8,7 +8,8 @@ and whether or not the application reads the body:
 
 * deadlines. Headers: armed whenever the connection waits for a new request (on connect, after each
   response), disarmed once the request line and headers are complete; on expiry the client gets
-  408. Body: armed once the headers are complete and the request has a body, disarmed once the
+  408 (a kept-alive connection that has sent nothing since its last answer is closed silently).
+  Body: armed once the headers are complete and the request has a body, disarmed once the
   whole body has arrived; on expiry the client gets 408 if no answer was started, else the
   connection is closed. A connection whose answer is complete while its body is still coming is
   closed at once: nobody will read that body.
@@ -214,12 +215,21 @@ class DeadlineH11Protocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if what == "headers":
+        if what == "headers" and self._first_byte is None and self.cycle is not None:
+            self._close_idle()              # kept alive after an answer, nothing new sent: just close
+        elif what == "headers":
             self._answer_and_close(408, f"request headers not received within {self.header_timeout:g} s")
         else:
             declared = dict(self.headers or []).get(b"content-length", b"?").decode("latin-1")
             self._answer_and_close(408, f"request body (Content-Length {declared}) not received within "
                                         f"{self.body_timeout:g} s")
+
+    def _close_idle(self) -> None:
+        """Close a kept-alive connection that has begun no new request, without an answer: a 408 there
+        would be read by a client sending its next request at that moment as that request's answer."""
+        self._set_deadline(None)
+        self._stop_clock()
+        self.transport.close()
 
     # --- making room at the connection limit
 
