@@ -91,8 +91,9 @@ class LoadResult:
 
 
 def run_load(url: str, body: bytes, clients: int, requests: int, content_type: str = "image/jpeg",
-             timeout: float = 60.0) -> LoadResult:
-    """``clients`` concurrent keep-alive clients, ``requests`` POST /v1/recognize each."""
+             timeout: float = 60.0, duration_s: float | None = None, pause_s: float = 0.0) -> LoadResult:
+    """``clients`` concurrent keep-alive clients, ``requests`` POST /v1/recognize each, or with
+    ``duration_s`` as many as each sends in that time; ``pause_s`` between a client's requests."""
     if clients < 1 or requests < 1:
         raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
     host, port = _addr(url)
@@ -100,10 +101,17 @@ def run_load(url: str, body: bytes, clients: int, requests: int, content_type: s
     lock = threading.Lock()
     start = threading.Barrier(clients)
 
+    def more(sent: int, t_start: float) -> bool:
+        return time.perf_counter() - t_start < duration_s if duration_s is not None else sent < requests
+
     def client():
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         start.wait()
-        for _ in range(requests):
+        t_start, sent = time.perf_counter(), 0
+        while more(sent, t_start):
+            if sent and pause_s:
+                time.sleep(pause_s)
+            sent += 1
             t0 = time.perf_counter()
             try:
                 conn.request("POST", "/v1/recognize", body=body, headers={"Content-Type": content_type})
@@ -219,9 +227,9 @@ def exchange(url: str, data: bytes, within: float = 10.0) -> tuple[int | None, d
         return read_answer(s, within)
 
 
-def _connect(url: str, timeout: float) -> socket.socket:
-    host, port = _addr(url)
-    return socket.create_connection((host, port), timeout=timeout)
+def _connect(url: str, timeout: float, source: str | None = None) -> socket.socket:
+    """A connection to ``url``'s server, from the local address ``source`` when given."""
+    return socket.create_connection(_addr(url), timeout=timeout, source_address=(source, 0) if source else None)
 
 
 def _request_head(length: int | None, content_type: str = "image/jpeg", chunked: bool = False) -> bytes:
@@ -285,41 +293,87 @@ def large_image_phase(url: str, count: int, concurrent: int = 2, idle_s: float =
             "rss_before_mib": before, "rss_after_idle_mib": after}
 
 
-def slow_body_flood(url: str, connections: int, seconds: float, path: str = "/healthz",
-                    interval: float = 1.0) -> dict:
+def slow_body_flood(url: str, connections: int, seconds: float, path: str = "/healthz", interval: float = 1.0,
+                    sources: list[str] | None = None, reconnect: bool = False, stagger: float = 0.0) -> dict:
     """``connections`` clients that each send ``POST path`` declaring a 1 MB body, then drip it a byte
-    every ``interval`` s for ``seconds``; counts those the server answered and closed, and when."""
-    import select
+    every ``interval`` s for ``seconds``; counts those the server answered and closed, and when.
 
-    socks, t0 = [], time.monotonic()
-    head = f"POST {path} HTTP/1.1\r\nHost: flood\r\nContent-Length: 1000000\r\n\r\nx".encode()
-    for _ in range(connections):
-        s = _connect(url, 10)
-        s.sendall(head)
-        socks.append(s)
-    open_, closed_at, next_drip = set(socks), [], t0 + interval
-    while open_ and time.monotonic() - t0 < seconds:
-        ready, _, _ = select.select(list(open_), [], [], 0.05)
-        for s in ready:
+    ``sources``: client addresses to bind in turn (on Linux every 127.0.0.x reaches a loopback
+    server, each a client of its own); ``reconnect``: at every drip, open a new connection for each
+    one the server closed, as an attacker who wants to keep ``connections`` open would; ``stagger``:
+    seconds between the first connections (arrivals spread out, as a real flood's are)."""
+    flood = _Drippers(url, path, sources or [None])
+    t0 = time.monotonic()
+    for i in range(connections):
+        if i and stagger:
+            time.sleep(stagger)
+        flood.connect()
+    next_drip = t0 + interval
+    while (flood.open or reconnect) and time.monotonic() - t0 < seconds:
+        flood.poll(t0, max(0.0, min(0.05, next_drip - time.monotonic())))
+        if time.monotonic() >= next_drip:
+            next_drip += interval
+            flood.drip()
+            while reconnect and len(flood.open) < connections and time.monotonic() - t0 < seconds:
+                flood.connect()
+    still_open = len(flood.open)
+    flood.close()
+    closed_at = flood.closed_at
+    return {"connections": connections, "path": path, "sources": len(sources or [None]),
+            "closed_by_server": len(closed_at), "last_closed_s": round(max(closed_at), 2) if closed_at else None,
+            "still_open": still_open, "watched_s": seconds, "opened": flood.opened, "connect_errors": flood.failed,
+            "answers": {str(k): v for k, v in sorted(flood.answers.items())}}
+
+
+class _Drippers:
+    """The flood's open connections: opened from the given source addresses in turn, dripped into,
+    and watched for the server's answers and closes."""
+
+    def __init__(self, url: str, path: str, sources: list):
+        self.url, self.sources = url, sources
+        self.head = f"POST {path} HTTP/1.1\r\nHost: flood\r\nContent-Type: image/jpeg\r\n" \
+                    "Content-Length: 1000000\r\n\r\nx".encode()
+        self.open, self.closed_at, self.answers = set(), [], Counter()
+        self.opened = self.failed = 0
+
+    def connect(self) -> None:
+        source = self.sources[self.opened % len(self.sources)]
+        self.opened += 1
+        try:
+            s = _connect(self.url, 10, source)
+            s.sendall(self.head)
+        except OSError:
+            self.failed += 1
+            return
+        self.open.add(s)
+
+    def poll(self, t0: float, wait: float) -> None:
+        """Read what the server sent; a connection it closed is counted and dropped."""
+        import select
+
+        for s in select.select(list(self.open), [], [], wait)[0]:
             try:
                 data = s.recv(65536)
             except OSError:
                 data = b""
+            if data.startswith(b"HTTP/1."):
+                self.answers[int(data.split(b" ", 2)[1])] += 1
             if not data:
-                open_.discard(s)
-                closed_at.append(time.monotonic() - t0)
-        if time.monotonic() >= next_drip:
-            next_drip += interval
-            for s in list(open_):
-                try:
-                    s.send(b"x")
-                except OSError:
-                    pass
-    for s in socks:
-        s.close()
-    return {"connections": connections, "path": path, "closed_by_server": len(closed_at),
-            "last_closed_s": round(max(closed_at), 2) if closed_at else None, "still_open": len(open_),
-            "watched_s": seconds}
+                self.open.discard(s)
+                s.close()
+                self.closed_at.append(time.monotonic() - t0)
+
+    def drip(self) -> None:
+        for s in list(self.open):
+            try:
+                s.send(b"x")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for s in self.open:
+            s.close()
+        self.open.clear()
 
 
 def fault_truncated(url, jpeg: bytes, timeout: float = 30.0, **_):

@@ -1,11 +1,14 @@
 """Robustness probes: bad inputs and faults on every interface, what litefer does, and the test that
-pins each; plus the server's figures under load while a slow-client flood runs, and its memory
-around large images. Every outcome in the table is measured by this run. Usage:
+pins each; plus the server's figures under load while a slow-client flood runs, its memory
+around large images, and the time per photo and faces found of the small-face search on a 12-MP
+photo (``detect_scale.py``). Every outcome in the table is measured by this run. Usage:
 
     python benchmarks/robustness.py --out results/robustness.md
+    python benchmarks/robustness.py --only-upload-flood     # just the /v1/recognize slow-upload flood
 
 The server runs the packaged model (onnxruntime) with 2 s header and body deadlines and at most
-256 connections; the CLI probes run ``python -m litefer`` in subprocesses on files made here.
+256 connections; the slow-upload flood into /v1/recognize has a server of its own with the default
+limits; the CLI probes run ``python -m litefer`` in subprocesses on files made here.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import detect_scale
 import loadtest as L
 from serve_load import CpuMeter, astronaut_jpeg, start_server
 from litefer.utils import atomic_write_text, hardware_summary, remove_stale_temp_files
@@ -55,8 +59,13 @@ def server_probes(url: str, jpeg: bytes, limits: dict) -> list[tuple[str, str, s
     for name, raw in MALFORMED.items():
         rows.append((name, http_outcome(L.exchange(url, raw, 10)), T + "test_serve_protocol.py::test_malformed_requests_get_json_errors"))
     rows.append(connection_limit_probe(url))
+    rows.append(per_client_probe(url, int(limits["max_connections_per_client"])))
     pins = {"slow_body": "test_serve_protocol.py::test_slow_body_on_a_route_that_reads_it_gets_a_json_408",
             "slow_headers": "test_serve_protocol.py::test_slow_headers_get_a_json_408"}
+    repeated = (b"POST /v1/recognize?prior=balanced&prior=dataset HTTP/1.1\r\nHost: p\r\nConnection: close\r\n"
+                b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg)
+    rows.append(("`?prior=balanced&prior=dataset` (repeated)", http_outcome(L.exchange(url, repeated, 30)),
+                 T + "test_serve_api.py::test_a_repeated_prior_parameter_is_refused_naming_it"))
     for f in L.run_faults(url, jpeg, limits):
         outcome = f"{f.outcome} after {f.seconds} s: {f.message[:90]}"
         rows.append((f.name, outcome, T + pins.get(f.key, "test_serve_load.py::test_load_with_faults_no_5xx_and_every_fault_refused")))
@@ -64,27 +73,105 @@ def server_probes(url: str, jpeg: bytes, limits: dict) -> list[tuple[str, str, s
 
 
 def connection_limit_probe(url: str, limit: int = 256) -> tuple[str, str, str]:
-    idle = [L._connect(url, 10) for _ in range(limit)]
+    """The limit full of connections too young to be closed to make room (under a second open)."""
+    sources = flood_sources(16)
+    idle = [L._connect(url, 10, sources[i % 16]) for i in range(limit)]
     try:
         time.sleep(0.3)
         answer = L.exchange(url, b"GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n", 10)
     finally:
         for s in idle:
             s.close()
-    return (f"{limit} idle connections open, then a request", http_outcome(answer),
+    return (f"{limit} idle connections open (16 addresses), then a request", http_outcome(answer),
             T + "test_serve_protocol.py::test_connection_limit_answers_json_503_with_retry_after")
+
+
+def per_client_probe(url: str, cap: int) -> tuple[str, str, str]:
+    source = flood_sources(1)[0]
+    held = [L._connect(url, 10, source) for _ in range(cap)]
+    try:
+        time.sleep(0.3)
+        with L._connect(url, 10, source) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n")
+            answer = L.read_answer(s, 5)
+    finally:
+        for s in held:
+            s.close()
+    return (f"{cap + 1} connections from one address", http_outcome(answer),
+            T + "test_serve_protocol.py::test_one_address_is_capped_while_another_is_served")
 
 
 def load_during_flood(url: str, server_pid: int, jpeg: bytes, flood: int, clients: int, requests: int) -> dict:
     """Real clients while ``flood`` connections drip bodies to /healthz (the issue's lock-out)."""
     result = {}
-    t = threading.Thread(target=lambda: result.update(L.slow_body_flood(url, flood, seconds=12.0)))
+    t = threading.Thread(target=lambda: result.update(L.slow_body_flood(url, flood, seconds=12.0,
+                                                                        sources=flood_sources(15))))
     meter = CpuMeter([server_pid, os.getpid()]).start()
     t.start()
     time.sleep(0.5)
     load = L.run_load(url, jpeg, clients, requests)
     t.join()
     return {"flood": result, "load": load.summary(), "cpu": meter.stop()}
+
+
+UPLOAD_FLOOD_SOURCES = {"255 addresses, 1 each": 255, "15 addresses, 17 each": 15, "1 address": 1}
+
+
+def flood_sources(count: int) -> list[str]:
+    """``count`` loopback client addresses other than 127.0.0.1 (the real clients'); Linux routes all
+    of 127/8 to the loopback interface."""
+    return [f"127.1.{i // 250}.{1 + i % 250}" for i in range(count)]
+
+
+def upload_flood(jpeg: bytes, log: Path, flood: int = 255, seconds: float = 20.0, clients: int = 4) -> list[dict]:
+    """Issue 20's lock-out of /v1/recognize: ``flood`` connections send ``POST /v1/recognize`` declaring
+    1 MB and drip it a byte a second, each one the server closes reopened at the next drip; from many
+    source addresses, from a few and from one. Meanwhile ``clients`` real clients (127.0.0.1) send the
+    astronaut JPEG, each a request every 0.25 s. A server of its own with the default limits (10 s
+    headers, 15 s body, 256 connections); a first row without the flood for comparison."""
+    url, proc, _ = start_server("default", None, log, [])
+    rows = []
+    try:
+        for label, count in {"no flood": 0, **UPLOAD_FLOOD_SOURCES}.items():
+            rows.append({"sources": label, **_upload_flood_phase(url, proc.pid, jpeg, flood if count else 0,
+                                                                 flood_sources(count or 1), seconds, clients)})
+            time.sleep(1.0)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return rows
+
+
+def _upload_flood_phase(url: str, pid: int, jpeg: bytes, flood: int, sources: list[str], seconds: float,
+                        clients: int) -> dict:
+    result = {}
+    t = threading.Thread(target=lambda: result.update(L.slow_body_flood(url, flood, seconds, "/v1/recognize",
+                                                                        sources=sources, reconnect=True)))
+    meter = CpuMeter([pid, os.getpid()]).start()
+    t.start()
+    time.sleep(2.0)                 # the flood in place
+    load = L.run_load(url, jpeg, clients, 1, timeout=30, duration_s=seconds - 4, pause_s=0.25)
+    t.join()
+    return {"flood": result, "load": load.summary(), "cpu": meter.stop()}
+
+
+def upload_flood_section(rows: list[dict]) -> list[str]:
+    """The report's section on :func:`upload_flood`."""
+    f = rows[-1]["flood"]
+    parts = ["## Slow uploads into /v1/recognize", "",
+             f"{f['connections']} connections send `POST /v1/recognize` declaring 1 MB and drip a byte a second, each "
+             "connection the server closes reopened at the next drip, for "
+             f"{f['watched_s']:g} s; from 255, 15 or 1 source address(es) (127.1.x.y). Meanwhile "
+             f"{rows[-1]['load']['clients']} real clients on 127.0.0.1 send the astronaut JPEG, a request every "
+             "0.25 s each, from 2 s into the flood to 2 s before its end. Server: its own, default limits "
+             "(`litefer serve` with no limit flags).", "",
+             "| flood from | flood connections opened | their answers | real requests | real statuses | "
+             "p50 ms | p99 ms | busy cores (other processes) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f, s, c = r["flood"], r["load"], r["cpu"]
+        parts.append(f"| {r['sources']} | {f['opened']} | {f['answers'] or '-'} | {s['requests']} | {s['statuses']} | "
+                     f"{s['p50_ms']} | {s['p99_ms']} | {c['busy_cores']:.2f} ({c['other_processes_cores']:.2f}) |")
+    return parts + [""]
 
 
 # ----------------------------------------------------------------------------- command-line probes
@@ -120,6 +207,72 @@ def train_probes(tmp: Path) -> list[tuple[str, str, str]]:
              T + "test_data.py::test_ferplus_bad_files"),
             ("`litefer train` on a missing data folder",
              cli_outcome(litefer("train", cfg, "--set", f"data.root={tmp / 'gone'}", "--run-dir", tmp / "r2")), pin_line)]
+
+
+def tiny_ferplus(root: Path, rows: int = 32) -> Path:
+    """A FERPlus folder (gzipped pixels, votes) small enough to train one epoch in seconds."""
+    import gzip
+
+    import numpy as np
+
+    from litefer.data.ferplus import FER_COLUMNS, VOTE_COLUMNS
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    fer, votes = [",".join(FER_COLUMNS)], [",".join(VOTE_COLUMNS)]
+    for i in range(rows):
+        usage = "Training" if i < rows * 3 // 4 else "PublicTest"
+        fer.append(f"0,{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{usage}")
+        votes.append(f"{usage},fer{i:07d}.png," + ",".join("10" if c == i % 8 else "0" for c in range(10)))
+    with gzip.open(root / "fer2013.csv.gz", "wt") as f:
+        f.write("\n".join(fer) + "\n")
+    (root / "fer2013new.csv").write_text("\n".join(votes) + "\n")
+    return root
+
+
+def error_line_probes(tmp: Path) -> list[tuple[str, str, str]]:
+    """Issue 20's one-line rule (item 9) and the resume decision: a trained one-epoch run, a copy
+    whose last.pt is cut in half, a FERPlus folder whose pixel file is a cut gzip, random bytes as
+    weights, on the command line."""
+    fer = tiny_ferplus(tmp / "fer_ok")
+    cfg = tmp / "ok.yaml"
+    cfg.write_text(f"data: {{root: {fer}, input_size: 48}}\noptim: {{epochs: 1, batch_size: 8}}\n"
+                   f"run: {{device: cpu, progress: never, tensorboard: false, eval_test: false, max_batches: 1}}\n")
+    run, cut_run = tmp / "run_ok", tmp / "run_cut"
+    trained = litefer("train", cfg, "--run-dir", run)
+    if trained.returncode != 0:
+        raise RuntimeError(f"the probes' run did not train: {trained.stderr[-500:]}")
+    cut_run.mkdir()
+    for f in run.iterdir():
+        data = f.read_bytes()
+        (cut_run / f.name).write_bytes(data[: len(data) // 2] if f.name == "last.pt" else data)
+    (tmp / "cut_fer").mkdir()
+    (tmp / "cut_fer" / "fer2013new.csv").write_bytes((fer / "fer2013new.csv").read_bytes())
+    gz = (fer / "fer2013.csv.gz").read_bytes()
+    (tmp / "cut_fer" / "fer2013.csv.gz").write_bytes(gz[: len(gz) // 2])
+    (tmp / "random.pt").write_bytes(os.urandom(4096))
+    best = run / "best.pt"
+    pin = T + "test_cli.py::test_bad_options_and_files_are_one_line_naming_them_exit_2"
+    cases = [("train data.root=123", "`litefer train --set data.root=123`", ["train", cfg, "--set", "data.root=123"]),
+             ("train run.device=bogus", "`litefer train --set run.device=bogus`", ["train", cfg, "--set", "run.device=bogus"]),
+             ("resume model.name", "`litefer train --resume RUN --set model.name=mobilenetv3_large`",
+              ["train", "--resume", run, "--set", "model.name=mobilenetv3_large"]),
+             ("resume data.input_size", "`litefer train --resume RUN --set data.input_size=64`",
+              ["train", "--resume", run, "--set", "data.input_size=64"]),
+             ("resume corrupt last.pt", "`litefer train --resume RUN` with last.pt cut in half", ["train", "--resume", cut_run]),
+             ("predict random bytes", "`litefer predict --weights random.pt` (4 KB of random bytes)",
+              ["predict", "--sample", "--weights", tmp / "random.pt"]),
+             ("eval truncated gz", "`litefer eval` with fer2013.csv.gz cut in half",
+              ["eval", "--weights", best, "--data", tmp / "cut_fer"]),
+             ("eval --batch-size 0", "`litefer eval --batch-size 0`", ["eval", "--weights", best, "--batch-size", "0"]),
+             ("eval --device cuda", "`litefer eval --device cuda` (torch without CUDA here)",
+              ["eval", "--weights", best, "--device", "cuda"]),
+             ("export --opset 3", "`litefer export --opset 3`", ["export", "--weights", best, "--opset", "3", "--out", tmp / "x.onnx"]),
+             ("export --parity-size -5", "`litefer export --parity-size -5`",
+              ["export", "--weights", best, "--parity-size", "-5", "--out", tmp / "x.onnx"]),
+             ("predict --max-frames 0", "`litefer predict --max-frames 0`", ["predict", "--sample", "--max-frames", "0"]),
+             ("serve --max-connections 0", "`litefer serve --max-connections 0`", ["serve", "--max-connections", "0"])]
+    return [(probe, cli_outcome(litefer(*argv, timeout=120)), f"{pin}[{key}]") for key, probe, argv in cases]
 
 
 def misfit_weights_probe(tmp: Path) -> tuple[str, str, str]:
@@ -176,6 +329,42 @@ def predict_probes(tmp: Path, jpeg: bytes) -> list[tuple[str, str, str]]:
              pin + "test_exit_codes_tell_complete_partial_and_interrupted_runs")]
 
 
+def special_input_probes(tmp: Path, jpeg: bytes) -> list[tuple[str, str, str]]:
+    """A HEIC photo named on the command line, and a FIFO inside a folder."""
+    (tmp / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic not decoded")
+    d = tmp / "with_fifo"
+    d.mkdir()
+    (d / "a.jpg").write_bytes(jpeg)
+    os.mkfifo(d / "stream.jpg")
+    fast = ["--backend", "onnxruntime", "--no-progress"]
+    pin = T + "test_predict_cli.py::"
+    return [("`litefer predict IMG_0001.heic` (named, not in a folder)", cli_outcome(litefer("predict", tmp / "IMG_0001.heic", *fast)),
+             pin + "test_a_heic_photo_named_on_the_command_line_gets_the_same_reason"),
+            ("a folder holding a FIFO", cli_outcome(litefer("predict", d, *fast, timeout=60)),
+             pin + "test_fifos_and_devices_are_reported_not_opened")]
+
+
+def early_interrupt_probe(tmp: Path, jpeg: bytes, signum: int, after_s: float = 2.5, photos: int = 200) -> tuple[str, str, str]:
+    """``signum`` ``after_s`` seconds into `litefer predict --batch-size 64` on a folder: before, the
+    rows of a batch were written only once all 64 images were classified."""
+    d = tmp / f"many_{signum}"
+    d.mkdir()
+    for i in range(photos):
+        (d / f"p{i:03}.jpg").write_bytes(jpeg)
+    out = tmp / f"early_{signum}.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "litefer", "predict", str(d), "--batch-size", "64", "--csv", str(out),
+                             "--backend", "onnxruntime", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    rows = max(len(out.read_text().splitlines()) - 1, 0) if out.is_file() else 0
+    name = signal.Signals(signum).name
+    return (f"{name} {after_s:g} s into `litefer predict --batch-size 64` on {photos} photos",
+            f"exit {proc.returncode}; {rows} of {photos} photos' rows written (a batch holds 64)",
+            T + f"test_predict_cli.py::test_an_early_interrupt_writes_every_finished_result[reading-{name}]")
+
+
 def sigint_probe(video: Path, extra: list[str]) -> str:
     proc = subprocess.Popen([sys.executable, "-m", "litefer", "predict", str(video), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -207,7 +396,7 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
-def report(command: str, sections: dict, flood: dict, large: dict) -> str:
+def report(command: str, sections: dict, flood: dict, uploads: list[dict], large: dict, scale: dict) -> str:
     f, s = flood["flood"], flood["load"]
     parts = ["# litefer robustness probes", "", f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
              f"Machine: {hardware_summary()}, Python {platform.python_version()}, {platform.system()} {platform.release()}  ",
@@ -216,7 +405,8 @@ def report(command: str, sections: dict, flood: dict, large: dict) -> str:
     for title, rows in sections.items():
         parts += [f"## {title}", "", table(rows), ""]
     parts += ["## Load during a slow-client flood", "",
-              f"{f['connections']} connections send `POST {f['path']}` declaring 1 MB and drip a byte a second; at the "
+              f"{f['connections']} connections from {f['sources']} addresses send `POST {f['path']}` declaring 1 MB "
+              "and drip a byte a second; at the "
               f"same time {s['clients']} clients send {s['requests']} `POST /v1/recognize` (astronaut JPEG).", "",
               "| flood connections | closed by the server | last closed after s | still open after "
               f"{f['watched_s']:g} s | requests | statuses | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|",
@@ -225,24 +415,40 @@ def report(command: str, sections: dict, flood: dict, large: dict) -> str:
               f"During this phase the CPUs were busy {flood['cpu']['busy_cores']:.2f} of {flood['cpu']['cores']} cores, "
               f"{flood['cpu']['other_processes_cores']:.2f} of them for other processes than the server and these "
               "clients: the latencies depend on that share.", "",
+              *upload_flood_section(uploads),
               "## Memory around large images", "",
               f"{large['images']} PNGs of 39.7 MP ({large['png_bytes'] // 1024} KB each), {large['concurrent']} at a time: "
               f"statuses {large['statuses']}, {large['wall_s']} s; server RSS {large['rss_before_mib']} MiB before, "
-              f"**{large['rss_after_idle_mib']} MiB** once idle after (one such image is 119 MB decoded).", ""]
+              f"**{large['rss_after_idle_mib']} MiB** once idle after (one such image is 119 MB decoded).", "",
+              "## Small faces in a 12-MP photo", "",
+              f"`detect_scale.measure` (as `python benchmarks/detect_scale.py`): before, commit {scale['before']} "
+              "searched one copy downscaled to 1280 px; after, that copy finds the large faces and tiles at the scale "
+              "`min_face` needs find the others.", "", detect_scale.markdown(scale), ""]
     return "\n".join(parts)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--flood", type=int, default=255, help="slow-body connections of the flood")
+    ap.add_argument("--flood", type=int, default=255, help="slow-body connections of each flood (/healthz, /v1/recognize)")
     ap.add_argument("--large-images", type=int, default=30)
+    ap.add_argument("--upload-flood-seconds", type=float, default=20.0,
+                    help="length of each phase of the /v1/recognize slow-upload flood")
+    ap.add_argument("--only-upload-flood", action="store_true",
+                    help="run only the /v1/recognize slow-upload flood and print its section (writes nothing)")
+    ap.add_argument("--scale-rounds", type=int, default=3, help="rounds of the 12-MP small-face timing")
     ap.add_argument("--out", default="results/robustness.md")
     args = ap.parse_args(argv)
     jpeg = astronaut_jpeg()
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         tmp = Path(tmp)
+        uploads = upload_flood(jpeg, tmp / "upload-flood.log", args.flood, args.upload_flood_seconds)
+        if args.only_upload_flood:
+            print("\n".join(upload_flood_section(uploads)))
+            return 0
         sections = {"Training and data": train_probes(tmp) + [stale_temp_probe(tmp)],
-                    "Prediction": predict_probes(tmp, jpeg)}
+                    "Prediction": predict_probes(tmp, jpeg) + special_input_probes(tmp, jpeg)
+                    + [early_interrupt_probe(tmp, jpeg, s) for s in (signal.SIGINT, signal.SIGTERM)],
+                    "One-line errors (exit 2, naming the option or file)": error_line_probes(tmp)}
         url, proc, _ = start_server("default", None, tmp / "server.log", ["--header-timeout", "2", "--upload-timeout", "2",
                                                                          "--max-connections", "256"])
         try:
@@ -253,8 +459,9 @@ def main(argv=None) -> int:
         finally:
             proc.terminate()
             proc.wait(15)
+    scale = detect_scale.measure(rounds=args.scale_rounds)
     command = "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(command.strip(), sections, flood, large)
+    text = report(command.strip(), sections, flood, uploads, large, scale)
     atomic_write_text(args.out, text)
     print(text)
     return 0

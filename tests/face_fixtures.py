@@ -36,6 +36,18 @@ def two_face_composite() -> np.ndarray:
     return comp
 
 
+# The astronaut's face box in the 256 x 256 patch around it (rows 16-272, columns 96-352 of the photo).
+PATCH_FACE = (81.0, 51.0, 95.0, 95.0)
+
+
+def face_patch(face_px: float) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The 256 x 256 patch around the astronaut's face resized so that the face is about ``face_px``
+    wide, and the face's box in it."""
+    side = round(256 * face_px / PATCH_FACE[2])
+    patch = cv2.resize(astronaut_bgr()[16:272, 96:352], (side, side), interpolation=cv2.INTER_AREA)
+    return patch, tuple(v * side / 256 for v in PATCH_FACE)
+
+
 def yunet_path() -> Path:
     if not YUNET.is_file():
         pytest.skip(f"YuNet model not found at {YUNET} (../shared/models is absent on this machine)")

@@ -259,3 +259,17 @@ def test_a_detector_refuses_a_max_side_of_zero():
     from litefer.inference.detect import HaarDetector
     with pytest.raises(ValueError, match="^max_side must be a whole number >= 1, got 0$"):
         HaarDetector(max_side=0)
+
+
+def test_max_side_must_hold_a_tile():
+    """Large images are searched in tiles of max_side, each overlapping the next by up to half its side:
+    under 256 px the tiles would multiply without bound."""
+    from litefer.inference.detect import HaarDetector
+    from litefer.serve.engine import ServeConfig
+    for make in (HaarDetector, litefer.Recognizer):
+        with pytest.raises(ValueError, match=r"^max_side must be at least 256 \(large images are searched in tiles "
+                                             r"of that side\), got 100$"):
+            make(max_side=100)
+    with pytest.raises(ValueError, match="detect_max_side=128"):
+        ServeConfig(detect_max_side=128)
+    assert HaarDetector(max_side=256).max_side == 256

@@ -27,6 +27,12 @@ def test_config_rejects_bad_settings():
     with pytest.raises(ValueError, match="backend"):
         ServeConfig(backend="tensorflow")
     assert ServeConfig(workers=2, queue=5).capacity == 7
+    for name, bad in (("min_transfer_rate", -1), ("transfer_grace", 0), ("max_connections_per_client", -1),
+                      ("max_connections", -5)):
+        with pytest.raises(ValueError, match=f"{name}={bad}"):
+            ServeConfig(**{name: bad})
+    assert ServeConfig(workers=2, queue=5).connection_limit == 256 and ServeConfig(queue=100).connection_limit >= 404
+    assert ServeConfig(max_connections=20).limits()["max_connections"] == 20
 
 
 def test_decode_upload_limits_and_errors():
@@ -155,6 +161,15 @@ def test_recognize_honours_the_prior_parameter_and_echoes_it(client, serve_model
         assert r.status_code == 422 and needle in r.json()["message"], (bad, r.text)
         if "class" in needle:
             assert str(CLASSES) in r.json()["message"]
+
+
+def test_a_repeated_prior_parameter_is_refused_naming_it(client):
+    """`?prior=balanced&prior=dataset` silently took the last value."""
+    jpeg = encode(astronaut_rgb(), "JPEG", quality=95)
+    r = client.post("/v1/recognize?prior=balanced&prior=dataset", content=jpeg)
+    assert r.status_code == 422, r.text
+    assert r.json()["message"] == "prior: given 2 times ('balanced', 'dataset'); give it once"
+    assert client.post("/v1/recognize?prior=balanced", content=jpeg).json()["prior"] == "balanced"
 
 
 def test_errors_are_json_with_4xx(client):
@@ -325,6 +340,25 @@ def test_cli_refuses_a_port_or_host_it_cannot_listen_on_in_one_line():
         taken.listen()
         port = taken.getsockname()[1]
         assert f"--port {port}: cannot listen there" in _serve_error_line("--port", str(port))
+
+
+@pytest.mark.parametrize("flag, value, rule", [
+    ("--min-transfer-rate", "-1", ">= 0 bytes/s"), ("--transfer-grace", "0", "> 0 seconds"),
+    ("--max-connections-per-client", "-2", ">= 0"), ("--max-connections", "-1", ">= 1"),
+    ("--upload-timeout", "0", "> 0 seconds"), ("--max-upload-mb", "0", ">= 1024 bytes")])
+def test_bad_serve_limits_name_their_flag(flag, value, rule):
+    """Before, a bad limit named the ServeConfig field (``upload_timeout=0.0``), not the flag."""
+    from litefer.cli import build_parser
+    from litefer.cli.serve import config_from_args
+
+    args = build_parser("serve").parse_args(["serve", flag, value])
+    with pytest.raises(ValueError, match=rf"^{flag} {value}(\.0)?: must be {re.escape(rule)}"):
+        config_from_args(args)
+
+
+def test_a_bad_serve_limit_is_one_line_and_exit_2():
+    assert _serve_error_line("--min-transfer-rate", "-5") == \
+        "litefer serve: error: --min-transfer-rate -5.0: must be >= 0 bytes/s (0: off)"
 
 
 def test_weights_whose_tensors_do_not_fit_are_a_value_error_and_one_line(tmp_path):

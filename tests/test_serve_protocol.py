@@ -148,3 +148,160 @@ def test_connection_limit_answers_json_503_with_retry_after(small_server):
     assert headers.get("retry-after") == "1"
     time.sleep(0.3)
     assert get(port, "/healthz")[0] == 200          # the server comes back once they are gone
+
+
+# ----------------------------------------------------------------------------- slow clients at the limits
+# A second server: 12 connections at most, 4 per client address, a floor of 1000 bytes/s after a
+# 2.5 s grace, 10 s deadlines (so that the rules above, not the deadlines, are what is seen). Each
+# 127.x.y.z is a client of its own: Linux routes all of 127/8 to the loopback interface.
+
+GUARD_LIMIT, PER_CLIENT, MIN_RATE, GRACE, GUARD_DEADLINE = 12, 4, 1000, 2.5, 10.0
+
+
+@pytest.fixture(scope="module")
+def guarded_server(serve_model, tmp_path_factory):
+    log = tmp_path_factory.mktemp("guarded") / "server.log"
+    with serve(serve_model[1], log, "--workers", "1", "--queue", "4", "--max-connections", str(GUARD_LIMIT),
+               "--max-connections-per-client", str(PER_CLIENT), "--min-transfer-rate", str(MIN_RATE),
+               "--transfer-grace", str(GRACE), "--header-timeout", str(GUARD_DEADLINE),
+               "--upload-timeout", str(GUARD_DEADLINE)) as (url, _):
+        yield url, int(url.rsplit(":", 1)[1]), log
+
+
+def connect_from(source: str, port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def small_jpeg() -> bytes:
+    import cv2
+
+    from serve_support import astronaut_rgb, encode
+
+    return encode(cv2.resize(astronaut_rgb(), (160, 160)), "JPEG", quality=90)     # 12 kB
+
+
+def recognize(port: int, body: bytes, source: str = "127.0.0.1") -> tuple[int | None, dict, bytes]:
+    with connect_from(source, port) as s:
+        s.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return read_answer(s, 10)[:3]
+
+
+def test_slow_uploads_into_recognize_from_many_addresses_do_not_lock_out_real_clients(guarded_server):
+    """Twice the connection limit of clients, each from its own address, arriving 20 ms apart,
+    declare 1 MB to /v1/recognize (a route that reads the body) and drip it a byte every 0.2 s.
+    Before, the first of them held the limit until the 10 s deadline and a real client got 503; now
+    its request closes the slowest dripper (503 + Retry-After to it, before the 2.5 s rate floor
+    applies) and is served."""
+    from loadtest import slow_body_flood
+
+    url, port, log = guarded_server
+    sources = [f"127.2.0.{i}" for i in range(1, 2 * GUARD_LIMIT + 1)]
+    flood = {}
+    dripper = threading.Thread(target=lambda: flood.update(slow_body_flood(
+        url, len(sources), seconds=2.3, path="/v1/recognize", interval=0.2, sources=sources, stagger=0.02)))
+    dripper.start()
+    try:
+        time.sleep(1.5)
+        answers = [recognize(port, small_jpeg()) for _ in range(3)]
+    finally:
+        dripper.join()
+    assert [a[0] for a in answers] == [200] * 3, [(a[0], a[2][:120]) for a in answers]
+    assert flood["connect_errors"] == 0 and flood["answers"].get("503", 0) >= GUARD_LIMIT, flood
+    assert "slowest connection(s) to make room" in log.read_text()
+
+
+def test_one_address_is_capped_while_another_is_served(guarded_server):
+    _, port, _ = guarded_server
+    held = [connect_from("127.3.0.1", port) for _ in range(PER_CLIENT)]
+    try:
+        time.sleep(0.2)
+        with connect_from("127.3.0.1", port) as s:                      # one more from the same address
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, body, closed = read_answer(s, 5)
+        assert_json_error(status, headers, body, 429, f"at most {PER_CLIENT}")
+        assert headers.get("retry-after") == "1" and closed
+        with connect_from("127.3.0.2", port) as s:                      # another address meanwhile
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_answer(s, 5)[0] == 200
+    finally:
+        held.pop().close()
+    try:
+        time.sleep(0.2)
+        assert recognize(port, small_jpeg(), "127.3.0.1")[0] == 200       # room again for that address
+    finally:
+        for s in held:
+            s.close()
+    status, card = get_json_limits(port)
+    assert status == 200 and card["max_connections_per_client"] == PER_CLIENT and card["max_connections"] == GUARD_LIMIT
+    assert card["min_transfer_rate_bytes_per_s"] == MIN_RATE and card["transfer_grace_s"] == GRACE
+
+
+def get_json_limits(port: int) -> tuple[int | None, dict]:
+    status, _, body = get(port, "/v1/model")
+    return status, json.loads(body)["limits"]
+
+
+@pytest.mark.parametrize("head, drip, pattern", [
+    (b"POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n", b"\xff" * 40,
+     "below the minimum of 1000 bytes/s"),
+    (b"GET /healthz HTTP/1.1\r\nHo", b"st: t\r\nX-Slow: " + b"a" * 40, "below the minimum of 1000 bytes/s")],
+    ids=["body", "headers"])
+def test_a_drip_below_the_rate_floor_is_cut_off_after_the_grace_not_at_the_deadline(guarded_server, head, drip,
+                                                                                   pattern):
+    port = guarded_server[1]
+    t0 = time.monotonic()
+    with connect_from("127.4.0.1", port) as s:
+        s.sendall(head)
+        for i in range(len(drip)):                      # 4 bytes/s
+            try:
+                s.send(drip[i:i + 1])
+            except OSError:
+                break
+            s.settimeout(0.25)
+            try:
+                if s.recv(1, socket.MSG_PEEK):
+                    break
+            except socket.timeout:
+                pass
+        status, headers, body, closed = read_answer(s, 5)
+    assert_json_error(status, headers, body, 408, pattern)
+    assert closed and GRACE - 0.1 < time.monotonic() - t0 < GRACE + 2.0 < GUARD_DEADLINE
+
+
+def test_a_slow_but_steady_upload_above_the_floor_is_served(guarded_server):
+    """12 kB at about 3 kB/s (three times the floor), 4 s: past the grace, inside the deadline."""
+    port = guarded_server[1]
+    body = small_jpeg()
+    t0 = time.monotonic()
+    with connect_from("127.5.0.1", port) as s:
+        s.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body), 300):
+            s.sendall(body[i:i + 300])
+            time.sleep(0.1)
+        status, _, answer, _ = read_answer(s, 10)
+    assert time.monotonic() - t0 > GRACE + 1
+    assert status == 200 and json.loads(answer)["width"] == 160, answer[:200]
+
+
+def test_an_idle_kept_alive_connection_is_closed_without_an_unasked_answer(small_server):
+    """After its answer, a kept-alive connection that starts no new request is closed at the header
+    deadline with nothing written: an unsolicited 408 would be taken for the next request's answer."""
+    _, port = small_server
+    with connect(port) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(v for k, v in (h.split(b": ", 1) for h in head.split(b"\r\n")[1:])
+                          if k.lower() == b"content-length"))
+        while len(body) < length:
+            body += s.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200") and len(body) == length
+        s.settimeout(DEADLINE + 4)
+        t0 = time.monotonic()
+        late = s.recv(4096)
+        assert late == b"", late[:200]
+        assert time.monotonic() - t0 < DEADLINE + 3

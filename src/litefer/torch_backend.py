@@ -19,7 +19,7 @@ from .card import TORCHSCRIPT_SUFFIXES, card_from_payload, read_card
 from .data.transforms import preprocess
 from .export.core import export_with_metadata
 from .inference.backends import Backend, OnnxBackend
-from .weights import load_checkpoint_model
+from .weights import load_checkpoint_model, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class TorchBackend(Backend):
         path = Path(path)
         if threads:
             torch.set_num_threads(int(threads))
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
             self.card = read_card(path)
             self.model = _load_torchscript(path, self.device)

@@ -41,7 +41,12 @@ def _add_capacity_arguments(p: argparse.ArgumentParser, d) -> None:
     p.add_argument("--queue", type=int, default=d.queue,
                    help="requests allowed to wait for a worker; more are refused with 503 (default: %(default)s)")
     p.add_argument("--max-connections", type=int, default=None,
-                   help="open connections beyond which requests get 503 (default: 4 x (workers + queue), at least 256)")
+                   metavar="N", help="open connections served at once, N >= 1 (there is always a limit); beyond them a "
+                        "request first closes the slowest connections still sending, else gets 503 (default: 4 x "
+                        "(workers + queue), at least 256)")
+    p.add_argument("--max-connections-per-client", type=int, default=d.max_connections_per_client, metavar="N",
+                   help="open connections per client address; more are answered 429 at once (0: no cap, for use behind "
+                        "a reverse proxy, whose address all clients share; default: %(default)s)")
 
 
 def _add_limit_arguments(p: argparse.ArgumentParser, d) -> None:
@@ -58,18 +63,34 @@ def _add_limit_arguments(p: argparse.ArgumentParser, d) -> None:
                    help="seconds to receive a request body (default: %(default)s)")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
                    help="seconds to receive request headers (default: %(default)s)")
+    p.add_argument("--min-transfer-rate", type=float, default=d.min_transfer_rate, metavar="BYTES_PER_S",
+                   help="bytes/s a request (headers and body) must average from --transfer-grace on, else 408 "
+                        "(0: off; default: %(default)g)")
+    p.add_argument("--transfer-grace", type=float, default=d.transfer_grace, metavar="S",
+                   help="seconds from a request's first byte before --min-transfer-rate applies (default: %(default)g)")
+
+
+FLAG_OF = {"max_upload_bytes": "max_upload_mb", "max_pixels": "max_megapixels"}    # ServeConfig field -> args name
 
 
 def config_from_args(args: argparse.Namespace):
-    """The :class:`~litefer.serve.engine.ServeConfig` the flags describe (it checks the values)."""
-    from ..serve.engine import MiB, ServeConfig
+    """The :class:`~litefer.serve.engine.ServeConfig` the flags describe (it checks the values; a bad
+    one is an error naming its flag)."""
+    from ..serve.engine import MiB, ServeConfig, SettingError
 
-    return ServeConfig(weights=args.weights, backend=args.backend, browser_model=args.browser_model,
-                       detector=args.detector, yunet_model=args.yunet_model, min_face=args.min_face,
-                       workers=args.workers, threads=args.threads, queue=args.queue,
-                       max_upload_bytes=int(args.max_upload_mb * MiB), max_pixels=int(args.max_megapixels * 1e6),
-                       max_side=args.max_side, request_timeout=args.request_timeout,
-                       upload_timeout=args.upload_timeout, header_timeout=args.header_timeout)
+    try:
+        return ServeConfig(weights=args.weights, backend=args.backend, browser_model=args.browser_model,
+                           detector=args.detector, yunet_model=args.yunet_model, min_face=args.min_face,
+                           workers=args.workers, threads=args.threads, queue=args.queue,
+                           max_upload_bytes=int(args.max_upload_mb * MiB), max_pixels=int(args.max_megapixels * 1e6),
+                           max_side=args.max_side, request_timeout=args.request_timeout,
+                           upload_timeout=args.upload_timeout, header_timeout=args.header_timeout,
+                           max_connections=args.max_connections,
+                           max_connections_per_client=args.max_connections_per_client,
+                           min_transfer_rate=args.min_transfer_rate, transfer_grace=args.transfer_grace)
+    except SettingError as e:
+        name = FLAG_OF.get(e.name, e.name)
+        raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name, e.value)}: must be {e.rule}") from None
 
 
 def check_listen(host: str, port: int) -> None:
@@ -110,7 +131,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"litefer serve: model {model.name} ({model.backend}, {cfg.workers} worker(s) x "
           f"{cfg.threads} thread(s), queue {cfg.queue}); page http://{host}:{args.port}/  API docs "
           f"http://{host}:{args.port}/docs", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, http=protocol_class(cfg.header_timeout, cfg.upload_timeout),
-                log_level=args.log_level, access_log=not args.no_access_log, timeout_keep_alive=5,
-                limit_concurrency=args.max_connections or max(256, 4 * cfg.capacity), timeout_graceful_shutdown=5)
+    http = protocol_class(cfg.header_timeout, cfg.upload_timeout, cfg.min_transfer_rate, cfg.transfer_grace,
+                          cfg.max_connections_per_client)
+    uvicorn.run(app, host=args.host, port=args.port, http=http, log_level=args.log_level,
+                access_log=not args.no_access_log, timeout_keep_alive=5, limit_concurrency=cfg.connection_limit,
+                timeout_graceful_shutdown=5)
     return 0

@@ -7,8 +7,11 @@
 * ``YuNetDetector``: OpenCV's YuNet CNN (``cv2.FaceDetectorYN``) from a model file the user gives;
   more robust to pose and light, with five landmarks per face.
 
-Both return boxes in the input image's pixel coordinates. Images larger than ``max_side`` are
-detected on a downscaled copy (boxes are mapped back), so a 30 MP photo costs what a 1.6 MP one does.
+Both return boxes in the input image's pixel coordinates, every face of at least ``min_size`` pixels
+whatever the image's size. ``max_side`` is the largest side searched at once: a larger image is
+searched whole on a copy downscaled to ``max_side`` for its large faces, and in overlapping tiles of at
+most ``max_side`` at the scale ``min_size`` needs for the small ones, so the time grows with the image's
+area: a 12-MP photo took 3-4.5x the single copy's time with Haar (``results/detect_scale.md``).
 """
 from __future__ import annotations
 
@@ -40,6 +43,14 @@ class Detection:
                          None if self.landmarks is None else self.landmarks * s,
                          None if self.eyes is None else self.eyes * s)
 
+    def mapped(self, sx: float, sy: float, dx: float, dy: float) -> "Detection":
+        """This detection from a tile resized by (1 / sx, 1 / sy) whose corner is (dx, dy) in the image."""
+        k, d = np.float32([sx, sy]), np.float32([dx, dy])
+        x, y, w, h = self.box
+        return Detection((float(x) * sx + dx, float(y) * sy + dy, float(w) * sx, float(h) * sy), self.score,
+                         None if self.landmarks is None else self.landmarks * k + d,
+                         None if self.eyes is None else self.eyes * k + d)
+
 
 def positive_int(name: str, value) -> int:
     """``value`` as an int, or a one-line ValueError naming ``name`` when it is not a whole number
@@ -53,14 +64,47 @@ def positive_int(name: str, value) -> int:
     return int(value)
 
 
+@dataclass(frozen=True)
+class TileLevel:
+    """Tiles of a large image searched at ``scale`` for faces up to ``top`` image pixels; each tile is
+    (x0, y0, x1, y1) in image pixels, at most ``max_side`` once resized, and overlaps its neighbours
+    by 1.5 ``top``."""
+
+    scale: float
+    top: float
+    tiles: list[tuple[int, int, int, int]]
+
+
+# The least max_side: a tile must hold the overlap that keeps each face it searches whole in one tile.
+MIN_MAX_SIDE = 256
+
+
+def valid_max_side(value) -> int:
+    """``value`` as a detector's ``max_side``, or a one-line ValueError naming it."""
+    value = positive_int("max_side", value)
+    if value < MIN_MAX_SIDE:
+        raise ValueError(f"max_side must be at least {MIN_MAX_SIDE} (large images are searched in tiles of "
+                         f"that side), got {value}")
+    return value
+
+
 class FaceDetector:
-    """Base class: subclasses implement ``_detect(bgr, min_size)`` on an image of at most ``max_side``."""
+    """Base class: subclasses implement ``_detect(bgr, min_size, max_size)`` on an image of at most
+    ``max_side``; ``detect`` decides which copies and tiles of the image they search."""
 
     name = "detector"
     # The smallest face the detector can see, in pixels (None: no fixed window): images are searched
     # at the scale where the face size ``search_size()`` becomes this, which costs nothing in recall
     # and saves time.
     smallest_window: int | None = None
+    # The smallest face, in pixels of a searched copy, that a copy is trusted to find: the whole-image
+    # copy of a large image (at ``max_side``) leaves the faces under this / its scale to the tiles,
+    # which are searched at the scale where ``search_size()`` becomes this (Haar: its window, the
+    # scale of a small image's search).
+    smallest_reliable: int = 24
+    # The tiles search faces up to this factor above the whole-image copy's smallest, so that a face
+    # near that size is found by at least one of them (duplicates are merged).
+    handover = 1.5
     # The smallest face found when ``min_size`` is None, in image pixels.
     default_min_size = 32
     # None: the search copy is scaled for ``min_size`` itself. A size: for that size times the power
@@ -70,29 +114,79 @@ class FaceDetector:
 
     def __init__(self, min_size: int | None = None, max_side: int = 1280):
         self.min_size = positive_int("min_size", self.default_min_size if min_size is None else min_size)
-        self.max_side = positive_int("max_side", max_side)
+        self.max_side = valid_max_side(max_side)
 
     def detect(self, bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
         """Faces in a BGR uint8 image, largest first; boxes in this image's coordinates.
 
-        ``scale`` < 1 searches a copy downscaled at most that much (faster; a face then needs
+        ``scale`` < 1 searches copies downscaled at least that much (faster; a face then needs
         ``smallest_window / scale`` pixels to be found, 48 px for Haar at 0.5).
         """
         if not 0.0 < scale <= 1.0:
             raise ValueError(f"scale must be in (0, 1], got {scale!r}")
         if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
             raise ValueError(f"detect expects a BGR uint8 H x W x 3 image, got {bgr.dtype} {bgr.shape}")
+        whole, levels = self.search_plan(*bgr.shape[:2], scale)
+        found = self._search(bgr, whole)
+        if levels:
+            ranked = [(0, d) for d in found]
+            for level in levels:
+                ranked += self._search_tiles(bgr, level)
+            found = merge_duplicates(ranked)
+        found = [d for d in found if min(d.box[2], d.box[3]) >= self.min_size * 0.95]
+        return sorted(found, key=lambda d: -d.box[2] * d.box[3])
+
+    def search_plan(self, h: int, w: int, scale: float = 1.0) -> tuple[float, list[TileLevel]]:
+        """The scale of the whole-image search of an h x w image, and the tile levels after it.
+
+        When the copy ``min_size`` needs is at most ``max_side``, it is the one search. Otherwise the
+        whole-image copy is downscaled to ``max_side`` and finds the large faces; the faces under
+        ``handover * smallest_reliable`` in its pixels are searched in tiles, at scales growing by up
+        to ``tile_step()`` until the one ``min_size`` needs (``smallest_reliable / search_size()``).
+        """
+        whole = min(scale, self.smallest_window / self.search_size()) if self.smallest_window else scale
+        s = self.max_side / max(h, w)
+        if s >= whole:
+            return whole, []
+        fine, levels = min(scale, self.smallest_reliable / self.search_size()), []
+        while s < fine:
+            top = self.handover * self.smallest_reliable / s
+            s = min(fine, s * self.tile_step())
+            overlap, most = int(np.ceil(1.5 * top)), self.max_side / s
+            levels.append(TileLevel(s, top, [(x0, y0, x1, y1) for x0, x1 in tile_spans(w, most, overlap)
+                                              for y0, y1 in tile_spans(h, most, overlap)]))
+        return self.max_side / max(h, w), levels
+
+    def tile_step(self) -> float:
+        """How much finer each tile level may be than the last: as far as keeps the tiles' overlap
+        within half a tile, and at least 2."""
+        return max(2.0, self.max_side / (3 * self.handover * self.smallest_reliable))
+
+    def _search(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+        """Faces of ``min_size`` and more on the whole image searched at ``scale``."""
         h, w = bgr.shape[:2]
-        scale = min(scale, self.max_side / max(h, w))
-        if self.smallest_window:
-            scale = min(scale, self.smallest_window / self.search_size())
         small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                      interpolation=cv2.INTER_AREA)
         found = self._detect(small, self.min_size * scale)
-        if scale != 1.0:
-            found = [d.scaled(1.0 / scale) for d in found]
-        found = [d for d in found if min(d.box[2], d.box[3]) >= self.min_size * 0.95]
-        return sorted(found, key=lambda d: -d.box[2] * d.box[3])
+        return found if scale == 1.0 else [d.scaled(1.0 / scale) for d in found]
+
+    def _search_tiles(self, bgr: np.ndarray, level: TileLevel) -> list[tuple[int, Detection]]:
+        """Faces from ``min_size`` to ``level.top`` px in each tile, cropped and resized one at a time
+        (the whole copy at that scale could be many times the image). Each such face lies at least a
+        quarter of ``top`` inside some tile; a box closer than that to an inner tile edge may be a cut
+        face and is ranked 2 for ``merge_duplicates``, the others 1."""
+        h, w = bgr.shape[:2]
+        edge, out = level.top / 4, []
+        for x0, y0, x1, y1 in level.tiles:
+            tw, th = max(1, round((x1 - x0) * level.scale)), max(1, round((y1 - y0) * level.scale))
+            tile = cv2.resize(bgr[y0:y1, x0:x1], (tw, th), interpolation=cv2.INTER_AREA)
+            for d in self._detect(tile, self.min_size * level.scale, level.top * level.scale):
+                d = d.mapped((x1 - x0) / tw, (y1 - y0) / th, x0, y0)
+                bx, by, bw, bh = d.box
+                cut = (x0 > 0 and bx < x0 + edge) or (x1 < w and bx + bw > x1 - edge) or \
+                      (y0 > 0 and by < y0 + edge) or (y1 < h and by + bh > y1 - edge)
+                out.append((2 if cut else 1, d))
+        return out
 
     def search_size(self) -> float:
         """The face size, in image pixels, that the search copy maps onto ``smallest_window``."""
@@ -101,11 +195,41 @@ class FaceDetector:
             return float(self.min_size)
         return float(base * 2 ** int(np.log2(self.min_size / base)))
 
-    def _detect(self, bgr: np.ndarray, min_size: float) -> list[Detection]:
+    def _detect(self, bgr: np.ndarray, min_size: float, max_size: float | None = None) -> list[Detection]:
+        """Faces from ``min_size`` to ``max_size`` (None: any larger) px in an image of at most ``max_side``."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_size={self.min_size}, max_side={self.max_side})"
+
+
+def tile_spans(length: int, most: float, overlap: int) -> list[tuple[int, int]]:
+    """Equal spans of at most ``most`` pixels covering ``length`` pixels, neighbours sharing at least
+    ``overlap`` (so that anything of up to ``overlap`` pixels lies whole in one)."""
+    most = int(most)
+    if length <= most:
+        return [(0, length)]
+    n = int(np.ceil((length - overlap) / max(1, most - overlap)))
+    side = min(most, int(np.ceil((length + (n - 1) * overlap) / n)))
+    starts = np.linspace(0, length - side, n).round().astype(int)
+    return [(int(a), int(a) + side) for a in starts]
+
+
+def merge_duplicates(ranked: list[tuple[int, Detection]], iou: float = 0.3, inside: float = 0.6) -> list[Detection]:
+    """One detection per face from the copies and tiles that saw it: by rank (0: the whole-image copy,
+    1: a tile, 2: a tile that may cut the face), then size, each kept unless it overlaps a kept one by
+    ``iou`` or lies ``inside`` it (that share of the smaller box)."""
+    kept: list[Detection] = []
+    for _, d in sorted(ranked, key=lambda r: (r[0], -r[1].box[2] * r[1].box[3])):
+        x, y, w, h = d.box
+        for k in kept:
+            kx, ky, kw, kh = k.box
+            inter = max(0.0, min(x + w, kx + kw) - max(x, kx)) * max(0.0, min(y + h, ky + kh) - max(y, ky))
+            if inter >= iou * (w * h + kw * kh - inter) or inter >= inside * min(w * h, kw * kh):
+                break
+        else:
+            kept.append(d)
+    return kept
 
 
 class PerThread:
@@ -149,11 +273,12 @@ class EyeSearch:
 FULL_EYES = EyeSearch(120, (0.12, 0.58), (14, 60))
 # A quick look: 70 % of that width, a narrower band, coarser steps (the eyes the full search finds
 # on JAFFE and FER2013 faces are 25-46 px at 120 wide, 18-32 here, and lie within the band). It
-# costs about a sixth of the full search and finds a pair within QUICK_LEVEL_DEGREES on 188 of
-# JAFFE's 213 faces.
+# costs about a fifth of the full search and finds a pair within QUICK_LEVEL_DEGREES on 190 of
+# JAFFE's 213 faces (results/detection_figures.md).
 QUICK_EYES = EyeSearch(84, (0.18, 0.56), (18, 36), scale_factor=1.2, min_neighbors=2)
 # A quick pair this level means a face upright enough that the full search would not make the crop
-# rotate (it levels tilts over 10 degrees; it did on 1 of 2,651 FER2013 faces): its eyes are kept.
+# rotate (it levels tilts over 10 degrees; the crop changed on 1 of the 2,654 faces found on the FER2013
+# validation images, results/detection_figures.md): its eyes are kept.
 QUICK_LEVEL_DEGREES = 4.0
 
 
@@ -171,7 +296,8 @@ class HaarDetector(FaceDetector):
     smallest_window = 24      # the cascade's window
     # Every face from 32 px is searched by default. A larger min_size searches the same copy (by
     # octaves of 32 px) and skips the smaller sizes: min_size=48, FER2013's crop side and about
-    # fer's 50 px, keeps every box of 48 px and more and saves a quarter of the search's time.
+    # fer's 50 px, keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013) and saves 28-37 %
+    # of the search's time (results/detection_figures.md).
     default_min_size = 32
     search_base = 32
 
@@ -195,11 +321,12 @@ class HaarDetector(FaceDetector):
         """This thread's eye cascade (None without ``find_eyes``)."""
         return None if self._eye is None else self._eye.get()
 
-    def _detect(self, bgr, min_size):
+    def _detect(self, bgr, min_size, max_size=None):
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         m = max(24, int(round(min_size)))          # the cascade's own window is 24 x 24
+        top = (0, 0) if max_size is None else (int(np.ceil(max_size)),) * 2
         boxes, neighbours = self.face.detectMultiScale2(gray, scaleFactor=self.scale_factor,
-                                                        minNeighbors=self.min_neighbors, minSize=(m, m))
+                                                        minNeighbors=self.min_neighbors, minSize=(m, m), maxSize=top)
         out = []
         for (x, y, w, h), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(neighbours).reshape(-1)):
             eyes = self._eyes(gray, (x, y, w, h), n >= self.min_score_without_eyes) if self.find_eyes else None
@@ -285,6 +412,9 @@ class YuNetDetector(FaceDetector):
     """OpenCV YuNet (``cv2.FaceDetectorYN``) from a user-supplied ONNX model file."""
 
     name = "yunet"
+    # It finds faces of 16 px (tests/test_detect.py::test_yunet_finds_every_face_of_its_smallest_reliable_size),
+    # so its tiles are searched at half the scale min_size would need at full size.
+    smallest_reliable = 16
 
     def __init__(self, model_path: str | os.PathLike, min_size: int | None = None, max_side: int = 1280,
                  score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 5000):
@@ -306,7 +436,7 @@ class YuNetDetector(FaceDetector):
         """This thread's YuNet net (its input size is set per image)."""
         return self._net.get()
 
-    def _detect(self, bgr, min_size):
+    def _detect(self, bgr, min_size, max_size=None):
         h, w = bgr.shape[:2]
         net = self.net
         net.setInputSize((w, h))
@@ -314,7 +444,7 @@ class YuNetDetector(FaceDetector):
         out = []
         for f in (faces if faces is not None else []):
             x, y, bw, bh = (float(v) for v in f[:4])
-            if min(bw, bh) < min_size:
+            if min(bw, bh) < min_size or (max_size is not None and max(bw, bh) > max_size):
                 continue
             lm = np.asarray(f[4:14], dtype=np.float32).reshape(5, 2)
             out.append(Detection((x, y, bw, bh), float(f[14]), lm, lm[:2].copy()))

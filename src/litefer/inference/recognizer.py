@@ -21,7 +21,7 @@ import numpy as np
 
 from .align import CropSpec, crop_face, quality_issues
 from .backends import create_backend, resolve_weights, softmax
-from .detect import Detection, FaceDetector, create_detector, positive_int
+from .detect import Detection, FaceDetector, create_detector, positive_int, valid_max_side
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
 from ..prior import describe as describe_prior, log_weights
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def _model_threads(threads: int | None, backend: str, device: str) -> int | None:
     """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
     slows OpenCV's face search on the same cores more than the second thread speeds up the model
-    (1.6x the time per photo on JAFFE's photos on 2 cores; see docs/recognition.md, Speed)."""
+    (1.25x the time per JAFFE photo with both on 2 threads, 2 cores; results/detection_figures.md)."""
     if threads is not None or str(device).startswith("cuda"):
         return threads
     return 1 if backend == "onnxruntime" else None
@@ -101,10 +101,13 @@ class Recognizer:
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
         min_face: smallest face side, in pixels of the input image; None: the detector's default (32).
-            For ``haar`` the search time grows with the range of sizes: 48 skips a quarter of it and
-            keeps every box of 48 px and more (``results/peer_speed.md``).
-        max_side: larger images are searched for faces on a copy downscaled to this side (boxes and
-            crops still use the full image); raise it to find small faces in large group photos.
+            For ``haar`` the search time grows with the range of sizes: 48 skips 28-37 % of it and
+            keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013;
+            ``results/detection_figures.md``).
+        max_side: the largest image side searched for faces at once (at least 256). A larger image
+            is searched on a copy downscaled to it for its large faces and in overlapping tiles of
+            that side for the faces of ``min_face`` and more that the copy cannot see, so the time
+            grows with the image's area (``results/detect_scale.md``); boxes and crops use the full image.
         batch_size: faces per model call; crops of several images or frames are batched together.
         tta: average the prediction with the mirrored face's; None follows the weights' model card.
         threads: CPU threads for the model (torch's setting is process-wide). None: torch's default;
@@ -123,7 +126,7 @@ class Recognizer:
         batch_size = positive_int("batch_size", batch_size)       # checked before the model loads
         if min_face is not None:
             positive_int("min_face", min_face)
-        positive_int("max_side", max_side)
+        valid_max_side(max_side)
         path, backend = resolve_weights(weights, backend)                # once: the file and its backend
         model_threads = _model_threads(threads, backend, device)
         self.backend = create_backend(path, backend, device, model_threads)
@@ -254,41 +257,55 @@ class Recognizer:
 
     def _pipeline(self, items, on_error: str, keep_images: bool, adjust=None,
                   detector=None) -> Iterator[ImageResult]:
-        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
-        n_crops = 0
-        max_images = 8 if keep_images else max(self.batch_size, 8)
-        for result, load in items:
-            dets, crops, quals = [], [], []
-            try:
-                bgr = load()
-                result.height, result.width = bgr.shape[:2]
-                dets, crops, quals = self.detect_and_crop(bgr, detector)
-                if keep_images:
-                    result.image = bgr
-            except InputError as e:
-                if on_error == "raise":
-                    raise
-                result.error = str(e)
-            except (MemoryError, ValueError, OSError) as e:   # decoder or OpenCV failures on odd inputs
-                if on_error == "raise":
-                    raise InputError(f"{result.source}: {type(e).__name__}: {e}") from e
-                result.error = f"{result.source}: {type(e).__name__}: {e}"
-            except Exception as e:  # noqa: BLE001 - e.g. cv2.error; one input must not end the batch
-                if on_error == "raise":
-                    raise
-                result.error = f"{result.source}: {type(e).__name__}: {str(e).strip()[:300]}"
-            pending.append((result, dets, crops, quals))
-            n_crops += len(crops)
-            if n_crops >= self.batch_size or len(pending) >= max_images:
-                yield from self._flush(pending, adjust)
-                pending, n_crops = [], 0
-        yield from self._flush(pending, adjust)
+        """Read and detect item by item, classify the crops of up to ``batch_size`` faces at once.
 
-    def _flush(self, pending, adjust) -> Iterator[ImageResult]:
+        On Ctrl-C or SIGTERM (a KeyboardInterrupt) the images read so far are classified and
+        yielded before the interrupt goes on: they are finished but for one model call, and a
+        caller writing results as they come would otherwise lose up to a batch of them.
+        """
+        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
+        max_images = 8 if keep_images else max(self.batch_size, 8)
+        try:
+            for result, load in items:
+                pending.append((result, *self._detect_item(result, load, on_error, keep_images, detector)))
+                if sum(len(p[2]) for p in pending) >= self.batch_size or len(pending) >= max_images:
+                    yield from self._flush(pending, adjust)
+            yield from self._flush(pending, adjust)
+        except KeyboardInterrupt:
+            yield from self._flush(pending, adjust)
+            raise
+
+    def _detect_item(self, result: ImageResult, load, on_error: str, keep_images: bool, detector):
+        """(detections, crops, qualities) of one item; a failure is recorded in ``result`` (or raised)."""
+        try:
+            bgr = load()
+            result.height, result.width = bgr.shape[:2]
+            dets, crops, quals = self.detect_and_crop(bgr, detector)
+            if keep_images:
+                result.image = bgr
+            return dets, crops, quals
+        except InputError as e:
+            if on_error == "raise":
+                raise
+            result.error = str(e)
+        except (MemoryError, ValueError, OSError) as e:   # decoder or OpenCV failures on odd inputs
+            if on_error == "raise":
+                raise InputError(f"{result.source}: {type(e).__name__}: {e}") from e
+            result.error = f"{result.source}: {type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - e.g. cv2.error; one input must not end the batch
+            if on_error == "raise":
+                raise
+            result.error = f"{result.source}: {type(e).__name__}: {str(e).strip()[:300]}"
+        return [], [], []
+
+    def _flush(self, pending: list, adjust) -> Iterator[ImageResult]:
+        """Classify the crops of ``pending`` and yield its results in order, emptying it as they go
+        (so that an interrupted flush is resumed where it stopped, never repeated)."""
         crops = [c for _, _, cs, _ in pending for c in cs]
         probs = self._classify(np.stack(crops), adjust) if crops else np.zeros((0, len(self.class_names)))
         k = 0
-        for result, dets, cs, quals in pending:
+        while pending:
+            result, dets, _, quals = pending.pop(0)
             for d, q in zip(dets, quals):
                 p = probs[k]
                 k += 1

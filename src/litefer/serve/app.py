@@ -74,9 +74,13 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorOut, "description": text} for code, text in {
-    400: "empty upload, malformed form or Content-Length", 408: "upload not received within upload_timeout",
+    400: "empty upload, malformed form or Content-Length",
+    408: "headers or upload not received within header_timeout / upload_timeout, or arriving below "
+         "min_transfer_rate once transfer_grace has passed",
     413: "upload larger than max_upload_bytes", 415: "not an image", 422: "truncated, corrupt or too many pixels",
-    503: "all workers busy and the queue full, or the request timed out; retry after Retry-After seconds"}.items()}
+    429: "more than max_connections_per_client connections open from this address; retry after Retry-After seconds",
+    503: "all workers busy and the queue full, the request timed out, or max_connections open (a slow upload may "
+         "be closed to make room for a request that arrives whole); retry after Retry-After seconds"}.items()}
 
 UPLOAD_DOC = {"requestBody": {"required": True, "description": "an image file, as the raw body or a multipart field "
                               "named 'file'", "content": {
@@ -223,7 +227,17 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
 
 PRIOR_DOC = ("class prior of the scores: 'dataset' (default; the model's own probabilities), 'balanced' (the "
              "training class frequencies divided out) or class=weight pairs naming every class, e.g. "
-             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised)")
+             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised); "
+             "at most once per request (repeated: 422)")
+
+
+def single_query(request: Request, name: str) -> str | None:
+    """A query parameter that may be given once: repeated, it is a 422 naming it (the framework
+    would silently keep the last value)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ServeError(422, f"{name}: given {len(values)} times ({', '.join(map(repr, values))}); give it once")
+    return values[0] if values else None
 
 
 def request_prior(text: str | None, model: ModelFiles):
@@ -308,7 +322,8 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     async def recognize(request: Request, prior: str | None = Query(None, description=PRIOR_DOC)):
         t0 = time.monotonic()
         data = await read_upload(request, cfg)
-        chosen = request_prior(prior, model)
+        # ``prior`` is declared for the API docs; read it from the query so that a repeat is refused
+        chosen = request_prior(single_query(request, "prior"), model)
         admitted = time.monotonic()
         deadline = admitted + cfg.request_timeout
         fut = pool.submit(_work, data, cfg, admitted, chosen, deadline=deadline)

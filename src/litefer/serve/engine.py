@@ -45,7 +45,7 @@ class ServeConfig:
     detector: str = "haar"              # server-side detector ("haar", "yunet" or a YuNet .onnx path)
     yunet_model: str | None = None
     min_face: int = 32                  # smallest face side in pixels of the uploaded image
-    detect_max_side: int | None = None  # detection runs on a copy downscaled to this side (None: the detector's default)
+    detect_max_side: int | None = None  # largest side the detector searches at once (None: its default, 1280)
     workers: int = field(default_factory=default_workers)
     threads: int = 1                    # intra-op threads per worker
     queue: int = 32                     # requests allowed to wait for a worker
@@ -55,17 +55,30 @@ class ServeConfig:
     request_timeout: float = 30.0       # seconds from admission to answer (queue wait + work)
     upload_timeout: float = 15.0        # seconds to receive the whole request body
     header_timeout: float = 10.0        # seconds to receive the request line and headers
+    max_connections: int | None = None  # open connections served at once (None: 4 x capacity, at least 256)
+    max_connections_per_client: int = 64    # open connections per client address (0: no cap)
+    min_transfer_rate: float = 500.0    # bytes/s a request must average once transfer_grace has passed (0: off)
+    transfer_grace: float = 3.0         # seconds from a request's first byte before min_transfer_rate applies
 
     def __post_init__(self):
-        checks = {"workers": self.workers >= 1, "threads": self.threads >= 1, "queue": self.queue >= 0,
-                  "max_upload_bytes": self.max_upload_bytes >= 1024, "max_pixels": self.max_pixels >= 1,
-                  "max_side": self.max_side >= 1, "request_timeout": self.request_timeout > 0,
-                  "upload_timeout": self.upload_timeout > 0, "header_timeout": self.header_timeout > 0,
-                  "min_face": self.min_face >= 1,
-                  "detect_max_side": self.detect_max_side is None or self.detect_max_side >= 64}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid serve setting(s): " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+        from ..inference.detect import MIN_MAX_SIDE
+
+        checks = {"workers": (self.workers >= 1, ">= 1"), "threads": (self.threads >= 1, ">= 1"),
+                  "queue": (self.queue >= 0, ">= 0"), "max_upload_bytes": (self.max_upload_bytes >= 1024, ">= 1024 bytes"),
+                  "max_pixels": (self.max_pixels >= 1, ">= 1"), "max_side": (self.max_side >= 1, ">= 1"),
+                  "request_timeout": (self.request_timeout > 0, "> 0 seconds"),
+                  "upload_timeout": (self.upload_timeout > 0, "> 0 seconds"),
+                  "header_timeout": (self.header_timeout > 0, "> 0 seconds"), "min_face": (self.min_face >= 1, ">= 1"),
+                  "detect_max_side": (self.detect_max_side is None or self.detect_max_side >= MIN_MAX_SIDE,
+                                      f">= {MIN_MAX_SIDE}"),
+                  "max_connections": (self.max_connections is None or self.max_connections >= 1,
+                                      ">= 1 (there is always a limit)"),
+                  "max_connections_per_client": (self.max_connections_per_client >= 0, ">= 0 (0: no cap)"),
+                  "min_transfer_rate": (self.min_transfer_rate >= 0, ">= 0 bytes/s (0: off)"),
+                  "transfer_grace": (self.transfer_grace > 0, "> 0 seconds")}
+        for name, (ok, rule) in checks.items():
+            if not ok:
+                raise SettingError(name, getattr(self, name), rule)
         if self.backend not in ("onnxruntime", "torch"):
             raise ValueError(f"backend must be 'onnxruntime' or 'torch', got {self.backend!r}")
 
@@ -73,10 +86,26 @@ class ServeConfig:
     def capacity(self) -> int:
         return self.workers + self.queue
 
+    @property
+    def connection_limit(self) -> int:
+        """Open connections served at once: ``max_connections``, else 4 x capacity, at least 256."""
+        return self.max_connections or max(256, 4 * self.capacity)
+
     def limits(self) -> dict:
         return {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels, "max_side": self.max_side,
                 "request_timeout_s": self.request_timeout, "upload_timeout_s": self.upload_timeout,
-                "header_timeout_s": self.header_timeout}
+                "header_timeout_s": self.header_timeout, "max_connections": self.connection_limit,
+                "max_connections_per_client": self.max_connections_per_client,
+                "min_transfer_rate_bytes_per_s": self.min_transfer_rate, "transfer_grace_s": self.transfer_grace}
+
+
+class SettingError(ValueError):
+    """A :class:`ServeConfig` value out of range; ``name`` is the field, so that the command line can
+    name its option instead."""
+
+    def __init__(self, name: str, value, rule: str):
+        super().__init__(f"invalid serve setting {name}={value!r}: must be {rule}")
+        self.name, self.value, self.rule = name, value, rule
 
 
 class ServeError(Exception):
