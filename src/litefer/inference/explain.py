@@ -25,7 +25,7 @@ class ExplainError(ValueError):
 EXPORT_HINT = "`litefer export --weights W --explain`"     # the fix each 'cannot explain' message names
 
 
-@dataclass
+@dataclass(eq=False)
 class Explanation:
     """The map of one face's predicted label: ``cam`` (h, w) raw and non-negative, ``map`` the same
     scaled to [0, 1] and resized to the face crop's side, ``transform`` the crop's 2 x 3 warp from

@@ -53,7 +53,7 @@ class FaceResult:
     detection_score: float
     quality: dict
     landmarks: list[list[float]] | None = None
-    explanation: Explanation | None = None
+    explanation: Explanation | None = field(default=None, compare=False)
 
     @property
     def issues(self) -> list[str]:
