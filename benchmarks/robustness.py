@@ -57,6 +57,10 @@ def server_probes(url: str, jpeg: bytes, limits: dict) -> list[tuple[str, str, s
     rows.append(connection_limit_probe(url))
     pins = {"slow_body": "test_serve_protocol.py::test_slow_body_on_a_route_that_reads_it_gets_a_json_408",
             "slow_headers": "test_serve_protocol.py::test_slow_headers_get_a_json_408"}
+    repeated = (b"POST /v1/recognize?prior=balanced&prior=dataset HTTP/1.1\r\nHost: p\r\nConnection: close\r\n"
+                b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg)
+    rows.append(("`?prior=balanced&prior=dataset` (repeated)", http_outcome(L.exchange(url, repeated, 30)),
+                 T + "test_serve_api.py::test_a_repeated_prior_parameter_is_refused_naming_it"))
     for f in L.run_faults(url, jpeg, limits):
         outcome = f"{f.outcome} after {f.seconds} s: {f.message[:90]}"
         rows.append((f.name, outcome, T + pins.get(f.key, "test_serve_load.py::test_load_with_faults_no_5xx_and_every_fault_refused")))
@@ -122,6 +126,72 @@ def train_probes(tmp: Path) -> list[tuple[str, str, str]]:
              cli_outcome(litefer("train", cfg, "--set", f"data.root={tmp / 'gone'}", "--run-dir", tmp / "r2")), pin_line)]
 
 
+def tiny_ferplus(root: Path, rows: int = 32) -> Path:
+    """A FERPlus folder (gzipped pixels, votes) small enough to train one epoch in seconds."""
+    import gzip
+
+    import numpy as np
+
+    from litefer.data.ferplus import FER_COLUMNS, VOTE_COLUMNS
+
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    fer, votes = [",".join(FER_COLUMNS)], [",".join(VOTE_COLUMNS)]
+    for i in range(rows):
+        usage = "Training" if i < rows * 3 // 4 else "PublicTest"
+        fer.append(f"0,{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{usage}")
+        votes.append(f"{usage},fer{i:07d}.png," + ",".join("10" if c == i % 8 else "0" for c in range(10)))
+    with gzip.open(root / "fer2013.csv.gz", "wt") as f:
+        f.write("\n".join(fer) + "\n")
+    (root / "fer2013new.csv").write_text("\n".join(votes) + "\n")
+    return root
+
+
+def error_line_probes(tmp: Path) -> list[tuple[str, str, str]]:
+    """Issue 20's one-line rule (item 9) and the resume decision: a trained one-epoch run, a copy
+    whose last.pt is cut in half, a FERPlus folder whose pixel file is a cut gzip, random bytes as
+    weights, on the command line."""
+    fer = tiny_ferplus(tmp / "fer_ok")
+    cfg = tmp / "ok.yaml"
+    cfg.write_text(f"data: {{root: {fer}, input_size: 48}}\noptim: {{epochs: 1, batch_size: 8}}\n"
+                   f"run: {{device: cpu, progress: never, tensorboard: false, eval_test: false, max_batches: 1}}\n")
+    run, cut_run = tmp / "run_ok", tmp / "run_cut"
+    trained = litefer("train", cfg, "--run-dir", run)
+    if trained.returncode != 0:
+        raise RuntimeError(f"the probes' run did not train: {trained.stderr[-500:]}")
+    cut_run.mkdir()
+    for f in run.iterdir():
+        data = f.read_bytes()
+        (cut_run / f.name).write_bytes(data[: len(data) // 2] if f.name == "last.pt" else data)
+    (tmp / "cut_fer").mkdir()
+    (tmp / "cut_fer" / "fer2013new.csv").write_bytes((fer / "fer2013new.csv").read_bytes())
+    gz = (fer / "fer2013.csv.gz").read_bytes()
+    (tmp / "cut_fer" / "fer2013.csv.gz").write_bytes(gz[: len(gz) // 2])
+    (tmp / "random.pt").write_bytes(os.urandom(4096))
+    best = run / "best.pt"
+    pin = T + "test_cli.py::test_bad_options_and_files_are_one_line_naming_them_exit_2"
+    cases = [("train data.root=123", "`litefer train --set data.root=123`", ["train", cfg, "--set", "data.root=123"]),
+             ("train run.device=bogus", "`litefer train --set run.device=bogus`", ["train", cfg, "--set", "run.device=bogus"]),
+             ("resume model.name", "`litefer train --resume RUN --set model.name=mobilenetv3_large`",
+              ["train", "--resume", run, "--set", "model.name=mobilenetv3_large"]),
+             ("resume data.input_size", "`litefer train --resume RUN --set data.input_size=64`",
+              ["train", "--resume", run, "--set", "data.input_size=64"]),
+             ("resume corrupt last.pt", "`litefer train --resume RUN` with last.pt cut in half", ["train", "--resume", cut_run]),
+             ("predict random bytes", "`litefer predict --weights random.pt` (4 KB of random bytes)",
+              ["predict", "--sample", "--weights", tmp / "random.pt"]),
+             ("eval truncated gz", "`litefer eval` with fer2013.csv.gz cut in half",
+              ["eval", "--weights", best, "--data", tmp / "cut_fer"]),
+             ("eval --batch-size 0", "`litefer eval --batch-size 0`", ["eval", "--weights", best, "--batch-size", "0"]),
+             ("eval --device cuda", "`litefer eval --device cuda` (torch without CUDA here)",
+              ["eval", "--weights", best, "--device", "cuda"]),
+             ("export --opset 3", "`litefer export --opset 3`", ["export", "--weights", best, "--opset", "3", "--out", tmp / "x.onnx"]),
+             ("export --parity-size -5", "`litefer export --parity-size -5`",
+              ["export", "--weights", best, "--parity-size", "-5", "--out", tmp / "x.onnx"]),
+             ("predict --max-frames 0", "`litefer predict --max-frames 0`", ["predict", "--sample", "--max-frames", "0"]),
+             ("serve --max-connections 0", "`litefer serve --max-connections 0`", ["serve", "--max-connections", "0"])]
+    return [(probe, cli_outcome(litefer(*argv, timeout=120)), f"{pin}[{key}]") for key, probe, argv in cases]
+
+
 def misfit_weights_probe(tmp: Path) -> tuple[str, str, str]:
     import torch
 
@@ -174,6 +244,42 @@ def predict_probes(tmp: Path, jpeg: bytes) -> list[tuple[str, str, str]]:
             ("a video cut in half", cli_outcome(litefer("predict", cut, *fast)), pin + "test_truncated_video_is_reported_incomplete"),
             ("Ctrl-C (SIGINT) during `litefer predict`", sigint_probe(write_face_video(tmp / "long.avi", frames=3000), fast),
              pin + "test_exit_codes_tell_complete_partial_and_interrupted_runs")]
+
+
+def special_input_probes(tmp: Path, jpeg: bytes) -> list[tuple[str, str, str]]:
+    """A HEIC photo named on the command line, and a FIFO inside a folder."""
+    (tmp / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic not decoded")
+    d = tmp / "with_fifo"
+    d.mkdir()
+    (d / "a.jpg").write_bytes(jpeg)
+    os.mkfifo(d / "stream.jpg")
+    fast = ["--backend", "onnxruntime", "--no-progress"]
+    pin = T + "test_predict_cli.py::"
+    return [("`litefer predict IMG_0001.heic` (named, not in a folder)", cli_outcome(litefer("predict", tmp / "IMG_0001.heic", *fast)),
+             pin + "test_a_heic_photo_named_on_the_command_line_gets_the_same_reason"),
+            ("a folder holding a FIFO", cli_outcome(litefer("predict", d, *fast, timeout=60)),
+             pin + "test_fifos_and_devices_are_reported_not_opened")]
+
+
+def early_interrupt_probe(tmp: Path, jpeg: bytes, signum: int, after_s: float = 2.5, photos: int = 200) -> tuple[str, str, str]:
+    """``signum`` ``after_s`` seconds into `litefer predict --batch-size 64` on a folder: before, the
+    rows of a batch were written only once all 64 images were classified."""
+    d = tmp / f"many_{signum}"
+    d.mkdir()
+    for i in range(photos):
+        (d / f"p{i:03}.jpg").write_bytes(jpeg)
+    out = tmp / f"early_{signum}.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "litefer", "predict", str(d), "--batch-size", "64", "--csv", str(out),
+                             "--backend", "onnxruntime", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    rows = max(len(out.read_text().splitlines()) - 1, 0) if out.is_file() else 0
+    name = signal.Signals(signum).name
+    return (f"{name} {after_s:g} s into `litefer predict --batch-size 64` on {photos} photos",
+            f"exit {proc.returncode}; {rows} of {photos} photos' rows written (a batch holds 64)",
+            T + f"test_predict_cli.py::test_an_early_interrupt_writes_every_finished_result[reading-{name}]")
 
 
 def sigint_probe(video: Path, extra: list[str]) -> str:
@@ -242,7 +348,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         tmp = Path(tmp)
         sections = {"Training and data": train_probes(tmp) + [stale_temp_probe(tmp)],
-                    "Prediction": predict_probes(tmp, jpeg)}
+                    "Prediction": predict_probes(tmp, jpeg) + special_input_probes(tmp, jpeg)
+                    + [early_interrupt_probe(tmp, jpeg, s) for s in (signal.SIGINT, signal.SIGTERM)],
+                    "One-line errors (exit 2, naming the option or file)": error_line_probes(tmp)}
         url, proc, _ = start_server("default", None, tmp / "server.log", ["--header-timeout", "2", "--upload-timeout", "2",
                                                                          "--max-connections", "256"])
         try:

@@ -96,6 +96,20 @@ def test_ferplus_bad_files(tmp_path):
         load_ferplus(tmp_path / "a", "train")
 
 
+@pytest.mark.parametrize("damage, file, reason", [
+    (lambda b: b[: len(b) // 2], "fer2013.csv.gz", r"truncated or corrupt after line \d+ \(EOFError"),
+    (lambda b: b"not gzip at all" + b, "fer2013.csv.gz", "truncated or corrupt after line 1 \\(BadGzipFile"),
+    (lambda b: b.replace(b"Training", b"Tr\xffining", 1), "fer2013new.csv", "UnicodeDecodeError"),
+], ids=["cut gzip", "not gzip", "not UTF-8"])
+def test_ferplus_damaged_files_are_named(tmp_path, damage, file, reason):
+    """A truncated fer2013.csv.gz raised a bare EOFError (exit 1, no file named)."""
+    write_ferplus(tmp_path, {"Training": 40, "PublicTest": 8}, gz=True)
+    path = tmp_path / file
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=f"^{path}: .*{reason}"):
+        load_ferplus(tmp_path, "train", use_cache=False)
+
+
 def test_rafdb_layout_split_and_corrupt_image(tmp_path, caplog):
     root = write_rafdb(tmp_path / "raf", corrupt="train_00003_aligned.jpg")
     cfg = {"dataset": "rafdb", "root": str(root), "image_size": 64, "val_fraction": 0.2, "split_seed": 1}

@@ -261,6 +261,7 @@ def test_http_explain_returns_the_map_as_png_and_cam(explain_onnx):
         r = c.post("/v1/recognize?explain=1", content=jpeg)
         plain = c.post("/v1/recognize?explain=0", content=jpeg).json()
         bad = c.post("/v1/recognize?explain=maybe", content=jpeg)
+        twice = c.post("/v1/recognize?explain=1&explain=0", content=jpeg)
         schema = c.get("/openapi.json").json()
     assert r.status_code == 200, r.text
     face, = r.json()["faces"]
@@ -278,6 +279,7 @@ def test_http_explain_returns_the_map_as_png_and_cam(explain_onnx):
     np.testing.assert_allclose(np.array(e["cam"]), expected.explanation.cam, atol=1e-5)
     assert plain["faces"][0].get("explanation") is None and plain["faces"][0]["scores"] == face["scores"]
     assert bad.status_code == 422 and "explain" in bad.json()["message"]
+    assert twice.status_code == 422 and twice.json()["message"].startswith("explain: given 2 times")
     params = schema["paths"]["/v1/recognize"]["post"]["parameters"]
     assert any(p["name"] == "explain" for p in params)
     assert "explanation" in schema["components"]["schemas"]["FaceOut"]["properties"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -199,3 +200,98 @@ def test_heic_photos_in_a_folder_are_reported_as_skipped(checkpoint, photo_dir, 
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert summary["images"] == 1 and summary["skipped_by_reason"] == {"HEIC/HEIF image": 1}
     assert "IMG_0001.HEIC: HEIC/HEIF is not supported" in capsys.readouterr().err
+
+
+def _signal_at(monkeypatch, module, name, signum, at: int):
+    """Deliver a real ``signum`` to this process on the ``at``-th call of ``module.name``."""
+    calls = []
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            signal.raise_signal(signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+@pytest.fixture(scope="module")
+def folder_of_16(photo_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("sixteen")
+    for i in range(16):
+        shutil.copy(photo_dir / "astronaut.jpg", d / f"p{i:02}.jpg")
+    return d
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, EXIT_INTERRUPTED), (signal.SIGTERM, EXIT_TERMINATED)],
+                         ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("where, written", [("reading", 5), ("writing", 15)], ids=["reading", "writing"])
+def test_an_early_interrupt_writes_every_finished_result(checkpoint, folder_of_16, tmp_path, monkeypatch, capsys,
+                                                         signum, status, where, written):
+    """With --batch-size 64, results reached the output 64 at a time: Ctrl-C or SIGTERM before the
+    first batch was classified wrote no row. Now the images read so far are classified and written
+    (signal while reading the 6th image: 5 rows), and so is the rest of a classified batch when the
+    signal lands while results are being written (while writing the 3rd of 16: all but that one)."""
+    from litefer.inference import predict, recognizer
+
+    if where == "reading":
+        _signal_at(monkeypatch, recognizer, "load_image", signum, 6)
+    else:
+        _signal_at(monkeypatch, predict.Output, "image", signum, 3)
+    out = tmp_path / "r.csv"
+    code = cli(["predict", str(folder_of_16), "--weights", str(checkpoint), "--batch-size", "64", "--csv", str(out),
+                "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == status, capsys.readouterr().err
+    rows = pd.read_csv(out)
+    assert rows["source"].nunique() == written and rows["label"].notna().all()
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["images"] == written
+
+
+def test_an_interrupt_during_a_video_writes_the_frames_read(checkpoint, tmp_path, monkeypatch, capsys):
+    from litefer.inference import recognizer
+
+    video = write_video(tmp_path / "clip.avi", frames=30, size=(160, 120))
+    frames_of = recognizer.iter_frames
+
+    def frames_then_ctrl_c(*args, **kwargs):
+        for i, item in enumerate(frames_of(*args, **kwargs)):
+            if i == 7:
+                signal.raise_signal(signal.SIGINT)
+            yield item
+
+    monkeypatch.setattr(recognizer, "iter_frames", frames_then_ctrl_c)
+    code = cli(["predict", str(video), "--weights", str(checkpoint), "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == EXIT_INTERRUPTED, capsys.readouterr().err
+    assert len(json.loads((tmp_path / "r.json").read_text())["inputs"][0]["frames"]) == 7
+
+
+def test_a_heic_photo_named_on_the_command_line_gets_the_same_reason(checkpoint, tmp_path, capsys):
+    """A .heic path given by name got the generic 'not an image file'; a folder scan said why."""
+    (tmp_path / "IMG_0002.heic").write_bytes(b"\x00\x00\x00\x18ftypheic not decoded")
+    (tmp_path / "exported.jpg").write_bytes(b"\x00\x00\x00\x18ftypmif1 a HEIF under another name")
+    code = cli(["predict", str(tmp_path / "IMG_0002.heic"), str(tmp_path / "exported.jpg"), "--weights", str(checkpoint),
+                "--json", str(tmp_path / "r.json")])
+    assert code == 1
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["skipped_by_reason"] == {"HEIC/HEIF image": 2}
+    assert "IMG_0002.heic: HEIC/HEIF is not supported" in capsys.readouterr().err
+
+
+def test_fifos_and_devices_are_reported_not_opened(checkpoint, photo_dir, tmp_path, capsys):
+    """A FIFO inside a folder was left out without a word, and one named on the command line was
+    called an 'empty file'; a device such as /dev/null too."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(photo_dir / "astronaut.jpg", d / "good.jpg")
+    os.mkfifo(d / "stream.jpg")
+    os.mkfifo(d / "pipe")                      # no suffix: could be an input, like a link without one
+    os.mkfifo(tmp_path / "named.png")
+    code = cli(["predict", str(d), str(tmp_path / "named.png"), os.devnull, "--weights", str(checkpoint),
+                "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == EXIT_PARTIAL, err
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["images"] == 1 and summary["skipped_by_reason"] == {"special file": 4}
+    assert f"{d / 'stream.jpg'}: not a regular file (a FIFO)" in err
+    assert f"{os.devnull}: not a regular file (a character device)" in err

@@ -157,6 +157,15 @@ def test_recognize_honours_the_prior_parameter_and_echoes_it(client, serve_model
             assert str(CLASSES) in r.json()["message"]
 
 
+def test_a_repeated_prior_parameter_is_refused_naming_it(client):
+    """`?prior=balanced&prior=dataset` silently took the last value."""
+    jpeg = encode(astronaut_rgb(), "JPEG", quality=95)
+    r = client.post("/v1/recognize?prior=balanced&prior=dataset", content=jpeg)
+    assert r.status_code == 422, r.text
+    assert r.json()["message"] == "prior: given 2 times ('balanced', 'dataset'); give it once"
+    assert client.post("/v1/recognize?prior=balanced", content=jpeg).json()["prior"] == "balanced"
+
+
 def test_errors_are_json_with_4xx(client):
     rgb = astronaut_rgb()
 

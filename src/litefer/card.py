@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -213,19 +214,40 @@ def require_torch(path: str | os.PathLike):
                    f"or turn it into an .onnx file once where torch is installed (`litefer export --weights {path}`)")
 
 
-def read_weights(path: str | os.PathLike) -> dict:
-    """The payload of a ``.pt`` weights file or run checkpoint (a run's ``last.pt`` gives its selected
-    weights); the one reader of ``.pt`` files. Needs torch (``litefer[train]``)."""
+def read_torch_file(path: str | os.PathLike, what: str = "weights file", trusted: bool = False):
+    """``torch.load`` of a ``.pt`` file onto the CPU, the one place litefer calls it: a file that
+    cannot be read is a one-line ValueError naming it, not torch's paragraphs of advice. Only
+    ``trusted`` files (a run's own ``last.pt``, which holds RNG states) may hold Python objects."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     torch = require_torch(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as e:  # torch raises several types for corrupt archives
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
-    if isinstance(payload, dict) and "best" in payload and isinstance(payload["best"], dict):
-        payload = payload["best"]       # a run's last.pt holds the selected weights under "best"
+        raise ValueError(f"{path}: not a readable PyTorch {what} ({_torch_load_failure(path, e)})") from None
+
+
+def _torch_load_failure(path: Path, e: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words."""
+    if not zipfile.is_zipfile(path):                # torch.save writes zip archives
+        return "not a PyTorch archive: truncated, corrupt or another kind of file"
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return f"it holds Python objects{what} besides tensors and plain data, which litefer does not load: they could run code"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
+def read_weights(path: str | os.PathLike) -> dict:
+    """The payload of a ``.pt`` weights file or run checkpoint (a run's ``last.pt`` gives its selected
+    weights); the one reader of litefer's weights files. Needs torch (``litefer[train]``)."""
+    payload = read_torch_file(path)
+    state = payload.get("state") if isinstance(payload, dict) else None
+    if isinstance(state, dict) and isinstance(state.get("best"), dict):
+        payload = state["best"]         # a run's last.pt holds the selected weights in its loop state
     missing = [k for k in WEIGHTS_FIELDS if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise ValueError(f"{path}: not a litefer weights file (missing {missing})")

@@ -20,7 +20,7 @@ from .data.transforms import preprocess
 from .export.core import export_with_metadata
 from .inference.backends import Backend, OnnxBackend
 from .inference.explain import EXPORT_HINT, ExplainError, mirror_average
-from .weights import load_checkpoint_model
+from .weights import load_checkpoint_model, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class TorchBackend(Backend):
         path = Path(path)
         if threads:
             torch.set_num_threads(int(threads))
-        self.device, self.path, self._explained = torch.device(device), path, None
+        self.device, self.path, self._explained = torch_device(device), path, None
         if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
             self.card = read_card(path)
             self.model = _load_torchscript(path, self.device)

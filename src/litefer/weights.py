@@ -4,7 +4,8 @@ A weights file is a state dict plus everything needed to use it (model name and 
 names in order, preprocessing) and, when packaged, its card. Run checkpoints (``best.pt``,
 ``last.pt``) carry the same fields. :func:`write_weights` is the one writer of such files (the
 trainer's ``best.pt`` and ``litefer package``); the one reader is :func:`litefer.card.read_weights`,
-below torch, and :func:`load_checkpoint_model` builds the model from what it reads.
+below torch, and :func:`load_checkpoint_model` builds the model from what it reads, on a device
+:func:`torch_device` has checked this machine has.
 """
 from __future__ import annotations
 
@@ -47,15 +48,45 @@ def write_weights(path: str | os.PathLike, payload: dict) -> Path:
     return Path(path)
 
 
+def load_state(module, state_dict: dict, mismatch: str) -> None:
+    """``module.load_state_dict``; tensors missing, unexpected or of other shapes than the
+    architecture's are a one-line ValueError starting with ``mismatch`` (torch lists every key)."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(f"{mismatch} ({' '.join(x.strip() for x in first[:3])[:300]})") from None
+
+
+def torch_device(name, what: str = "device"):
+    """``name`` (cpu, cuda, cuda:N, mps, or a torch.device) as a device this machine has; else a
+    ValueError naming ``what`` (the flag or config key), not torch's assertion on first use."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{what}={str(name)!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "a CPU-only build" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ValueError(f"{what}={str(name)!r}: torch {torch.__version__} has no CUDA device here ({build})")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{what}={str(name)!r}: there are only {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what}={str(name)!r}: MPS (Apple GPU) is not available here")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{what}={str(name)!r}: litefer runs on cpu, cuda or mps")
+    return device
+
+
 def load_checkpoint_model(path: str | os.PathLike, device="cpu"):
     """Build the model a weights file or run checkpoint describes; returns (model in eval mode, meta)."""
+    device = torch_device(device)
     payload = read_weights(path)
     model = create_model(payload["model_name"], num_classes=payload["num_classes"], **payload["model_kwargs"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as e:          # tensors missing, unexpected or of other shapes than the architecture's
-        first = str(e).strip().splitlines()
-        raise ValueError(f"{path}: its tensors do not fit {payload['model_name']} with "
-                         f"{payload['num_classes']} classes ({' '.join(x.strip() for x in first[:3])[:300]})") from None
+    load_state(model, payload["state_dict"], f"{path}: its tensors do not fit {payload['model_name']} with "
+                                             f"{payload['num_classes']} classes")
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model.to(device).eval(), meta

@@ -14,6 +14,7 @@ from .options import CommandFailed
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..export.core import FORMATS
+    from ..export.graph import OPSETS
 
     options.add_weights(p, "weights file or run checkpoint (.pt), or 'default' for the packaged model",
                         positional_alias=True, default=None)
@@ -24,12 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real faces for the parity check: a FERPlus root, a folder of face images or photos, "
                         "or 'astronaut' (built in; default)")
     p.add_argument("--calib", default=None, metavar="ROOT", help="onnx-int8: calibration faces (FERPlus root or folder)")
-    p.add_argument("--calib-size", type=int, default=1000, help="calibration faces to sample (default 1000)")
+    p.add_argument("--calib-size", type=int, default=1000, help="calibration faces to sample, >= 1 (default 1000)")
     p.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    p.add_argument("--parity-size", type=int, default=512, help="parity faces to sample (default 512)")
+    p.add_argument("--parity-size", type=int, default=512, help="parity faces to sample, >= 1 (default 512)")
     options.add_data_root(p, "FERPlus root: also report accuracy of torch and the export on the validation split",
                           flag="--eval-data")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17,
+                   help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default 17)")
     p.add_argument("--explain", action="store_true",
                    help="fp32 ONNX only: add a second output 'cam', every class's Grad-CAM map on the last feature "
                         "map (4x4 at 112 px), for `predict --explain`, `?explain=1` and the page's on-device map")
@@ -58,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
     from ..utils import atomic_write_json, atomic_write_text
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options.positive(args, "parity_size", "calib_size")
     try:
         report = export(args.weights, args.format, args.out, faces=args.faces, calib=args.calib,
                         calib_size=args.calib_size, parity_size=args.parity_size, eval_data=args.eval_data,

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_video_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, default=1, metavar="N", help="videos/webcam: analyse every N-th frame")
-    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="videos/webcam: stop after N analysed frames")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="videos/webcam: stop after N analysed frames, N >= 1 (default: no limit)")
     p.add_argument("--detect-every", type=int, default=1, metavar="K",
                    help="videos/webcam: detect faces on every K-th analysed frame (and when a face is lost), "
                         "track them in between (default 1: detect on every frame)")
@@ -70,7 +71,7 @@ def input_specs(args: argparse.Namespace) -> list[str]:
     """The inputs to read, after the checks that need no model (UsageError, exit 2, when one fails)."""
     from ..inference.samples import sample_photo
 
-    options.positive(args, "every", "detect_every", "batch_size")
+    options.positive(args, "every", "max_frames", "detect_every", "batch_size")
     if not 0 < args.detect_scale <= 1:
         raise UsageError(f"--detect-scale must be in (0, 1], got {args.detect_scale}")
     if args.json and args.json == args.csv == "-":

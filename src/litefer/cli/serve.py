@@ -40,8 +40,9 @@ def _add_capacity_arguments(p: argparse.ArgumentParser, d) -> None:
     options.add_threads(p, "intra-op threads per worker", d.threads)
     p.add_argument("--queue", type=int, default=d.queue,
                    help="requests allowed to wait for a worker; more are refused with 503 (default: %(default)s)")
-    p.add_argument("--max-connections", type=int, default=None,
-                   help="open connections beyond which requests get 503 (default: 4 x (workers + queue), at least 256)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="open connections beyond which requests get 503, N >= 1; there is always a limit "
+                        "(default: 4 x (workers + queue), at least 256)")
 
 
 def _add_limit_arguments(p: argparse.ArgumentParser, d) -> None:
@@ -100,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
     from ..utils import setup_logging
 
     setup_logging(getattr(logging, args.log_level.upper()))
+    options.positive(args, "max_connections")        # 0 meant no limit at all, silently
     cfg = config_from_args(args)
     check_listen(args.host, args.port)
     model = prepare_model(cfg)

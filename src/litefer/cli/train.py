@@ -10,9 +10,13 @@ from .options import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..train.config import RESUME_FIXED
+
     p.add_argument("config", nargs="?", help="YAML config (configs/*.yaml); omitted with --resume")
     options.add_overrides(p, "override a config key, e.g. --set optim.lr=0.001 (repeatable)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last.pt; --set may change the recipe, not what "
+                        f"the weights are ({', '.join(RESUME_FIXED)})")
     p.add_argument("--run-dir", help="run directory (default: run.out_dir/run.name)")
 
 

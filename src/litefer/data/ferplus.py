@@ -11,6 +11,7 @@ import hashlib
 import io
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,51 +49,63 @@ def find_files(root: str | os.PathLike) -> tuple[Path, Path]:
     return pixels, votes
 
 
+# what reading a damaged file raises: a cut gzip stream (EOFError), bad gzip data (OSError,
+# zlib.error), bytes that are not UTF-8 text, a malformed CSV line (csv.Error)
+READ_ERRORS = (EOFError, OSError, zlib.error, UnicodeDecodeError, csv.Error)
+
+
+def _csv_rows(path: Path, columns: list[str]):
+    """(line number, fields) of each data row after checking the header; a truncated or corrupt
+    file is a DataError naming it and the line where reading broke off."""
+    row_no = 1
+    try:
+        with _open_text(path) as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != columns:
+                raise DataError(f"{path}: expected columns {columns}, found {header}")
+            for row_no, row in enumerate(reader, start=2):
+                yield row_no, row
+    except READ_ERRORS as e:
+        raise DataError(f"{path}: truncated or corrupt after line {row_no} ({type(e).__name__}: "
+                        f"{str(e).strip()[:200] or 'no detail'})") from None
+
+
 def _parse_pixels(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != FER_COLUMNS:
-            raise DataError(f"{path}: expected columns {FER_COLUMNS}, found {header}")
-        images, usages = [], []
-        for row_no, row in enumerate(reader, start=2):
-            if len(row) != 3:
-                raise DataError(f"{path}, line {row_no}: expected 3 fields, found {len(row)}")
-            try:
-                px = np.array(row[1].split(), dtype=np.int32)
-            except ValueError:
-                raise DataError(f"{path}, line {row_no}: pixels are not integers") from None
-            if px.size != PIXELS:
-                raise DataError(f"{path}, line {row_no}: expected {PIXELS} pixel values, found {px.size}")
-            outside = np.flatnonzero((px < 0) | (px > 255))
-            if outside.size:
-                raise DataError(f"{path}, line {row_no}: pixel values must be in 0..255, found {px[outside[0]]} "
-                                f"(pixel {outside[0] + 1} of {PIXELS}; {outside.size} outside the range)")
-            images.append(px.astype(np.uint8))
-            usages.append(row[2])
+    images, usages = [], []
+    for row_no, row in _csv_rows(path, FER_COLUMNS):
+        if len(row) != 3:
+            raise DataError(f"{path}, line {row_no}: expected 3 fields, found {len(row)}")
+        try:
+            px = np.array(row[1].split(), dtype=np.int32)
+        except ValueError:
+            raise DataError(f"{path}, line {row_no}: pixels are not integers") from None
+        if px.size != PIXELS:
+            raise DataError(f"{path}, line {row_no}: expected {PIXELS} pixel values, found {px.size}")
+        outside = np.flatnonzero((px < 0) | (px > 255))
+        if outside.size:
+            raise DataError(f"{path}, line {row_no}: pixel values must be in 0..255, found {px[outside[0]]} "
+                            f"(pixel {outside[0] + 1} of {PIXELS}; {outside.size} outside the range)")
+        images.append(px.astype(np.uint8))
+        usages.append(row[2])
     if not images:
         raise DataError(f"{path}: no data rows")
     return np.stack(images).reshape(-1, 48, 48), np.array(usages)
 
 
 def _parse_votes(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != VOTE_COLUMNS:
-            raise DataError(f"{path}: expected columns {VOTE_COLUMNS}, found {header}")
-        votes, usages = [], []
-        for row_no, row in enumerate(reader, start=2):
-            if len(row) != len(VOTE_COLUMNS):
-                raise DataError(f"{path}, line {row_no}: expected {len(VOTE_COLUMNS)} fields, found {len(row)}")
-            try:
-                v = [int(x) for x in row[2:]]
-            except ValueError:
-                raise DataError(f"{path}, line {row_no}: vote counts are not integers") from None
-            if min(v) < 0:
-                raise DataError(f"{path}, line {row_no}: negative vote count")
-            votes.append(v)
-            usages.append(row[0])
+    votes, usages = [], []
+    for row_no, row in _csv_rows(path, VOTE_COLUMNS):
+        if len(row) != len(VOTE_COLUMNS):
+            raise DataError(f"{path}, line {row_no}: expected {len(VOTE_COLUMNS)} fields, found {len(row)}")
+        try:
+            v = [int(x) for x in row[2:]]
+        except ValueError:
+            raise DataError(f"{path}, line {row_no}: vote counts are not integers") from None
+        if min(v) < 0:
+            raise DataError(f"{path}, line {row_no}: negative vote count")
+        votes.append(v)
+        usages.append(row[0])
     return np.array(votes, dtype=np.int16).reshape(-1, len(VOTE_COLUMNS) - 2), np.array(usages)
 
 
@@ -111,8 +124,8 @@ def load_arrays(root: str | os.PathLike, use_cache: bool = True) -> dict[str, np
                         "FERPlus labels join to pixels by row order, so the files must match")
     mismatch = np.flatnonzero(usage != vote_usage)
     if mismatch.size:
-        raise DataError(f"{votes_path}, line {mismatch[0] + 2}: Usage {vote_usage[mismatch[0]]!r} differs from "
-                        f"{pixels_path}'s {usage[mismatch[0]]!r}; the files are not row-aligned")
+        raise DataError(f"{votes_path}, line {mismatch[0] + 2}: Usage {str(vote_usage[mismatch[0]])!r} differs from "
+                        f"{pixels_path}'s {str(usage[mismatch[0]])!r}; the files are not row-aligned")
     arrays = {"images": images, "votes": votes, "usage": usage.astype("U16")}
     if use_cache:
         buf = io.BytesIO()

@@ -21,7 +21,7 @@ from ..inference.files import resolve_weights
 from ..utils import atomic_write_bytes, hardware_summary
 from .checks import accuracy, cam_difference, check, compare, onnx_logits, torch_logits, ts_logits
 from .faces import load_faces
-from .graph import export_onnx
+from .graph import check_opset, export_onnx
 from .int8 import quantize_int8
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     if explain and fmt != "onnx":
         raise ValueError(f"--explain needs --format onnx (the map is a second output of the fp32 ONNX), "
                          f"not --format {fmt}")
+    check_opset(opset)
     t0 = time.time()
     model, card, src = load_torch(weights)
     spec = CropSpec.from_card(card)

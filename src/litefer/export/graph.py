@@ -22,6 +22,15 @@ from ..inference.session import ort_session
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+# ONNX opsets litefer exports: per-channel INT8 needs 13 (fp32 already 9, for the attention's
+# resize), and 20 is the newest the TorchScript-based exporter supports
+OPSETS = range(13, 21)
+
+
+def check_opset(opset: int) -> None:
+    """ValueError naming the opset and the supported range, before any model is loaded."""
+    if opset not in OPSETS:
+        raise ValueError(f"opset {opset} is not supported: litefer exports ONNX opsets {OPSETS[0]} to {OPSETS[-1]}")
 
 
 def _size_hw(input_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -51,6 +60,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int | tup
     when absent). ``inference`` exports the inference form of coordinate attention (the training
     form when False).
     """
+    check_opset(opset)
     in_chans = in_chans or getattr(model, "in_chans", 3)
     if inference:
         from ..models.inference_form import inference_form

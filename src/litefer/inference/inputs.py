@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,13 +118,51 @@ def pil_to_bgr(im: Image.Image, name: str | None = None) -> np.ndarray:
     return array_to_bgr(np.asarray(im), "rgb", name)
 
 
-def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode an image file as BGR uint8 (EXIF orientation applied); raises InputError naming it."""
-    path = Path(path)
+SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+                 stat.S_IFBLK: "a block device"}
+# ISO base media brands of HEIF images (HEVC-coded and general): the ftyp box opens such a file
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+
+
+def special_file(path: str | os.PathLike) -> str | None:
+    """"a FIFO", "a socket", "a character device" or "a block device" when ``path`` (its link
+    target) is one, else None: such files are reported as inputs litefer cannot read, never opened
+    (a FIFO would block the run, a device would be read without end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return SPECIAL_FILES.get(stat.S_IFMT(mode))
+
+
+def _is_heif(path: Path) -> bool:
+    """A HEIC/HEIF photo, by its suffix or its ftyp brand (a phone's export may be misnamed)."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
+def _check_file(path: Path, what: str) -> None:
+    """InputError naming ``path`` when it is missing, a folder or a special file."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an image")
+        raise InputError(f"{path}: is a folder, not {what}")
+    kind = special_file(path)
+    if kind:
+        raise InputError(f"{path}: not a regular file ({kind})")
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an image file as BGR uint8 (EXIF orientation applied); raises InputError naming it.
+    A HEIC/HEIF photo that Pillow cannot open (no HEIF plugin registered) gets that reason."""
+    path = Path(path)
+    _check_file(path, "an image")
     try:
         size = path.stat().st_size
     except OSError as e:
@@ -145,6 +184,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
     except PermissionError:
         raise InputError(f"{path}: cannot read (permission denied)") from None
     except UnidentifiedImageError:
+        if _is_heif(path):
+            raise InputError(f"{path}: {HEIF_UNSUPPORTED}") from None
         raise InputError(f"{path}: not an image file (format not recognised)") from None
     except Image.DecompressionBombError as e:
         raise InputError(f"{path}: image too large ({e})") from None
@@ -182,10 +223,7 @@ def open_video(source) -> tuple[cv2.VideoCapture, VideoInfo]:
     """Open a video file (path) or a webcam (int index); raises InputError when it cannot be read."""
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
-        if not p.exists():
-            raise InputError(f"{p}: no such file")
-        if p.is_dir():
-            raise InputError(f"{p}: is a folder, not a video")
+        _check_file(p, "a video")
         cap = cv2.VideoCapture(str(p))
         what = str(p)
     else:
@@ -208,6 +246,8 @@ def iter_frames(source, every: int = 1, max_frames: int | None = None) -> Iterat
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 (None: no limit), got {max_frames}")
     cap, info = open_video(source)
     name = f"webcam {source}" if isinstance(source, int) else describe(source)
     return _frames(cap, info, name, every, max_frames)
@@ -287,7 +327,7 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
         elif p.exists():
             add(p)
         elif glob.has_magic(spec):
-            found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if Path(q).is_file())
+            found = sorted(Path(q) for q in glob.glob(spec, recursive=True) if not Path(q).is_dir())
             if not found:
                 problems.append(f"{spec}: pattern matches no files")
             for q in found:
@@ -310,11 +350,12 @@ def _why_missing(p: Path) -> str:
 
 
 def walk_folder(folder: Path) -> tuple[list[Path], list[str]]:
-    """Image and video files below ``folder`` (hidden files excluded), following symbolic links to
-    folders once each; returns (sorted files, problems): broken links and link loops among the names
-    that could be inputs (an image or video suffix, or none), HEIC/HEIF photos, which cannot be read,
-    and folders that cannot be read."""
-    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    """Image, video and HEIC/HEIF files below ``folder`` (hidden files excluded), following symbolic
+    links to folders once each; returns (sorted files, problems): broken links, link loops and
+    special files (FIFOs, sockets, devices) among the names that could be inputs (an image or video
+    suffix, or none), and folders that cannot be read. HEIC/HEIF photos are inputs: the reader says
+    why it cannot decode them, as for a path given by name."""
+    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES | HEIF_SUFFIXES
     found, problems, visited = [], [], set()
 
     def unreadable(e: OSError):
@@ -331,13 +372,13 @@ def walk_folder(folder: Path) -> tuple[list[Path], list[str]]:
         visited.add(real)
         for name in names:
             q = Path(root) / name
-            if not name.startswith(".") and q.suffix.lower() in HEIF_SUFFIXES:
-                problems.append(f"{q}: {HEIF_UNSUPPORTED}")
             if name.startswith(".") or q.suffix.lower() not in known | {""}:
                 continue
             if q.is_file():
                 if q.suffix:
                     found.append(q)
+            elif special_file(q):
+                problems.append(f"{q}: not a regular file ({special_file(q)})")
             elif q.is_symlink():
                 problems.append(f"{q}: {_why_missing(q)}")
     return sorted(found), problems

@@ -44,7 +44,8 @@ REASONS = [("no such file", "missing file"), ("empty file", "empty file"), ("emp
            ("cannot decode any frame", "undecodable video"), ("no image or video files", "empty folder"),
            ("pattern matches no files", "pattern without matches"), ("is a folder", "not a file"),
            ("broken symbolic link", "broken link"), ("symbolic link loop", "link loop"),
-           ("cannot read folder", "unreadable folder"), ("HEIC/HEIF", "HEIC/HEIF image")]
+           ("cannot read folder", "unreadable folder"), ("HEIC/HEIF", "HEIC/HEIF image"),
+           ("not a regular file", "special file")]
 
 
 def reason_of(message: str) -> str:
@@ -271,15 +272,19 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
     sinks = [_AnnotatedVideo(out, f"webcam{source}" if is_cam else name, (info.fps or 25.0) / args.every, folder, draw)
              for folder, draw in drawings(args)]
     n = 0
+
+    def handle(r):
+        nonlocal n
+        for sink in sinks:
+            sink.add(r)
+        n += 1
+        out.frame(r, entry)
+        bar.update(1)
+
     try:
         with warnings.catch_warnings(record=True) as warned:
             warnings.simplefilter("always", TruncatedVideoWarning)
-            for r in frames:
-                for sink in sinks:
-                    sink.add(r)
-                n += 1
-                out.frame(r, entry)
-                bar.update(1)
+            consume(frames, handle)
         _note_warnings(warned, out, entry)
     except InputError as e:
         entry["error"] = str(e)
@@ -354,9 +359,9 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
                 run_video(rec, group[0], out, args, bar_factory)
                 overall.update(1)
                 continue
-            for r in rec.iter_many(group, keep_images=bool(drawings(args)), explain=bool(args.explain)):
-                out.image(r)
-                overall.update(1)
+            consume(rec.iter_many(group, keep_images=bool(drawings(args)),
+                                  explain=bool(args.explain)),
+                    lambda r: (out.image(r), overall.update(1)))
         overall.close()
         if args.webcam is not None:
             run_video(rec, args.webcam, out, args, bar_factory)
@@ -364,6 +369,31 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
         code = out.finish(interrupted=True)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else code
     return out.finish()
+
+
+def consume(results, handle) -> None:
+    """``handle`` each result of a recognizer's generator. When Ctrl-C or SIGTERM lands while a
+    result is being handled, the generator is handed the interrupt, so that the results it has
+    finished (the rest of its batch) are handled too before the interrupt goes on."""
+    try:
+        for r in results:
+            handle(r)
+    except KeyboardInterrupt as stop:
+        for r in _finished_after(results, stop):
+            handle(r)
+        raise
+
+
+def _finished_after(results, stop: KeyboardInterrupt):
+    """The results a suspended generator still yields when thrown ``stop``; none when it raised
+    the interrupt itself (it has already yielded what it had finished, and is done)."""
+    try:
+        r = results.throw(stop)
+        while True:
+            yield r
+            r = next(results)
+    except (KeyboardInterrupt, StopIteration):
+        return
 
 
 def _runs_of_kind(files: list) -> list[list]:

@@ -281,42 +281,56 @@ class Recognizer:
 
     def _pipeline(self, items, on_error: str, keep_images: bool, adjust=None,
                   detector=None, explain: bool = False) -> Iterator[ImageResult]:
-        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
-        n_crops = 0
-        max_images = 8 if keep_images else max(self.batch_size, 8)
-        for result, load in items:
-            dets, crops, quals = [], [], []
-            try:
-                bgr = load()
-                result.height, result.width = bgr.shape[:2]
-                dets, crops, quals = self.detect_and_crop(bgr, detector)
-                if keep_images:
-                    result.image = bgr
-            except InputError as e:
-                if on_error == "raise":
-                    raise
-                result.error = str(e)
-            except (MemoryError, ValueError, OSError) as e:   # decoder or OpenCV failures on odd inputs
-                if on_error == "raise":
-                    raise InputError(f"{result.source}: {type(e).__name__}: {e}") from e
-                result.error = f"{result.source}: {type(e).__name__}: {e}"
-            except Exception as e:  # noqa: BLE001 - e.g. cv2.error; one input must not end the batch
-                if on_error == "raise":
-                    raise
-                result.error = f"{result.source}: {type(e).__name__}: {str(e).strip()[:300]}"
-            pending.append((result, dets, crops, quals))
-            n_crops += len(crops)
-            if n_crops >= self.batch_size or len(pending) >= max_images:
-                yield from self._flush(pending, adjust, explain)
-                pending, n_crops = [], 0
-        yield from self._flush(pending, adjust, explain)
+        """Read and detect item by item, classify the crops of up to ``batch_size`` faces at once.
 
-    def _flush(self, pending, adjust, explain: bool = False) -> Iterator[ImageResult]:
+        On Ctrl-C or SIGTERM (a KeyboardInterrupt) the images read so far are classified and
+        yielded before the interrupt goes on: they are finished but for one model call, and a
+        caller writing results as they come would otherwise lose up to a batch of them.
+        """
+        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
+        max_images = 8 if keep_images else max(self.batch_size, 8)
+        try:
+            for result, load in items:
+                pending.append((result, *self._detect_item(result, load, on_error, keep_images, detector)))
+                if sum(len(p[2]) for p in pending) >= self.batch_size or len(pending) >= max_images:
+                    yield from self._flush(pending, adjust, explain)
+            yield from self._flush(pending, adjust, explain)
+        except KeyboardInterrupt:
+            yield from self._flush(pending, adjust, explain)
+            raise
+
+    def _detect_item(self, result: ImageResult, load, on_error: str, keep_images: bool, detector):
+        """(detections, crops, qualities) of one item; a failure is recorded in ``result`` (or raised)."""
+        try:
+            bgr = load()
+            result.height, result.width = bgr.shape[:2]
+            dets, crops, quals = self.detect_and_crop(bgr, detector)
+            if keep_images:
+                result.image = bgr
+            return dets, crops, quals
+        except InputError as e:
+            if on_error == "raise":
+                raise
+            result.error = str(e)
+        except (MemoryError, ValueError, OSError) as e:   # decoder or OpenCV failures on odd inputs
+            if on_error == "raise":
+                raise InputError(f"{result.source}: {type(e).__name__}: {e}") from e
+            result.error = f"{result.source}: {type(e).__name__}: {e}"
+        except Exception as e:  # noqa: BLE001 - e.g. cv2.error; one input must not end the batch
+            if on_error == "raise":
+                raise
+            result.error = f"{result.source}: {type(e).__name__}: {str(e).strip()[:300]}"
+        return [], [], []
+
+    def _flush(self, pending: list, adjust, explain: bool = False) -> Iterator[ImageResult]:
+        """Classify the crops of ``pending`` and yield its results in order, emptying it as they go
+        (so that an interrupted flush is resumed where it stopped, never repeated)."""
         crops = [c for _, _, cs, _ in pending for c in cs]
         probs, cams = self._classify(np.stack(crops), adjust, explain) if crops else \
             (np.zeros((0, len(self.class_names))), None)
         k = 0
-        for result, dets, cs, quals in pending:
+        while pending:
+            result, dets, _, quals = pending.pop(0)
             for d, q in zip(dets, quals):
                 p = probs[k]
                 top = int(np.argmax(p))

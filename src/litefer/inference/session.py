@@ -3,6 +3,7 @@ exports, their checks and the profiler. Torch-free."""
 from __future__ import annotations
 
 import os
+import re
 
 
 def ort_session(path: str | os.PathLike | bytes, threads: int | None = None, device: str = "cpu"):
@@ -20,9 +21,11 @@ def ort_session(path: str | os.PathLike | bytes, threads: int | None = None, dev
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CPUExecutionProvider"]
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):
+        raise ValueError(f"device={str(device)!r}: ONNX Runtime runs on cpu or cuda (mps needs --backend torch)")
     if str(device).startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ValueError("device='cuda' needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
+            raise ValueError(f"device={str(device)!r} needs onnxruntime-gpu (CUDAExecutionProvider is not available)")
         providers.insert(0, "CUDAExecutionProvider")
     model = path if isinstance(path, bytes) else str(path)
     try:

@@ -11,6 +11,8 @@ import os
 
 import torch
 
+from ..card import read_torch_file
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ def load_by_name(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"initial weights {path} do not exist (download them yourself; "
                                 "litefer never downloads at run time)")
-    source = torch.load(path, map_location="cpu", weights_only=True)
+    source = read_torch_file(path, "initial weights file")
     if isinstance(source, dict) and "state_dict" in source:
         source = source["state_dict"]
     target = model.state_dict()

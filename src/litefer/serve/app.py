@@ -238,7 +238,17 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
 
 PRIOR_DOC = ("class prior of the scores: 'dataset' (default; the model's own probabilities), 'balanced' (the "
              "training class frequencies divided out) or class=weight pairs naming every class, e.g. "
-             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised)")
+             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised); "
+             "at most once per request (repeated: 422)")
+
+
+def single_query(request: Request, name: str) -> str | None:
+    """A query parameter that may be given once: repeated, it is a 422 naming it (the framework
+    would silently keep the last value)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ServeError(422, f"{name}: given {len(values)} times ({', '.join(map(repr, values))}); give it once")
+    return values[0] if values else None
 
 
 def request_prior(text: str | None, model: ModelFiles):
@@ -260,7 +270,8 @@ LARGE_IMAGE_PIXELS = 4_000_000     # after an image this large, the worker retur
 
 EXPLAIN_DOC = ("1 (or true): each face also gets `explanation`, the Grad-CAM map of its label as raw h x w "
                "values (`cam`, 4 x 4 for the shipped model) and as a heat-coloured RGBA PNG over the face (`png`, "
-               "covering `rect` of the photo); 0 (default): nothing extra is computed")
+               "covering `rect` of the photo); 0 (default): nothing extra is computed; at most once per request "
+               "(repeated: 422)")
 
 
 def _work(rec, data: bytes, cfg: ServeConfig, admitted: float, prior="dataset", explain: bool = False) -> dict:
@@ -330,7 +341,9 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                         explain: bool = Query(False, description=EXPLAIN_DOC)):
         t0 = time.monotonic()
         data = await read_upload(request, cfg)
-        chosen = request_prior(prior, model)
+        # ``prior`` is declared for the API docs; read it from the query so that a repeat is refused
+        chosen = request_prior(single_query(request, "prior"), model)
+        single_query(request, "explain")          # parsed by the framework; a repeat is refused too
         admitted = time.monotonic()
         deadline = admitted + cfg.request_timeout
         fut = pool.submit(_work, data, cfg, admitted, chosen, explain, deadline=deadline)

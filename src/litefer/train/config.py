@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
@@ -101,6 +102,8 @@ def _merge(base: dict, update: dict, where: str) -> dict:
 
 
 def _coerce(value, default, path):
+    if isinstance(default, str) or path in OPTIONAL_TEXT:
+        return _text(value, path, optional=default is None)
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -116,6 +119,19 @@ def _coerce(value, default, path):
         except (TypeError, ValueError):
             raise ConfigError(f"config key {path!r} must be a number, got {value!r}") from None
     return value
+
+
+# keys whose default is None but whose value, when set, is text (a name or a path)
+OPTIONAL_TEXT = {"model.attention_gate", "model.init", "data.val_root", "data.test_root", "run.name"}
+
+
+def _text(value, path: str, optional: bool) -> str | None:
+    """Names and paths are text: ``--set data.root=123`` reads as a number in YAML, and would only
+    fail later, deep in the data loader, without naming the key."""
+    if isinstance(value, str) or (value is None and optional):
+        return value
+    hint = f" (write \"{value}\" in quotes if that is the name)" if isinstance(value, (int, float)) else ""
+    raise ConfigError(f"{path} must be text (a name or a path), got {value!r}{hint}")
 
 
 def parse_override(text: str) -> dict:
@@ -153,7 +169,12 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f", line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     base = data.pop("base", None)
@@ -200,6 +221,11 @@ CHOICES = {
 }
 
 
+# run.device: "auto" (CUDA when there is one), or a device torch names; whether it exists here is
+# checked when the run starts (litefer.weights.torch_device)
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 def _in_interval(value: float, interval: str) -> bool:
     lo_bracket, lo, hi, hi_bracket = interval[0], *interval[1:-1].split(","), interval[-1]
     lo, hi = float(lo), float(hi)
@@ -226,6 +252,8 @@ def validate(cfg: dict) -> None:
         value, _ = _lookup(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    if not DEVICE.fullmatch(cfg["run"]["device"]):
+        raise ConfigError(f"run.device must be auto, cpu, cuda, cuda:N or mps, got {cfg['run']['device']!r}")
     loss, optim = cfg["loss"], cfg["optim"]
     if not loss["softmax"] + loss["centre"] + loss["triplet"] > 0:
         raise ConfigError("loss.softmax, loss.centre and loss.triplet are all 0: nothing to train on")
@@ -235,6 +263,22 @@ def validate(cfg: dict) -> None:
         raise ConfigError("run.cuda_graph and run.compile exclude each other; choose one")
     if cfg["run"]["classifier"] == "nearest_centre" and not loss["centre"] > 0:
         raise ConfigError("run.classifier nearest_centre needs learned centres: set loss.centre > 0")
+
+
+# what the weights of a run are: a resumed run keeps them (litefer.train.engine checks)
+RESUME_FIXED = ("model.name", "model.in_chans", "model.attention_gate", "data.dataset", "data.input_size")
+
+
+def resume_conflicts(saved: dict, cfg: dict) -> list[str]:
+    """``key (old -> new)`` for each :data:`RESUME_FIXED` key that ``cfg`` changes from the
+    checkpoint's ``saved`` config (keys an older checkpoint lacks are not compared)."""
+    out = []
+    for key in RESUME_FIXED:
+        section, name = key.split(".")
+        old, new = (saved.get(section) or {}).get(name, cfg[section][name]), cfg[section][name]
+        if old != new:
+            out.append(f"{key} ({old} -> {new})")
+    return out
 
 
 def dump_config(cfg: dict) -> str:

@@ -26,13 +26,14 @@ import torch
 import torch.distributed as dist
 
 from ..version import __version__
+from ..card import read_torch_file
 from ..data import AugmentConfig, BatchSampler, Preprocess, build_datasets
 from ..losses import JointLoss
 from ..models import create_model
 from ..utils import (atomic_write_bytes, atomic_write_json, atomic_write_text,
                      hardware_summary, remove_stale_temp_files, setup_logging)
-from ..weights import weights_payload, write_weights
-from .config import dump_config
+from ..weights import load_state, torch_device, weights_payload, write_weights
+from .config import dump_config, resume_conflicts
 from .evaluate import class_means, evaluate, plot_confusion
 from .metrics import format_report
 from .step import DeviceData, EpochMeter, StepConfig, TrainStep, epoch_generator, graph_unsupported_reason
@@ -51,14 +52,11 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``run.device``: ``auto`` is this process's GPU when there is one, else the CPU."""
     if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("run.device asks for CUDA but no CUDA device is available")
-    return dev
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch_device(name, "run.device")
+    return torch.device("cuda", local_rank) if name == "cuda" else device
 
 
 def seed_everything(seed: int) -> None:
@@ -279,10 +277,32 @@ def start_run(ctx: RunContext, parts: TrainingParts) -> dict:
     return {"epoch": 0, "best_acc": -1.0, "best_epoch": -1, "history": [], "best": None}
 
 
-def resume_run(ctx: RunContext, parts: TrainingParts) -> dict:
-    """Load ``last.pt`` into ``parts`` and the RNGs; return the loop's state where it stopped."""
-    ckpt = torch.load(ctx.run_dir / "last.pt", map_location="cpu", weights_only=False)
-    parts.model.load_state_dict(ckpt["model"])
+CHECKPOINT_FIELDS = ("model", "optimizer", "criterion", "state", "rng")
+
+
+def read_last_checkpoint(ctx: RunContext) -> dict:
+    """``last.pt``, read before the data: a corrupt file, or overrides that change what its weights
+    are (:data:`~litefer.train.config.RESUME_FIXED`), stop the resume with one line naming it."""
+    path = ctx.run_dir / "last.pt"
+    ckpt = read_torch_file(path, "run checkpoint", trusted=True)     # the run's own file: RNG states
+    missing = [k for k in CHECKPOINT_FIELDS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a litefer run checkpoint (missing {missing})")
+    conflicts = resume_conflicts(ckpt.get("config") or {}, ctx.cfg)
+    if conflicts:
+        raise ValueError(f"{path}: --resume keeps what its weights are, so cannot change {', '.join(conflicts)}; "
+                         f"start a new run instead (model.init={ctx.run_dir / 'best.pt'} starts it from these weights)")
+    return ckpt
+
+
+def resume_run(ctx: RunContext, parts: TrainingParts, ckpt: dict) -> dict:
+    """Load the checkpoint into ``parts`` and the RNGs; return the loop's state where it stopped."""
+    path = ctx.run_dir / "last.pt"
+    saved_classes = (ckpt["state"].get("best") or {}).get("class_names")
+    if saved_classes is not None and tuple(saved_classes) != tuple(parts.class_names):
+        raise ValueError(f"{path}: trained on the classes {list(saved_classes)}, and the data now has "
+                         f"{list(parts.class_names)}; resume on the same data, or start a new run")
+    load_state(parts.model, ckpt["model"], f"{path}: its tensors do not fit {ctx.cfg['model']['name']}")
     _load_optimizer(parts.optimizer, ckpt["optimizer"])
     parts.criterion.load_state_dict(ckpt["criterion"])
     if parts.centre_opt is not None:
@@ -295,7 +315,7 @@ def resume_run(ctx: RunContext, parts: TrainingParts) -> dict:
     if ctx.is_main and ckpt.get("config") != ctx.cfg:
         _record_resume_changes(ctx.run_dir, ckpt.get("config") or {}, ctx.cfg, state["epoch"])
     torch.set_rng_state(ckpt["rng"]["torch"])
-    np.random.set_state(ckpt["rng"]["numpy"])
+    np.random.set_state(_numpy_rng_state(ckpt["rng"]["numpy"], saving=False))
     random.setstate(ckpt["rng"]["python"])
     if ctx.is_main:
         log.info("resumed %s at epoch %d (best val acc %.4f at epoch %d)", ctx.run_dir, state["epoch"],
@@ -311,17 +331,27 @@ def save_checkpoint(ctx: RunContext, parts: TrainingParts, state: dict) -> None:
             "plateau": parts.plateau.state_dict() if parts.plateau is not None else None,
             "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             "state": state, "config": ctx.cfg,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(np.random.get_state(), saving=True),
+                    "python": random.getstate()}}
     write_weights(ctx.run_dir / "last.pt", ckpt)
+
+
+def _numpy_rng_state(state: tuple, saving: bool) -> tuple:
+    """NumPy's RNG state with its key array as a tensor when saving (so that ``last.pt`` holds only
+    tensors and plain data, and loads as weights), as an array when restoring (older checkpoints
+    hold the array itself)."""
+    name, keys, *rest = state
+    return (name, torch.from_numpy(np.array(keys)) if saving else np.asarray(keys), *rest)
 
 
 # ------------------------------------------------------------------------------------ the main loop
 def train(cfg: dict, run_dir: str | os.PathLike | None = None, resume: bool = False) -> dict:
     """Train as ``cfg`` says; with ``resume`` continue the run in ``run_dir`` from its ``last.pt``."""
     ctx, resume = setup_run(cfg, run_dir, resume)
+    ckpt = read_last_checkpoint(ctx) if resume else None
     data = load_data(cfg, ctx)
     parts = build_parts(cfg, data["train"].class_names, ctx, resume)
-    state = resume_run(ctx, parts) if resume else start_run(ctx, parts)
+    state = resume_run(ctx, parts, ckpt) if resume else start_run(ctx, parts)
     loop = EpochLoop(ctx, parts, data, state["epoch"])
     limit = float(cfg["run"]["time_limit_s"])
     for epoch in range(state["epoch"], cfg["optim"]["epochs"]):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..card import Card, read_card
+from ..card import Card, read_card, read_torch_file
 from ..data import FaceDataset, Preprocess
 from ..data.base import stratified_split
 from ..data.transforms import AugmentConfig, augment, preprocess
@@ -310,7 +310,7 @@ def load_state(out: Path, fingerprint: dict, resume: bool) -> dict | None:
     path = checkpoint_path(out)
     if not resume or not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_torch_file(path, "finetune checkpoint", trusted=True)     # our own file
     if state.get("fingerprint") != fingerprint:
         raise ValueError(f"{path}: this checkpoint is from another folder, base model or recipe; "
                          f"remove it or run without --resume")
