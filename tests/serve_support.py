@@ -46,7 +46,7 @@ def make_weights(folder: Path) -> tuple[Path, Path]:
     pt = folder / "test_model.pt"
     torch.save(weights_payload(model, "litefer_cpsca", CLASSES, Preprocess(64, 3).to_dict(), {}, tta_flip=True,
                                class_prior=PRIOR), pt)
-    onnx = export_with_metadata(pt, folder / "test_model.onnx")
+    onnx = export_with_metadata(pt, folder / "test_model.onnx", explain=True)   # the page can explain
     return pt, onnx
 
 
