@@ -17,8 +17,7 @@ PRIOR = dict(zip(CLASSES, [0.34, 0.29, 0.12, 0.13, 0.08, 0.01, 0.025, 0.015]))
 
 
 def make_weights(folder: Path) -> tuple[Path, Path]:
-    """A litefer_cpsca weights file and its ONNX export (metadata embedded, with the Grad-CAM output
-    "cam" as ``litefer export --explain`` writes it, so the page can explain on-device), made from scratch.
+    """A litefer_cpsca weights file and its ONNX export (metadata embedded), made from scratch.
 
     The network is randomly initialised, its BatchNorm statistics set on random inputs and its last
     layer scaled up, so that different faces get different, clearly non-uniform scores (a freshly
@@ -28,6 +27,7 @@ def make_weights(folder: Path) -> tuple[Path, Path]:
 
     from litefer import create_model
     from litefer.data.transforms import Preprocess
+    from litefer.export import export_with_metadata
     from litefer.weights import weights_payload
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,22 +46,8 @@ def make_weights(folder: Path) -> tuple[Path, Path]:
     pt = folder / "test_model.pt"
     torch.save(weights_payload(model, "litefer_cpsca", CLASSES, Preprocess(64, 3).to_dict(), {}, tta_flip=True,
                                class_prior=PRIOR), pt)
-    return pt, explain_onnx(pt, folder / "test_model.onnx")
-
-
-def explain_onnx(weights: Path, out: Path) -> Path:
-    """ONNX export of a weights file with outputs ["logits", "cam"] and the model card embedded."""
-    import tempfile
-
-    from litefer.card import write_onnx
-    from litefer.export.core import load_torch
-    from litefer.export.graph import export_onnx
-
-    model, card, _ = load_torch(weights)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = export_onnx(model, Path(tmp) / "raw.onnx", card.preprocess.input_size, card.preprocess.in_chans,
-                          explain=True)
-        return write_onnx(raw.read_bytes(), card.replace(precision="fp32"), out)
+    onnx = export_with_metadata(pt, folder / "test_model.onnx", explain=True)   # the page can explain
+    return pt, onnx
 
 
 def astronaut_rgb() -> np.ndarray:

@@ -63,6 +63,13 @@ def python(code: str, cwd: Path) -> subprocess.CompletedProcess:
                           check=False)
 
 
+def python_json(code: str, cwd: Path) -> dict:
+    """What ``code`` prints as JSON, after checking that it ran."""
+    out = python(code, cwd)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def test_the_prelude_blocks_torch(lean_env, tmp_path):
     out = python("import torch", tmp_path)
     assert out.returncode == 1 and "blocked: the lean install has no torch" in out.stderr
@@ -74,9 +81,7 @@ def test_the_default_recognizer_never_imports_torch(lean_env, tmp_path):
             "from litefer.inference.samples import sample_photo\n"
             "faces = litefer.Recognizer().recognize(sample_photo())\n"
             "print(json.dumps({'boxes': [f.box for f in faces], 'torch': 'torch' in sys.modules}))")
-    out = python(code, tmp_path)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
+    got = python_json(code, tmp_path)
     assert not got["torch"] and len(got["boxes"]) == 1
     x, y, w, _ = got["boxes"][0]
     assert abs(x - 177) <= 4 and abs(y - 67) <= 4 and 85 <= w <= 105
@@ -91,6 +96,22 @@ def test_predict_with_csv_and_json_never_imports_torch_or_pandas(lean_env, tmp_p
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["faces"] == 1
     lines = (tmp_path / "r.csv").read_text().splitlines()
     assert lines[0].startswith("source,face,x,y,w,h,label,score") and len(lines) == 2
+    assert blocked_attempts(lean_env) == []
+
+
+def test_explain_through_onnx_runtime_never_imports_torch(lean_env, tmp_path):
+    code = ("import json, sys, litefer\n"
+            "from litefer.inference.samples import sample_photo\n"
+            "face, = litefer.Recognizer().recognize(sample_photo(), explain=True)\n"
+            "rect, values = face.explanation.on_photo(512, 512)\n"
+            "print(json.dumps({'label': face.explanation.label == face.label, 'res': face.explanation.resolution,\n"
+            "                  'peak': float(values.max()), 'torch': 'torch' in sys.modules}))")
+    got = python_json(code, tmp_path)
+    assert got["label"] and got["res"] == [4, 4] and 0.9 < got["peak"] <= 1.0 and not got["torch"]
+    cmd = [sys.executable, "-m", "litefer", "predict", "--sample", "--no-progress", "--explain", str(tmp_path / "maps")]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["astronaut.jpg"]
     assert blocked_attempts(lean_env) == []
 
 

@@ -94,3 +94,65 @@ def with_metadata(data: bytes, key: str, value: str, producer: str | None = None
     if producer is not None:
         kept.append(_length_field(PRODUCER_NAME, producer.encode()))
     return b"".join(kept)
+
+
+# GraphProto, NodeProto, AttributeProto, ValueInfoProto and TensorProto field numbers (onnx.proto3)
+G_NODE, G_INITIALIZER, G_OUTPUT, G_VALUE_INFO = 1, 5, 12, 13
+N_INPUT, N_OUTPUT, N_ATTRIBUTE = 1, 2, 5
+A_GRAPH, A_GRAPHS = 6, 11
+VALUE_INFO_NAME, TENSOR_NAME = 1, 8
+
+
+def _strings(payload: memoryview, number: int) -> list[str]:
+    return [bytes(p).decode("utf-8") for n, _, _, p in fields(payload) if n == number and p is not None]
+
+
+def _graph(top: list) -> memoryview:
+    for number, _, _, payload in top:
+        if number == GRAPH and payload is not None:
+            return payload
+    raise ProtoError("no graph: not an ONNX model")
+
+
+def graph_outputs(data: bytes) -> list[str]:
+    """Names of the graph's outputs, in order."""
+    return [_strings(p, VALUE_INFO_NAME)[0] for n, _, _, p in fields(_graph(fields(data)))
+            if n == G_OUTPUT and p is not None]
+
+
+def _has_subgraph(node: memoryview) -> bool:
+    return any(n == N_ATTRIBUTE and p is not None and any(m in (A_GRAPH, A_GRAPHS) for m, *_ in fields(p))
+               for n, _, _, p in fields(node))
+
+
+def without_output(data: bytes, name: str) -> bytes:
+    """Model bytes without graph output ``name`` and without the nodes, initializers and value infos
+    only it needed. ONNX Runtime runs every node of a graph whatever outputs a call asks for, so a
+    second output's branch costs time unless it is cut out. ``data`` itself when there is no such
+    output; with control-flow subgraphs (whose outer-scope reads are implicit) only the output goes."""
+    top = fields(data)
+    graph = _graph(top)
+    entries = fields(graph)
+    outputs = [_strings(p, VALUE_INFO_NAME)[0] for n, _, _, p in entries if n == G_OUTPUT]
+    if name not in outputs:
+        return data
+    nodes = {i: (_strings(p, N_INPUT), _strings(p, N_OUTPUT)) for i, (n, _, _, p) in enumerate(entries) if n == G_NODE}
+    prune = not any(_has_subgraph(entries[i][3]) for i in nodes)
+    needed, kept = {o for o in outputs if o != name}, set()
+    for i in sorted(nodes, reverse=True):           # ONNX stores nodes in topological order
+        inputs, outs = nodes[i]
+        if not prune or needed & set(outs):
+            kept.add(i)
+            needed.update(inputs)
+    alive = needed.union(*(nodes[i][1] for i in kept))
+    buf, parts = memoryview(graph), []
+    for i, (number, start, end, payload) in enumerate(entries):
+        drop = ((number == G_OUTPUT and _strings(payload, VALUE_INFO_NAME)[0] == name)
+                or (number == G_NODE and i not in kept)
+                or (number == G_INITIALIZER and prune and _strings(payload, TENSOR_NAME)[0] not in alive)
+                or (number == G_VALUE_INFO and prune and _strings(payload, VALUE_INFO_NAME)[0] not in alive))
+        if not drop:
+            parts.append(bytes(buf[start:end]))
+    new_graph = _length_field(GRAPH, b"".join(parts))
+    whole = memoryview(data)
+    return b"".join(new_graph if number == GRAPH else bytes(whole[start:end]) for number, start, end, _ in top)

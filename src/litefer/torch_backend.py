@@ -19,6 +19,7 @@ from .card import TORCHSCRIPT_SUFFIXES, card_from_payload, read_card
 from .data.transforms import preprocess
 from .export.core import export_with_metadata
 from .inference.backends import Backend, OnnxBackend
+from .inference.explain import EXPORT_HINT, ExplainError, mirror_average
 from .weights import load_checkpoint_model, torch_device
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class TorchBackend(Backend):
         path = Path(path)
         if threads:
             torch.set_num_threads(int(threads))
-        self.device = torch_device(device)
+        self.device, self.path, self._explained = torch_device(device), path, None
         if path.suffix.lower() in TORCHSCRIPT_SUFFIXES:
             self.card = read_card(path)
             self.model = _load_torchscript(path, self.device)
@@ -50,6 +51,33 @@ class TorchBackend(Backend):
                 out = (out + self.model(x.flip(3)).float()) / 2
         return out.cpu().numpy()
 
+    def require_explain(self):
+        self._explainer()
+
+    def _explainer(self):
+        """:class:`litefer.models.explain.ExplainedNet` around the model, built once."""
+        if self._explained is None:
+            from .models.explain import ExplainedNet
+
+            if isinstance(self.model, torch.jit.ScriptModule):
+                raise ExplainError(f"{self.path}: a TorchScript file cannot explain (the map needs the network's "
+                                   f"layers); use the .pt weights W it came from, or an ONNX made by {EXPORT_HINT}")
+            try:
+                self._explained = ExplainedNet(self.model).eval()
+            except ExplainError as e:
+                raise ExplainError(f"{self.path}: cannot explain: {e}") from None
+        return self._explained
+
+    def explain(self, crops, tta_flip=False):
+        net = self._explainer()
+        with torch.inference_mode():
+            x = preprocess(torch.from_numpy(np.ascontiguousarray(crops)), self.card.preprocess, self.device)
+            plain = [t.float().cpu().numpy() for t in net(x)]
+            if not tta_flip:
+                return tuple(plain)
+            mirrored = [t.float().cpu().numpy() for t in net(x.flip(3))]
+        return mirror_average(tuple(plain), tuple(mirrored))
+
 
 def _load_torchscript(path: Path, device):
     try:
@@ -61,11 +89,13 @@ def _load_torchscript(path: Path, device):
 
 
 def onnx_backend_from_torch(path: Path, device: str = "cpu", threads: int | None = None) -> OnnxBackend:
-    """Export a torch weights file to a temporary ONNX file and open it with ONNX Runtime."""
+    """Export a torch weights file, with the map as a second output, to a temporary ONNX file and
+    open it with ONNX Runtime (plain recognition runs without the map's branch)."""
     with tempfile.TemporaryDirectory(prefix="litefer-onnx-") as tmp:
         out = Path(tmp) / (path.stem + ".onnx")
-        export_with_metadata(path, out)
+        export_with_metadata(path, out, explain=True)
         log.info("exported %s to a temporary ONNX file for the onnxruntime backend", path)
         backend = OnnxBackend(out, device, threads)
+        backend.explain_model = out.read_bytes()     # the file goes with the folder
     backend.card.source = str(path)          # messages name the user's file, not the temporary export
     return backend

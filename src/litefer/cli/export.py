@@ -1,6 +1,7 @@
 """``litefer export``: the command line of :func:`litefer.export.core.export`.
 
     litefer export --weights best.pt --format onnx-int8 --calib ../shared/data/fer2013
+    litefer export --weights best.pt --explain          # + the 'cam' output: every class's Grad-CAM map
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           flag="--eval-data")
     p.add_argument("--opset", type=int, default=17,
                    help=f"ONNX opset, {OPSETS[0]} to {OPSETS[-1]} (default 17)")
+    p.add_argument("--explain", action="store_true",
+                   help="fp32 ONNX only: add a second output 'cam', every class's Grad-CAM map on the last feature "
+                        "map (4x4 at 112 px), for `predict --explain`, `?explain=1` and the page's on-device map")
     _add_check_arguments(p)
     p.add_argument("--report", default=None, help="also write the report here (.md or .json)")
     options.add_threads(p, "ONNX Runtime threads for the checks")
@@ -41,6 +45,8 @@ def _add_check_arguments(p: argparse.ArgumentParser) -> None:
                    help="fail when the max abs logit difference exceeds this (default 1e-3; none for INT8)")
     p.add_argument("--min-agreement", type=float, default=None,
                    help="fail below this top-1 agreement with torch (default 0.99; 0.90 for INT8)")
+    p.add_argument("--max-cam-diff", type=float, default=1e-3,
+                   help="with --explain: fail when the max abs map difference from torch exceeds this (default 1e-3)")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0,
                    help="with --eval-data: fail when the export loses more accuracy points than this (default 1)")
     p.add_argument("--quantize-stem", action="store_true",
@@ -60,7 +66,8 @@ def main(args: argparse.Namespace) -> int:
                         calib_size=args.calib_size, parity_size=args.parity_size, eval_data=args.eval_data,
                         calib_method=args.calib_method, opset=args.opset, max_diff=args.max_diff,
                         min_agreement=args.min_agreement, max_accuracy_drop=args.max_accuracy_drop,
-                        force=args.force, threads=args.threads, float_stem=not args.quantize_stem)
+                        force=args.force, threads=args.threads, float_stem=not args.quantize_stem,
+                        explain=args.explain, max_cam_diff=args.max_cam_diff)
     except ExportError as e:          # a check failed: the export's result, not a crash
         raise CommandFailed(str(e)) from e
     text = markdown(report)

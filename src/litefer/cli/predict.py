@@ -2,6 +2,7 @@
 
     litefer predict photo.jpg holiday/ "shots/*.png"            # table on stdout
     litefer predict clip.mp4 --every 5 --csv clip.csv --save-annotated out/
+    litefer predict photos/ --explain maps/                      # where the network looked, per face
     litefer predict --webcam 0 --max-frames 300 --json
 
 Exit status: 0 every input processed, 1 none could be, 3 some were skipped (the rest processed),
@@ -57,6 +58,9 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
                    help="write one row per face as CSV to FILE (stdout when FILE is omitted)")
     p.add_argument("--save-annotated", default=None, metavar="DIR",
                    help="write images (and videos) with boxes and labels drawn to DIR")
+    p.add_argument("--explain", default=None, metavar="DIR",
+                   help="write images (and videos) with each face's Grad-CAM map of its label, box and label drawn "
+                        "to DIR (the weights need the map: a .pt, or an ONNX from `litefer export --explain`)")
     p.add_argument("--scores", action="store_true", help="table: show every class's probability")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress bars")
@@ -91,6 +95,8 @@ def main(args: argparse.Namespace) -> int:
     rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
                      min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
                      yunet_model=args.yunet_model, prior=prior)
+    if args.explain:
+        rec.backend.require_explain()            # weights that cannot explain: one line, exit 2, nothing run
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return run_inputs(rec, specs, args, describe(prior))

@@ -36,11 +36,24 @@ def torch_logits(model, crops: np.ndarray, pp: Preprocess, batch: int = 256) -> 
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def onnx_logits(path: Path, crops: np.ndarray, pp: Preprocess, batch: int = 256, threads: int | None = None) -> np.ndarray:
+def onnx_logits(path: Path, crops: np.ndarray, pp: Preprocess, batch: int = 256, threads: int | None = None,
+                output: int = 0) -> np.ndarray:
+    """The ONNX model's first output (``output``: another one) on ``crops``."""
     session = ort_session(path, threads)
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: pp(crops[i:i + batch])})[0]
+    return np.concatenate([session.run(None, {name: pp(crops[i:i + batch])})[output]
                            for i in range(0, len(crops), batch)])
+
+
+def cam_difference(model, path: Path, crops: np.ndarray, pp: Preprocess, threads: int | None = None) -> float:
+    """Largest absolute difference between the ONNX file's ``cam`` output and torch's
+    :class:`~litefer.models.explain.ExplainedNet` on the same crops."""
+    from ..models.explain import ExplainedNet
+
+    net = ExplainedNet(model).eval()
+    reference = torch_logits(lambda x: net(x)[1], crops, pp)
+    got = onnx_logits(path, crops, pp, threads=threads, output=1)
+    return float(np.abs(reference - got).max()) if len(got) else 0.0
 
 
 def ts_logits(data: bytes, crops: np.ndarray, pp: Preprocess, batch: int = 256) -> np.ndarray:
@@ -79,10 +92,12 @@ def accuracy(model, card: Card, root: Path, fmt: str, tmp: Path, data: bytes, th
     return acc
 
 
-def check(report: dict, max_diff, min_agreement, max_drop) -> list[str]:
+def check(report: dict, max_diff, min_agreement, max_drop, max_cam_diff=None) -> list[str]:
     p, failures = report["parity"], []
     if max_diff is not None and p["max_abs_diff"] > max_diff:
         failures.append(f"max abs logit difference {p['max_abs_diff']:.2e} > {max_diff:.0e}")
+    if max_cam_diff is not None and p.get("cam_max_abs_diff", 0.0) > max_cam_diff:
+        failures.append(f"max abs cam difference {p['cam_max_abs_diff']:.2e} > {max_cam_diff:.0e}")
     if min_agreement is not None and p["top1_agreement"] < min_agreement:
         failures.append(f"top-1 agreement {p['top1_agreement']:.3f} < {min_agreement}")
     acc = report.get("accuracy")

@@ -19,7 +19,7 @@ from ..card import Card, card_from_payload, torchscript_extra_files, with_onnx_c
 from ..inference.align import CropSpec
 from ..inference.files import resolve_weights
 from ..utils import atomic_write_bytes, hardware_summary
-from .checks import accuracy, check, compare, onnx_logits, torch_logits, ts_logits
+from .checks import accuracy, cam_difference, check, compare, onnx_logits, torch_logits, ts_logits
 from .faces import load_faces
 from .graph import check_opset, export_onnx
 from .int8 import quantize_int8
@@ -45,12 +45,13 @@ def load_torch(weights) -> tuple[object, Card, Path]:
     return model, card_from_payload(meta, str(path)), path
 
 
-def export_with_metadata(weights, out: str | os.PathLike, opset: int = 17) -> Path:
-    """fp32 ONNX (dynamic batch) with the model card embedded, written atomically."""
+def export_with_metadata(weights, out: str | os.PathLike, opset: int = 17, explain: bool = False) -> Path:
+    """fp32 ONNX (dynamic batch) with the model card embedded, written atomically; with ``explain``
+    the map of every class is a second output, ``cam``."""
     model, card, _ = load_torch(weights)
     with tempfile.TemporaryDirectory(prefix="litefer-export-") as tmp:
         raw = Path(tmp) / "model.onnx"
-        export_onnx(model, raw, card.preprocess.input_size, card.preprocess.in_chans, opset=opset)
+        export_onnx(model, raw, card.preprocess.input_size, card.preprocess.in_chans, opset=opset, explain=explain)
         return write_onnx(raw.read_bytes(), card.replace(precision="fp32"), out)
 
 
@@ -87,11 +88,17 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
            calib: str | None = None, calib_size: int = 1000, parity_size: int = 512, eval_data: str | None = None,
            calib_method: str = "minmax", opset: int = 17, max_diff: float | None = None,
            min_agreement: float | None = None, max_accuracy_drop: float = 1.0, force: bool = False,
-           threads: int | None = None, float_stem: bool = True) -> dict:
+           threads: int | None = None, float_stem: bool = True, explain: bool = False,
+           max_cam_diff: float = 1e-3) -> dict:
     """Export, check, write. Returns a report dict; raises ExportError when a check fails (nothing
-    is written then, unless ``force``)."""
+    is written then, unless ``force``). ``explain`` (fp32 ONNX only) adds the ``cam`` output, every
+    class's Grad-CAM map, checked against torch's :class:`~litefer.models.explain.ExplainedNet`
+    (largest absolute difference at most ``max_cam_diff``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if explain and fmt != "onnx":
+        raise ValueError(f"--explain needs --format onnx (the map is a second output of the fp32 ONNX), "
+                         f"not --format {fmt}")
     check_opset(opset)
     t0 = time.time()
     model, card, src = load_torch(weights)
@@ -102,7 +109,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
     min_agreement = min_agreement if min_agreement is not None else (0.9 if fmt == "onnx-int8" else 0.99)
     report = {"weights": str(src), "format": fmt, "output": str(out), "model_name": card.model_name,
               "hardware": hardware_summary(),
-              "input_size": pp.input_size, "opset": opset if fmt != "torchscript" else None}
+              "input_size": pp.input_size, "opset": opset if fmt != "torchscript" else None, "explain": explain}
 
     parity_faces = load_faces(faces, spec, "val", parity_size, seed=1)
     reference = torch_logits(model, parity_faces, pp)
@@ -113,7 +120,7 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
             got = ts_logits(data, parity_faces, pp)
         else:
             fp32 = tmp / "fp32.onnx"
-            export_onnx(model, fp32, pp.input_size, pp.in_chans, opset=opset)
+            export_onnx(model, fp32, pp.input_size, pp.in_chans, opset=opset, explain=explain)
             final = fp32
             if fmt == "onnx-int8":
                 if not calib:
@@ -128,11 +135,14 @@ def export(weights, fmt: str, out: str | os.PathLike | None = None, faces: str =
             data = with_onnx_card(final.read_bytes(), card.replace(precision=precision))
             got = onnx_logits(final, parity_faces, pp, threads=threads)
         report["parity"] = {"source": faces, **compare(reference, got)}
+        if explain:
+            report["parity"]["cam_max_abs_diff"] = cam_difference(model, final, parity_faces, pp, threads)
         report["bytes"] = len(data)
         if eval_data:
             report["accuracy"] = accuracy(model, card, Path(eval_data), fmt, tmp, data, threads)
-        failures = check(report, max_diff, min_agreement, max_accuracy_drop)
+        failures = check(report, max_diff, min_agreement, max_accuracy_drop, max_cam_diff)
         report["checks"] = {"max_diff": max_diff, "min_agreement": min_agreement,
+                            "max_cam_diff": max_cam_diff if explain else None,
                             "max_accuracy_drop_points": max_accuracy_drop if eval_data else None,
                             "failures": failures}
         report["seconds"] = round(time.time() - t0, 1)

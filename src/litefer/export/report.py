@@ -21,6 +21,8 @@ def markdown(report: dict) -> str:
               f"| max abs logit difference vs torch | {p['max_abs_diff']:.3g} |",
               f"| max probability difference | {p['max_prob_diff']:.3g} |",
               f"| top-1 agreement with torch | {100 * p['top1_agreement']:.2f} % |"]
+    if "cam_max_abs_diff" in p:
+        lines.append(f"| max abs `cam` (Grad-CAM map) difference vs torch's ExplainedNet | {p['cam_max_abs_diff']:.3g} |")
     acc = report.get("accuracy")
     if acc:
         lines += [f"| accuracy, {acc['split']}, {acc['images']} images{' (flip TTA)' if acc['tta_flip'] else ''}: "
@@ -31,5 +33,7 @@ def markdown(report: dict) -> str:
     fails = report["checks"]["failures"]
     lines += ["", f"Checks: {'FAILED: ' + '; '.join(fails) if fails else 'passed'} "
               f"(limits: max diff {report['checks']['max_diff']}, min agreement {report['checks']['min_agreement']}, "
-              f"max accuracy drop {report['checks']['max_accuracy_drop_points']} points).", ""]
+              f"max accuracy drop {report['checks']['max_accuracy_drop_points']} points"
+              + (f", max cam diff {report['checks']['max_cam_diff']}" if report['checks'].get('max_cam_diff') else "")
+              + ").", ""]
     return "\n".join(lines)

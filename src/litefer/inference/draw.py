@@ -35,3 +35,29 @@ def annotate(bgr: np.ndarray, faces) -> np.ndarray:
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base), c, -1)
         cv2.putText(out, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), max(1, thick // 2), cv2.LINE_AA)
     return out
+
+
+def heat_rgba(values: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """RGBA uint8 of a map in [0, 1]: heat colours (blue, low, to red, high; OpenCV's JET) with
+    opacity rising from 0 to ``alpha`` with the value."""
+    v = np.clip(np.asarray(values, np.float32), 0.0, 1.0)
+    rgb = cv2.cvtColor(cv2.applyColorMap(np.round(v * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return np.dstack([rgb, np.round(v * alpha * 255).astype(np.uint8)])
+
+
+def overlay_explanations(bgr: np.ndarray, faces, alpha: float = 0.6) -> np.ndarray:
+    """A copy of ``bgr`` with each explained face's map blended over it (:func:`heat_rgba`), then
+    its box and label drawn as :func:`annotate` draws them."""
+    out = np.ascontiguousarray(bgr.copy())
+    height, width = out.shape[:2]
+    for f in faces:
+        if f.explanation is None:
+            continue
+        (x, y, w, h), values = f.explanation.on_photo(width, height)
+        if not (w and h):
+            continue
+        heat = heat_rgba(values, alpha)
+        a = heat[..., 3:].astype(np.float32) / 255.0
+        region = out[y:y + h, x:x + w].astype(np.float32)
+        out[y:y + h, x:x + w] = np.round(region * (1 - a) + heat[..., 2::-1].astype(np.float32) * a).astype(np.uint8)
+    return annotate(out, faces)

@@ -66,7 +66,7 @@ class Output:
         self.incomplete: list[str] = []        # videos analysed up to a break
         self.counts = Counter()
         self.table = args.json != "-" and args.csv != "-"
-        self.used_names: set[str] = set()
+        self.used_names: dict[str, set[str]] = {}      # per output folder
         self.header_done = False
 
     # ---------------------------------------------------------------- table
@@ -108,8 +108,9 @@ class Output:
             self.counts["faces"] += len(r.faces)
             self.counts["images_with_faces"] += bool(r.faces)
         self.row(r)
-        if r.image is not None and not r.error and self.args.save_annotated:
-            self.save_image(r)
+        if r.image is not None and not r.error:
+            for folder, draw in drawings(self.args):
+                self.save_image(r, folder, draw)
         self.results.append(_stripped(r))
         self.entries.append({"kind": "image", **r.to_dict()})
 
@@ -120,24 +121,27 @@ class Output:
         entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
         self.results.append(_stripped(r))
 
-    def annotated_path(self, source: str, suffix: str) -> Path:
+    def annotated_path(self, source: str, suffix: str, folder: str | None = None) -> Path:
+        """A name in ``folder`` (``--save-annotated``'s by default) from the input's, unique in that folder."""
+        folder = folder or self.args.save_annotated
+        used = self.used_names.setdefault(folder, set())
         stem = Path(source).stem if source else "image"
         stem = re.sub(r"[^\w.-]+", "_", stem) or "image"
         name, k = stem + suffix, 1
-        while name in self.used_names:
+        while name in used:
             name, k = f"{stem}-{k}{suffix}", k + 1
-        self.used_names.add(name)
-        return Path(self.args.save_annotated) / name
+        used.add(name)
+        return Path(folder) / name
 
-    def save_image(self, r):
+    def save_image(self, r, folder: str | None = None, draw=None):
         import cv2
 
         from .draw import annotate
 
         suffix = Path(r.source).suffix.lower()
         suffix = suffix if suffix in ANNOTATED_IMAGE_SUFFIXES else ".png"
-        path = self.annotated_path(r.source, suffix)
-        ok, buf = cv2.imencode(suffix, annotate(r.image, r.faces))
+        path = self.annotated_path(r.source, suffix, folder)
+        ok, buf = cv2.imencode(suffix, (draw or annotate)(r.image, r.faces))
         if ok:
             atomic_write_bytes(path, buf.tobytes())
         else:
@@ -195,6 +199,15 @@ class Output:
         return line
 
 
+def drawings(args) -> list[tuple[str, object]]:
+    """(folder, draw function) of each drawn copy asked for: ``--save-annotated`` (boxes and labels)
+    and ``--explain`` (the maps under them)."""
+    from .draw import annotate, overlay_explanations
+
+    out = [(args.save_annotated, annotate)] if args.save_annotated else []
+    return out + ([(args.explain, overlay_explanations)] if args.explain else [])
+
+
 def _stripped(r):
     """The result without its pixels (results are kept for the CSV; frames are not)."""
     r.image = None
@@ -242,8 +255,8 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
             cap, info = open_video(source)
             cap.release()
         frames = rec.recognize_video(source, every=args.every, max_frames=args.max_frames,
-                                     keep_images=bool(args.save_annotated), detect_every=args.detect_every,
-                                     detect_scale=args.detect_scale)
+                                     keep_images=bool(drawings(args)), detect_every=args.detect_every,
+                                     detect_scale=args.detect_scale, explain=bool(args.explain))
     except InputError as e:
         out.skip(str(e), "video")
         out.entries.append({"kind": "video", "source": name, "error": str(e), "frames": []})
@@ -256,13 +269,13 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
              "width": info.width, "height": info.height, "every": args.every, "frames": []}
     out.entries.append(entry)
     bar = bar_factory(total=total, unit="frame", desc=Path(name).name if not is_cam else name, leave=False)
-    sink = _AnnotatedVideo(out, f"webcam{source}" if is_cam else name, (info.fps or 25.0) / args.every) \
-        if args.save_annotated else None
+    sinks = [_AnnotatedVideo(out, f"webcam{source}" if is_cam else name, (info.fps or 25.0) / args.every, folder, draw)
+             for folder, draw in drawings(args)]
     n = 0
 
     def handle(r):
         nonlocal n
-        if sink is not None:
+        for sink in sinks:
             sink.add(r)
         n += 1
         out.frame(r, entry)
@@ -279,7 +292,7 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
         out.row(_error_result(name, str(e)))
     finally:
         bar.close()
-        if sink is not None:
+        for sink in sinks:
             sink.close(keep=n > 0)
         if n > 0 and entry["error"] is None:
             out.counts["streams" if is_cam else "videos"] += 1
@@ -296,24 +309,24 @@ def _note_warnings(warned, out: Output, entry: dict) -> None:
 
 
 class _AnnotatedVideo:
-    """The annotated copy of a video, opened at its first frame (whose size it takes)."""
+    """A drawn copy of a video in ``folder`` (``draw``: :func:`drawings`), opened at its first frame
+    (whose size it takes)."""
 
-    def __init__(self, out: Output, source_name: str, fps: float):
+    def __init__(self, out: Output, source_name: str, fps: float, folder: str, draw):
         self.out, self.source_name, self.fps, self.sink = out, source_name, fps, None
+        self.folder, self.draw = folder, draw
 
     def add(self, r) -> None:
-        from .draw import annotate
-
         if r.image is None:
             return
         if self.sink is None:
-            path = self.out.annotated_path(self.source_name, ".mp4")
+            path = self.out.annotated_path(self.source_name, ".mp4", self.folder)
             size = (r.image.shape[1], r.image.shape[0])
             try:
                 self.sink = VideoSink(path, self.fps, size)
             except OSError:
                 self.sink = VideoSink(path.with_suffix(".avi"), self.fps, size)
-        self.sink.write(annotate(r.image, r.faces))
+        self.sink.write(self.draw(r.image, r.faces))
 
     def close(self, keep: bool) -> None:
         if self.sink is not None:
@@ -346,7 +359,8 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
                 run_video(rec, group[0], out, args, bar_factory)
                 overall.update(1)
                 continue
-            consume(rec.iter_many(group, keep_images=bool(args.save_annotated)),
+            consume(rec.iter_many(group, keep_images=bool(drawings(args)),
+                                  explain=bool(args.explain)),
                     lambda r: (out.image(r), overall.update(1)))
         overall.close()
         if args.webcam is not None:

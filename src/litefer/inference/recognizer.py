@@ -19,9 +19,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .align import CropSpec, crop_face, quality_issues
+from .align import CropSpec, crop_face, frame_transform, quality_issues
 from .backends import create_backend, resolve_weights, softmax
 from .detect import Detection, FaceDetector, create_detector, positive_int, valid_max_side
+from .explain import Explanation, mirror_average
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
 from ..prior import describe as describe_prior, log_weights
@@ -42,7 +43,8 @@ def _model_threads(threads: int | None, backend: str, device: str) -> int | None
 @dataclass
 class FaceResult:
     """One face: box ``(x, y, w, h)`` in the input's pixels, the top label and its probability,
-    the probability of every class (model-card order), detector score, and crop quality."""
+    the probability of every class (model-card order), detector score, and crop quality; with
+    ``explain=True``, where the network looked for the label (:class:`~litefer.inference.explain.Explanation`)."""
 
     box: tuple[int, int, int, int]
     label: str
@@ -51,6 +53,7 @@ class FaceResult:
     detection_score: float
     quality: dict
     landmarks: list[list[float]] | None = None
+    explanation: Explanation | None = field(default=None, compare=False)
 
     @property
     def issues(self) -> list[str]:
@@ -58,10 +61,13 @@ class FaceResult:
         return quality_issues(self.quality)
 
     def to_dict(self) -> dict:
-        return {"box": list(self.box), "label": self.label, "score": round(self.score, 6),
-                "scores": {k: round(v, 6) for k, v in self.scores.items()},
-                "detection_score": round(self.detection_score, 4), "quality": dict(self.quality),
-                "issues": self.issues, "landmarks": self.landmarks}
+        d = {"box": list(self.box), "label": self.label, "score": round(self.score, 6),
+             "scores": {k: round(v, 6) for k, v in self.scores.items()},
+             "detection_score": round(self.detection_score, 4), "quality": dict(self.quality),
+             "issues": self.issues, "landmarks": self.landmarks}
+        if self.explanation is not None:
+            d["explanation"] = self.explanation.to_dict()
+        return d
 
 
 @dataclass
@@ -156,13 +162,15 @@ class Recognizer:
 
     # ------------------------------------------------------------------ single calls
 
-    def recognize(self, image, color: str = "bgr", prior=None) -> list[FaceResult]:
+    def recognize(self, image, color: str = "bgr", prior=None, explain: bool = False) -> list[FaceResult]:
         """Faces in one image: a path, a NumPy array (``color="bgr"`` or ``"rgb"``) or a PIL image.
 
-        ``prior`` overrides the recognizer's own for this call. Raises :class:`litefer.InputError`
-        (naming the input) if it cannot be read; no face is [].
+        ``prior`` overrides the recognizer's own for this call. ``explain`` fills each face's
+        ``explanation``: the Grad-CAM map of its label (:mod:`litefer.inference.explain`; the weights
+        need a pooled classifier, and an ONNX file the ``cam`` output of ``litefer export --explain``).
+        Raises :class:`litefer.InputError` (naming the input) if it cannot be read; no face is [].
         """
-        result = next(self.iter_many([image], color=color, on_error="raise", prior=prior))
+        result = next(self.iter_many([image], color=color, on_error="raise", prior=prior, explain=explain))
         return result.faces
 
     def _adjustment(self, prior) -> np.ndarray | None:
@@ -172,17 +180,25 @@ class Recognizer:
         """Class probabilities (N, K) for face crops already framed like the training data
         (uint8 N,S,S,C as returned by :func:`litefer.inference.align.crop_face`); ``prior`` overrides
         the recognizer's own."""
-        return self._classify(crops, self._adjustment(prior))
+        return self._classify(crops, self._adjustment(prior))[0]
 
-    def _classify(self, crops: np.ndarray, adjust: np.ndarray | None) -> np.ndarray:
+    def _classify(self, crops: np.ndarray, adjust: np.ndarray | None, explain: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (N, K) and, with ``explain``, every class's map (N, K, h, w)."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[..., None]
-        out = []
+        out, cams = [], []
         for i in range(0, len(crops), self.batch_size):
-            logits = self._logits(crops[i:i + self.batch_size])
+            batch = crops[i:i + self.batch_size]
+            if explain:
+                logits, cam = self._explained(batch)
+                cams.append(cam)
+            else:
+                logits = self._logits(batch)
             out.append(softmax(logits if adjust is None else logits + adjust))
-        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+        probs = np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+        return probs, (np.concatenate(cams) if cams else None)
 
     def _logits(self, crops: np.ndarray) -> np.ndarray:
         """Logits, mirror-averaged when ``tta``: the two passes side by side when a core is spare."""
@@ -190,6 +206,13 @@ class Recognizer:
             return self.backend.logits(crops, self.tta)
         mirrored = self._mirror_pool.submit(self.backend.logits, np.ascontiguousarray(crops[:, :, ::-1]), False)
         return (self.backend.logits(crops, False) + mirrored.result()) / 2
+
+    def _explained(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_logits` with every class's map, mirror-averaged the same way."""
+        if not (self.tta and self._mirror_pool):
+            return self.backend.explain(crops, self.tta)
+        mirrored = self._mirror_pool.submit(self.backend.explain, np.ascontiguousarray(crops[:, :, ::-1]), False)
+        return mirror_average(self.backend.explain(crops, False), mirrored.result())
 
     def detect_and_crop(self, bgr: np.ndarray, detector=None) -> tuple[list[Detection], list[np.ndarray], list[dict]]:
         """Detections, crops and quality for one BGR image (``detector``: the recognizer's by default)."""
@@ -204,36 +227,38 @@ class Recognizer:
     # ------------------------------------------------------------------ batches and videos
 
     def recognize_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
-                       progress: bool = False, prior=None) -> list[ImageResult]:
+                       progress: bool = False, prior=None, explain: bool = False) -> list[ImageResult]:
         """One :class:`ImageResult` per input, in order; faces of many images are batched.
 
         With ``on_error="skip"`` (default) an unreadable input gives a result whose ``error`` says
         why, and the rest of the batch goes on; ``"raise"`` stops at the first bad input.
         """
         images = list(images)
-        it = self.iter_many(images, color=color, on_error=on_error, prior=prior)
+        it = self.iter_many(images, color=color, on_error=on_error, prior=prior, explain=explain)
         if progress:
             from tqdm.auto import tqdm
             it = tqdm(it, total=len(images), unit="image", desc="recognize")
         return list(it)
 
     def iter_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
-                  keep_images: bool = False, prior=None) -> Iterator[ImageResult]:
+                  keep_images: bool = False, prior=None, explain: bool = False) -> Iterator[ImageResult]:
         """Streaming :meth:`recognize_many`: yields results in input order as batches complete;
-        ``prior`` overrides the recognizer's own."""
+        ``prior`` overrides the recognizer's own; ``explain`` as in :meth:`recognize`."""
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         adjust = self._adjustment(prior)             # a bad prior fails before any input is read
+        if explain:
+            self.backend.require_explain()           # so do weights that cannot explain
 
         def items():
             for src in images:
                 yield ImageResult(describe(src)), (lambda s=src: load_image(s, color))
 
-        yield from self._pipeline(items(), on_error, keep_images, adjust)
+        yield from self._pipeline(items(), on_error, keep_images, adjust, explain=explain)
 
     def recognize_video(self, source, every: int = 1, max_frames: int | None = None,
                         keep_images: bool = False, detect_every: int = 1,
-                        detect_scale: float = 1.0) -> Iterator[ImageResult]:
+                        detect_scale: float = 1.0, explain: bool = False) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per analysed frame (every ``every``-th frame) of a video
         file or webcam index, with ``frame`` (index) and ``time`` (seconds) set.
 
@@ -245,18 +270,20 @@ class Recognizer:
         only (and whenever a face is lost), following the faces in between by template matching;
         ``detect_scale`` (0 < s <= 1) detects and tracks on a frame downscaled by s, so faces need
         ``24 / s`` pixels with Haar. Every analysed frame is still classified. See
-        :class:`litefer.inference.track.FaceTracker`.
+        :class:`litefer.inference.track.FaceTracker`. ``explain`` as in :meth:`recognize`.
         """
+        if explain:
+            self.backend.require_explain()
         tracker = None
         if detect_every != 1 or detect_scale != 1.0:
             tracker = FaceTracker(self.detector, detect_every, detect_scale)       # checks the values now
         frames = iter_frames(source, every=every, max_frames=max_frames)   # raises now if unopenable
         name = f"webcam {source}" if isinstance(source, int) else describe(source)
         items = ((ImageResult(name, frame=idx, time=t), (lambda f=frame: f)) for idx, t, frame in frames)
-        return self._pipeline(items, "raise", keep_images, self._prior_logits, tracker)
+        return self._pipeline(items, "raise", keep_images, self._prior_logits, tracker, explain)
 
     def _pipeline(self, items, on_error: str, keep_images: bool, adjust=None,
-                  detector=None) -> Iterator[ImageResult]:
+                  detector=None, explain: bool = False) -> Iterator[ImageResult]:
         """Read and detect item by item, classify the crops of up to ``batch_size`` faces at once.
 
         On Ctrl-C or SIGTERM (a KeyboardInterrupt) the images read so far are classified and
@@ -269,10 +296,10 @@ class Recognizer:
             for result, load in items:
                 pending.append((result, *self._detect_item(result, load, on_error, keep_images, detector)))
                 if sum(len(p[2]) for p in pending) >= self.batch_size or len(pending) >= max_images:
-                    yield from self._flush(pending, adjust)
-            yield from self._flush(pending, adjust)
+                    yield from self._flush(pending, adjust, explain)
+            yield from self._flush(pending, adjust, explain)
         except KeyboardInterrupt:
-            yield from self._flush(pending, adjust)
+            yield from self._flush(pending, adjust, explain)
             raise
 
     def _detect_item(self, result: ImageResult, load, on_error: str, keep_images: bool, detector):
@@ -298,23 +325,31 @@ class Recognizer:
             result.error = f"{result.source}: {type(e).__name__}: {str(e).strip()[:300]}"
         return [], [], []
 
-    def _flush(self, pending: list, adjust) -> Iterator[ImageResult]:
+    def _flush(self, pending: list, adjust, explain: bool = False) -> Iterator[ImageResult]:
         """Classify the crops of ``pending`` and yield its results in order, emptying it as they go
         (so that an interrupted flush is resumed where it stopped, never repeated)."""
         crops = [c for _, _, cs, _ in pending for c in cs]
-        probs = self._classify(np.stack(crops), adjust) if crops else np.zeros((0, len(self.class_names)))
+        probs, cams = self._classify(np.stack(crops), adjust, explain) if crops else \
+            (np.zeros((0, len(self.class_names))), None)
         k = 0
         while pending:
             result, dets, _, quals = pending.pop(0)
             for d, q in zip(dets, quals):
                 p = probs[k]
-                k += 1
                 top = int(np.argmax(p))
                 result.faces.append(FaceResult(
                     box=tuple(int(round(v)) for v in d.box), label=self.class_names[top], score=float(p[top]),
                     scores={n: float(v) for n, v in zip(self.class_names, p)}, detection_score=float(d.score),
-                    quality=q, landmarks=None if d.landmarks is None else np.round(d.landmarks, 1).tolist()))
+                    quality=q, landmarks=None if d.landmarks is None else np.round(d.landmarks, 1).tolist(),
+                    explanation=None if cams is None else self._explanation(cams[k, top], top, d)))
+                k += 1
             yield result
+
+    def _explanation(self, cam: np.ndarray, top: int, det: Detection) -> Explanation:
+        """The label's map, with the crop's warp (the one :func:`crop_face` applied) to place it on the photo."""
+        spec = self.crop_spec
+        transform = frame_transform(det, spec.size, spec.rotate, spec.level_above)[0]
+        return Explanation.of(cam, self.class_names[top], spec.size, transform)
 
 
 # ----------------------------------------------------------------------------- tables

@@ -23,13 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..inference.explain import CAM_OUTPUT, ExplainError  # noqa: F401 (torch-free home, public here too)
 from .attention import CoordAttention
-
-CAM_OUTPUT = "cam"
-
-
-class ExplainError(ValueError):
-    """The model has no pooled two-layer classifier whose gradient is analytic."""
 
 
 def hardswish_grad(u: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,19 @@ VENDOR_NOTE = '<p id="vendor-note" class="warn" hidden>'     # index.html's note
 
 # ----------------------------------------------------------------------------- response schemas (docs)
 
+class ExplanationOut(BaseModel):
+    label: str = Field(description="the class explained: the face's label (after the prior)")
+    method: str = Field(description="how the map was made: Grad-CAM computed inside the network's graph, on "
+                                    "its last feature map")
+    resolution: list[int] = Field(description="[h, w] of the map as computed: the last feature map's size, "
+                                              "4 x 4 at 112 px input; the PNG only interpolates it")
+    cam: list[list[float]] = Field(description="the raw map of the label, h x w, non-negative, not normalised")
+    rect: list[int] = Field(description="x, y, width, height: the photo pixels the PNG covers (the face crop's "
+                                        "bounding rectangle, clipped to the image)")
+    png: str = Field(description="base64 PNG, RGBA, rect-sized: the map scaled to [0, 1] and laid on the photo "
+                                 "through the crop's warp, in heat colours, opacity rising with the map")
+
+
 class FaceOut(BaseModel):
     box: list[int] = Field(description="x, y, width, height in the uploaded image's pixels")
     label: str = Field(description="most probable class")
@@ -55,6 +68,8 @@ class FaceOut(BaseModel):
     quality: dict = Field(description="crop quality measurements and flags")
     issues: list[str] = Field(description="raised quality flags: small, clipped, dark, bright, low_contrast, blurry")
     landmarks: list[list[float]] | None = None
+    explanation: ExplanationOut | None = Field(None, description="with `explain=1` only: where the network "
+                                                                 "looked for the label")
 
 
 class RecognizeOut(BaseModel):
@@ -257,13 +272,19 @@ def request_prior(text: str | None, model: ModelFiles):
 LARGE_IMAGE_PIXELS = 4_000_000     # after an image this large, the worker returns the freed memory to the OS
 
 
-def _work(rec, data: bytes, cfg: ServeConfig, admitted: float, prior="dataset") -> dict:
+EXPLAIN_DOC = ("1 (or true): each face also gets `explanation`, the Grad-CAM map of its label as raw h x w "
+               "values (`cam`, 4 x 4 for the shipped model) and as a heat-coloured RGBA PNG over the face (`png`, "
+               "covering `rect` of the photo); 0 (default): nothing extra is computed; at most once per request "
+               "(repeated: 422)")
+
+
+def _work(rec, data: bytes, cfg: ServeConfig, admitted: float, prior="dataset", explain: bool = False) -> dict:
     t0 = time.monotonic()
     bgr = decode_upload(data, cfg.max_pixels, cfg.max_side)
     t1 = time.monotonic()
     height, width = bgr.shape[:2]
     try:
-        faces = recognize_image(rec, bgr, prior)
+        faces = recognize_image(rec, bgr, prior, explain)
     finally:
         del bgr
         if width * height >= LARGE_IMAGE_PIXELS:
@@ -318,15 +339,18 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
         return error_response(500, f"internal error ({type(exc).__name__}); see the server log")
 
     @app.post("/v1/recognize", response_model=RecognizeOut, responses=ERRORS, openapi_extra=UPLOAD_DOC,
-              summary="Faces, expression labels and per-class scores in an uploaded image")
-    async def recognize(request: Request, prior: str | None = Query(None, description=PRIOR_DOC)):
+              summary="Faces, expression labels and per-class scores in an uploaded image; with explain=1, where "
+                      "the network looked")
+    async def recognize(request: Request, prior: str | None = Query(None, description=PRIOR_DOC),
+                        explain: bool = Query(False, description=EXPLAIN_DOC)):
         t0 = time.monotonic()
         data = await read_upload(request, cfg)
         # ``prior`` is declared for the API docs; read it from the query so that a repeat is refused
         chosen = request_prior(single_query(request, "prior"), model)
+        single_query(request, "explain")          # parsed by the framework; a repeat is refused too
         admitted = time.monotonic()
         deadline = admitted + cfg.request_timeout
-        fut = pool.submit(_work, data, cfg, admitted, chosen, deadline=deadline)
+        fut = pool.submit(_work, data, cfg, admitted, chosen, explain, deadline=deadline)
         if fut is None:
             raise ServeError(503, f"server busy: {pool.capacity} requests are running or queued; retry later",
                              headers={"Retry-After": "1"})

@@ -137,19 +137,20 @@ class ModelFiles:
 
 
 def exported_onnx(weights: Path, cache: Path | None = None) -> Path:
-    """An ONNX export (with metadata) of a torch weights file, cached by the file's content hash."""
+    """An ONNX export (with metadata, and the map as the ``cam`` output so that the server and the
+    page can explain) of a torch weights file, cached by the file's content hash."""
     from ..utils import cache_dir, require, sha256_file
 
     cache = cache or (cache_dir() / "serve")
     digest = sha256_file(weights)
-    out = cache / f"{weights.stem}-{digest[:16]}.onnx"
+    out = cache / f"{weights.stem}-{digest[:16]}-cam.onnx"
     if not out.is_file():
         require("torch", "train", f"{weights}: exporting it to ONNX for the page",
                 f"or serve its .onnx export (`litefer export --weights {weights}`)")
         from ..export.core import export_with_metadata
 
         log.info("exporting %s to ONNX for the page's on-device mode: %s", weights, out)
-        export_with_metadata(weights, out)
+        export_with_metadata(weights, out, explain=True)
     return out
 
 
@@ -238,14 +239,40 @@ def decode_upload(data: bytes, max_pixels: int, max_side: int) -> np.ndarray:
         raise ServeError(422, f"{what} ({type(e).__name__}: {msg})") from None
 
 
-def recognize_image(rec, bgr: np.ndarray, prior=None) -> list[dict]:
-    """Faces of one BGR image as JSON-ready dicts; ``prior`` overrides the recognizer's own."""
+def recognize_image(rec, bgr: np.ndarray, prior=None, explain: bool = False) -> list[dict]:
+    """Faces of one BGR image as JSON-ready dicts; ``prior`` overrides the recognizer's own; with
+    ``explain`` each face's explanation also holds its map on the photo (:func:`explanation_on_photo`)."""
+    from ..inference.explain import ExplainError
     from ..inference.inputs import InputError
 
     try:
-        return [f.to_dict() for f in rec.recognize(bgr, prior=prior)]
+        faces = rec.recognize(bgr, prior=prior, explain=explain)
     except InputError as e:
         raise ServeError(422, str(e)) from None
+    except ExplainError as e:
+        raise ServeError(422, f"explain: the served model cannot explain ({e})") from None
+    out = [f.to_dict() for f in faces]
+    for d, f in zip(out, faces):
+        if f.explanation is not None:
+            d["explanation"].update(explanation_on_photo(f.explanation, bgr.shape[1], bgr.shape[0]))
+    return out
+
+
+def explanation_on_photo(explanation, width: int, height: int) -> dict:
+    """``rect`` ([x, y, w, h], the photo pixels the face crop covers) and ``png``: the map there as a
+    base64 RGBA PNG of that size, heat colours with opacity rising with the map."""
+    import base64
+
+    import cv2
+
+    from ..inference.draw import heat_rgba
+
+    rect, values = explanation.on_photo(width, height)
+    png = ""
+    if values.size:
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(heat_rgba(values), cv2.COLOR_RGBA2BGRA))
+        png = base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
+    return {"rect": list(rect), "png": png}
 
 
 # ----------------------------------------------------------------------------- worker pool
