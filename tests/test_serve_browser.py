@@ -4,6 +4,7 @@ The fake webcam plays a Y4M video made from the packaged astronaut photo. In bot
 sent to the server; everything on-device with opencv.js + onnxruntime-web) the page must show a face
 box and a label; screenshots go to tests/artifacts/. The on-device pipeline is then checked against
 Python on the same photo: the face box, the 48 x 48 crop, the model input tensor and the scores.
+The Explain toggle's map is checked against the Python API's, and where it is drawn, in both modes.
 
 Skipped only when Chromium is not installed (``apt-get install chromium``; ``.ci/run`` does it).
 """
@@ -211,33 +212,19 @@ def tilted_astronaut() -> np.ndarray:
 
 
 def python_explanation(serve_model, photo):
-    """Python's answer for the photo's face: (face, raw cam of its label, crop side, crop warp M, M as
-    if unrotated).
-
-    The cam is ExplainedNet's on the same weights and the same crop as the Recognizer's, with the
-    mirrored pass mirrored back and averaged (the card's flip TTA), as the logits are."""
-    import torch
-
+    """Python's answer for the photo's face, from the Recognizer on the model the page runs: (face,
+    with ``explanation`` (raw ``cam`` of the label, crop-aligned ``map``, crop warp ``transform``), and
+    the warp the crop would have had unrotated)."""
     from litefer import Recognizer
     from litefer.inference.align import frame_transform
     from litefer.inference.inputs import read_image
-    from litefer.models.explain import ExplainedNet
-    from litefer.weights import load_checkpoint_model
 
     rec = Recognizer(str(serve_model[1]), backend="onnxruntime")
     bgr = read_image(photo)
-    (det,), (crop,), _ = rec.detect_and_crop(bgr)
-    (face,) = rec.recognize(bgr)
-    net = ExplainedNet(load_checkpoint_model(serve_model[0])[0].eval())
-    x = torch.from_numpy(rec.card.preprocess(crop[None]))
-    with torch.no_grad():
-        cam = net(x)[1][0]
-        if rec.tta:
-            cam = (cam + net(x.flip(-1))[1][0].flip(-1)) / 2
+    (face,) = rec.recognize(bgr, explain=True)
+    (det,), _, _ = rec.detect_and_crop(bgr)
     spec = rec.crop_spec
-    M = frame_transform(det, spec.size, spec.rotate, spec.level_above)[0]
-    upright = frame_transform(det, spec.size, False, spec.level_above)[0]
-    return face, cam[rec.class_names.index(face.label)].numpy(), spec.size, M, upright
+    return face, frame_transform(det, spec.size, False, spec.level_above)[0]
 
 
 def heat_alpha(pg) -> np.ndarray:
@@ -279,13 +266,14 @@ def stage_pixels(pg, name: str | None = None) -> np.ndarray:
 
 
 def test_explain_on_device_matches_python_and_lies_on_the_face(page, serve_model, tmp_path):
-    """On-device Explain: the page's map is Python's (same crop, same weights, ONNX Runtime Web
-    against torch) and is drawn over the face through the inverse of the crop's rotated warp."""
-    import cv2
+    """On-device Explain: the page's map is the Python API's (same crop, same ONNX file in ONNX Runtime
+    Web and in ONNX Runtime) and is drawn over the face through the inverse of the crop's rotated warp."""
+    from dataclasses import replace
 
     photo = tmp_path / "astronaut_tilted.png"
     photo.write_bytes(encode(tilted_astronaut(), "PNG"))
-    face, cam, side, M, upright = python_explanation(serve_model, photo)
+    face, upright = python_explanation(serve_model, photo)
+    cam, M = np.asarray(face.explanation.cam), np.asarray(face.explanation.transform)
     assert abs(np.degrees(np.arctan2(M[1, 0], M[0, 0]))) > 12       # the crop really is rotated
 
     assert not page.is_checked("#explain-toggle")                      # off by default
@@ -294,22 +282,29 @@ def test_explain_on_device_matches_python_and_lies_on_the_face(page, serve_model
     plain = stage_pixels(page)
     set_explain(page, True, "device")
     (got,) = page.evaluate("window.liteferExplanations")
-    assert faces_of(page)[0]["box"] == list(face.box) and got["label"] == face.label
+    assert faces_of(page)[0]["box"] == list(face.box) and got["label"] == face.label == face.explanation.label
     got_cam = np.array(got["cam"], np.float32)
     assert got_cam.shape == cam.shape and cam.max() > 0
     # the same crop (the photo test allows opencv.js 1 grey level off opencv-python; here they agree)
-    # through ONNX Runtime Web (WebAssembly, float32) against torch: float rounding only (5e-7 measured)
+    # through ONNX Runtime Web (WebAssembly) and ONNX Runtime's CPU kernels, both float32: the sums'
+    # order differs, so rounding only (5e-7 of the max measured)
     assert np.abs(got_cam - cam).max() <= 1e-3 * cam.max(), (got_cam, cam)
 
-    # placement: the page's layer against Python's map warped back through M (bilinear both ways)
+    # placement: the page's layer (canvas transform, its bilinear sampling) against Python's map on the
+    # photo (Explanation.on_photo: the crop-aligned map warped back by OpenCV), with the page's opacity
     alpha = heat_alpha(page).astype(np.float32)
-    crop_map = cv2.resize(cam / cam.max(), (side, side), interpolation=cv2.INTER_LINEAR)
 
-    def placed(m):
-        return cv2.warpAffine(0.6 * 255 * crop_map, m, alpha.shape[::-1], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    def placed(explanation) -> np.ndarray:
+        (x0, y0, w, h), values = explanation.on_photo(alpha.shape[1], alpha.shape[0])
+        out = np.zeros_like(alpha)
+        out[y0:y0 + h, x0:x0 + w] = 0.6 * 255 * values
+        return out
 
-    corr = lambda a, b: float(np.corrcoef(a.ravel(), b.ravel())[0, 1])  # noqa: E731
-    near, level = corr(alpha, placed(M)), corr(alpha, placed(upright))
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    near = corr(alpha, placed(face.explanation))
+    level = corr(alpha, placed(replace(face.explanation, transform=upright)))    # drawn as if not rotated
     assert near > 0.99 and near > level + 0.05, (near, level)       # 0.999 and 0.91 measured
     x, y, w, h = face.box                                               # the drawn pixels are on the face
     assert alpha[int(y):int(y + h), int(x):int(x + w)].sum() > 0.6 * alpha.sum()
@@ -326,11 +321,10 @@ def test_explain_needs_the_cam_output_on_device(page, serve_model, tmp_path):
     """An on-device model without the "cam" output: the toggle is disabled with a note saying how to
     export one, and the page still recognizes. (The page's recognizer is swapped for one running the
     same model stripped of its "cam" output: a second page would load opencv.js again.)"""
-    import onnx
+    from litefer.onnxproto import without_output
 
-    model = onnx.load(str(serve_model[1]))
-    model.graph.output.remove(next(o for o in model.graph.output if o.name == "cam"))
-    page.route("**/test-only/plain.onnx", lambda route: route.fulfill(body=model.SerializeToString()))
+    plain = without_output(Path(serve_model[1]).read_bytes(), "cam")
+    page.route("**/test-only/plain.onnx", lambda route: route.fulfill(body=plain))
     photo = tmp_path / "astronaut.png"
     photo.write_bytes(encode(astronaut_rgb(), "PNG"))
     analyse_photo(page, photo, "device")
