@@ -4,6 +4,7 @@ The fake webcam plays a Y4M video made from the packaged astronaut photo. In bot
 sent to the server; everything on-device with opencv.js + onnxruntime-web) the page must show a face
 box and a label; screenshots go to tests/artifacts/. The on-device pipeline is then checked against
 Python on the same photo: the face box, the 48 x 48 crop, the model input tensor and the scores.
+The Explain toggle's map is checked against the Python API's, and where it is drawn, in both modes.
 
 Skipped only when Chromium is not installed (``apt-get install chromium``; ``.ci/run`` does it).
 """
@@ -196,6 +197,196 @@ def test_prior_selector_in_both_modes_matches_python(page, serve_model, tmp_path
         assert max(abs(got["scores"][c] - want.scores[c]) for c in CLASSES) < tolerance, mode
         assert "Balanced" in page.text_content("#prior-note")
     page.select_option("#prior", "dataset")
+
+
+# ---------------------------------------------------------------------------- Explain (issue 21)
+
+def tilted_astronaut() -> np.ndarray:
+    """The astronaut photo turned 12 degrees clockwise: the eye line tilts past the crop's 10-degree
+    levelling threshold, so the crop is rotated (by 13.2 degrees) and the map must be turned back."""
+    import cv2
+
+    rgb = astronaut_rgb()
+    h, w = rgb.shape[:2]
+    return cv2.warpAffine(rgb, cv2.getRotationMatrix2D((w / 2, h / 2), -12, 1.0), (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def python_explanation(serve_model, photo):
+    """Python's answer for the photo's face, from the Recognizer on the model the page runs: (face,
+    with ``explanation`` (raw ``cam`` of the label, crop-aligned ``map``, crop warp ``transform``), and
+    the warp the crop would have had unrotated)."""
+    from litefer import Recognizer
+    from litefer.inference.align import frame_transform
+    from litefer.inference.inputs import read_image
+
+    rec = Recognizer(str(serve_model[1]), backend="onnxruntime")
+    bgr = read_image(photo)
+    (face,) = rec.recognize(bgr, explain=True)
+    (det,), _, _ = rec.detect_and_crop(bgr)
+    spec = rec.crop_spec
+    return face, frame_transform(det, spec.size, False, spec.level_above)[0]
+
+
+def heat_alpha(pg) -> np.ndarray:
+    """The alpha channel of the page's Explain layer (the canvas under the boxes), H x W."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    url = pg.evaluate("document.getElementById('heat').toDataURL('image/png')")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGBA"))[..., 3]
+
+
+def analyse_photo(pg, photo, mode):
+    """Pick the photo in ``mode`` and wait for its answer (the page draws only its latest analysis:
+    the photo picked before, re-analysed by a mode switch, is superseded)."""
+    pg.check(f"input[name=mode][value={mode}]")
+    before = pg.evaluate(f"window.litefer.state.frames.{mode}")
+    pg.set_input_files("#file", str(photo))
+    pg.wait_for_function(f"""window.litefer.state.frames.{mode} > {before} &&
+        document.getElementById('status').textContent.startsWith('{photo.name}:')""", timeout=WAIT_MS)
+
+
+def set_explain(pg, on: bool, mode: str, faces: int = 1):
+    """Flip the Explain toggle and wait for the picked image's re-analysis."""
+    before = pg.evaluate(f"window.litefer.state.frames.{mode}")
+    pg.set_checked("#explain-toggle", on)
+    pg.wait_for_function(f"window.litefer.state.frames.{mode} > {before} && "
+                         f"window.liteferExplanations.length === {faces if on else 0}", timeout=WAIT_MS)
+
+
+def stage_pixels(pg, name: str | None = None) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    png = pg.locator("#stage").screenshot(path=str(ARTIFACTS / name) if name else None)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), np.int16)
+
+
+def test_explain_on_device_matches_python_and_lies_on_the_face(page, serve_model, tmp_path):
+    """On-device Explain: the page's map is the Python API's (same crop, same ONNX file in ONNX Runtime
+    Web and in ONNX Runtime) and is drawn over the face through the inverse of the crop's rotated warp."""
+    from dataclasses import replace
+
+    photo = tmp_path / "astronaut_tilted.png"
+    photo.write_bytes(encode(tilted_astronaut(), "PNG"))
+    face, upright = python_explanation(serve_model, photo)
+    cam, M = np.asarray(face.explanation.cam), np.asarray(face.explanation.transform)
+    assert abs(np.degrees(np.arctan2(M[1, 0], M[0, 0]))) > 12       # the crop really is rotated
+
+    assert not page.is_checked("#explain-toggle")                      # off by default
+    analyse_photo(page, photo, "device")
+    assert page.evaluate("window.liteferExplanations") == [] and heat_alpha(page).max() == 0
+    plain = stage_pixels(page)
+    set_explain(page, True, "device")
+    (got,) = page.evaluate("window.liteferExplanations")
+    assert faces_of(page)[0]["box"] == list(face.box) and got["label"] == face.label == face.explanation.label
+    got_cam = np.array(got["cam"], np.float32)
+    assert got_cam.shape == cam.shape and cam.max() > 0
+    # the same crop (the photo test allows opencv.js 1 grey level off opencv-python; here they agree)
+    # through ONNX Runtime Web (WebAssembly) and ONNX Runtime's CPU kernels, both float32: the sums'
+    # order differs, so rounding only (5e-7 of the max measured)
+    assert np.abs(got_cam - cam).max() <= 1e-3 * cam.max(), (got_cam, cam)
+
+    # placement: the page's layer (canvas transform, its bilinear sampling) against Python's map on the
+    # photo (Explanation.on_photo: the crop-aligned map warped back by OpenCV), with the page's opacity
+    alpha = heat_alpha(page).astype(np.float32)
+
+    def placed(explanation) -> np.ndarray:
+        (x0, y0, w, h), values = explanation.on_photo(alpha.shape[1], alpha.shape[0])
+        out = np.zeros_like(alpha)
+        out[y0:y0 + h, x0:x0 + w] = 0.6 * 255 * values
+        return out
+
+    def corr(a, b):
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    near = corr(alpha, placed(face.explanation))
+    level = corr(alpha, placed(replace(face.explanation, transform=upright)))    # drawn as if not rotated
+    assert near > 0.99 and near > level + 0.05, (near, level)       # 0.999 and 0.91 measured
+    x, y, w, h = face.box                                               # the drawn pixels are on the face
+    assert alpha[int(y):int(y + h), int(x):int(x + w)].sum() > 0.6 * alpha.sum()
+
+    shown = stage_pixels(page, "serve_explain_device.png")
+    scale = shown.shape[1] / alpha.shape[1]
+    box = (slice(int(y * scale), int((y + h) * scale)), slice(int(x * scale), int((x + w) * scale)))
+    assert np.abs(shown - plain)[box].mean() > 10, "the map does not change the pixels over the face"  # 40
+    set_explain(page, False, "device")
+    assert page.evaluate("window.liteferExplanations") == [] and heat_alpha(page).max() == 0
+
+
+def test_explain_needs_the_cam_output_on_device(page, serve_model, tmp_path):
+    """An on-device model without the "cam" output: the toggle is disabled with a note saying how to
+    export one, and the page still recognizes. (The page's recognizer is swapped for one running the
+    same model stripped of its "cam" output: a second page would load opencv.js again.)"""
+    from litefer.onnxproto import without_output
+
+    plain = without_output(Path(serve_model[1]).read_bytes(), "cam")
+    page.route("**/test-only/plain.onnx", lambda route: route.fulfill(body=plain))
+    photo = tmp_path / "astronaut.png"
+    photo.write_bytes(encode(astronaut_rgb(), "PNG"))
+    analyse_photo(page, photo, "device")
+    assert page.evaluate("""async () => {
+        const L = window.litefer, d = L.state.device, ort = window.ort;
+        const { DeviceRecognizer } = await import('/static/pipeline.js');
+        const session = await ort.InferenceSession.create(await (await fetch('/test-only/plain.onnx')).arrayBuffer(),
+                                                          { executionProviders: ['wasm'] });
+        const xml = await Promise.all([d.card.browser.detector.face_cascade, d.card.browser.detector.eye_cascade]
+            .map(async (u) => (await fetch(u)).arrayBuffer()));
+        L.kept = d;
+        L.state.device = new DeviceRecognizer(d.cv, ort, session, d.card, ...xml);
+        return L.state.device.canExplain === false && d.canExplain; }""")
+    try:
+        before = page.evaluate("window.litefer.state.frames.device")
+        page.check("#explain-toggle")
+        page.wait_for_function(f"window.litefer.state.frames.device > {before}", timeout=WAIT_MS)
+        assert page.is_disabled("#explain-toggle")
+        note = page.locator("#explain-note")
+        assert note.is_visible() and all(w in note.text_content() for w in ('"cam" output', "litefer export", "--explain"))
+        assert len(faces_of(page)) == 1 and page.evaluate("window.liteferExplanations") == []
+        assert heat_alpha(page).max() == 0 and not page.evaluate("window.litefer.state.error")
+    finally:                                         # the page's own recognizer back, Explain off
+        page.evaluate("""() => { const L = window.litefer, t = document.getElementById('explain-toggle');
+            L.state.device = L.kept; t.checked = false; t.dispatchEvent(new Event('change')); }""")
+        page.unroute("**/test-only/plain.onnx")
+    page.wait_for_function("!document.getElementById('explain-toggle').disabled", timeout=WAIT_MS)
+
+
+def test_explain_in_server_mode_asks_for_maps_and_draws_them(page, serve_model, tmp_path):
+    """Server mode asks for ?explain=1 only while the toggle is on, keeps the server's maps (which are
+    the Python API's) and draws each face's PNG at its rectangle."""
+    from litefer import Recognizer
+
+    photo = tmp_path / "astronaut_tilted.png"
+    photo.write_bytes(encode(tilted_astronaut(), "PNG"))
+    (want,) = Recognizer(str(serve_model[1]), backend="onnxruntime").recognize(photo, explain=True)
+    urls = []
+
+    def seen(request):
+        if "/v1/recognize" in request.url:
+            urls.append(request.url)
+
+    page.on("request", seen)
+    try:
+        analyse_photo(page, photo, "server")
+        assert "explain" not in urls[-1] and heat_alpha(page).max() == 0
+        set_explain(page, True, "server")
+        assert "explain=1" in urls[-1]
+    finally:
+        page.remove_listener("request", seen)
+    (got,) = page.evaluate("window.liteferExplanations")
+    cam = np.asarray(want.explanation.cam, np.float32)
+    assert got["label"] == want.label == want.explanation.label
+    assert np.abs(np.array(got["cam"], np.float32) - cam).max() <= 1e-6      # the JSON rounds to 6 decimals
+    alpha = heat_alpha(page)
+    (face,) = page.evaluate("window.litefer.state.lastFaces.map(f => f.explanation.rect)")
+    x, y, w, h = face
+    assert alpha[y:y + h, x:x + w].astype(np.float64).mean() > 5 and alpha.sum() == alpha[y:y + h, x:x + w].sum()
+    page.screenshot(path=str(ARTIFACTS / "serve_explain_server.png"))
+    set_explain(page, False, "server")
+    assert heat_alpha(page).max() == 0
 
 
 def test_no_errors_in_the_page(page):

@@ -1,10 +1,10 @@
 // The litefer page: webcam or image in, faces with expression labels and per-class score bars out.
 // Two modes: "server" sends each frame to POST /v1/recognize; "device" runs everything in this tab
 // (opencv.js Haar detection + the model in onnxruntime-web, see pipeline.js).
-import { DeviceRecognizer } from "./pipeline.js";
+import { CAM_OUTPUT, DeviceRecognizer, cropToImage, heatPixels } from "./pipeline.js";
 
 const $ = (id) => document.getElementById(id);
-const video = $("video"), still = $("still"), overlay = $("overlay");
+const video = $("video"), still = $("still"), overlay = $("overlay"), heat = $("heat");
 const MAX_FRAME_SIDE = 640;            // webcam frames are analysed at most this large, in both modes
 const COLORS = ["#e6e6e6", "#ffd33d", "#79c0ff", "#8b949e", "#ff7b72", "#7ee787", "#d2a8ff", "#ffa657",
                 "#56d4dd", "#f778ba"];
@@ -12,6 +12,7 @@ const COLORS = ["#e6e6e6", "#ffd33d", "#79c0ff", "#8b949e", "#ff7b72", "#7ee787"
 const state = {
   mode: "server",            // "server" | "device"
   prior: "dataset",          // "dataset" | "balanced": the class prior of the scores, in both modes
+  explain: false,            // the Explain toggle: each face's Grad-CAM map drawn over it
   source: null,              // "webcam" | "image" | null
   running: false,
   card: null,
@@ -27,6 +28,7 @@ const state = {
   error: null,
 };
 window.litefer = { state };    // for the browser test and for curious developers
+window.liteferExplanations = [];   // per face of the last frame: {label, cam: h x w rows}, while Explain is on
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -113,27 +115,42 @@ function grab(source, width, height, maxSide) {
   return { canvas: c, scale };
 }
 
-async function recognizeOnServer(body, contentType) {
-  const url = `/v1/recognize?prior=${encodeURIComponent(state.prior)}`;
+async function recognizeOnServer(body, contentType, explain) {
+  const url = `/v1/recognize?prior=${encodeURIComponent(state.prior)}${explain ? "&explain=1" : ""}`;
   const r = await fetch(url, { method: "POST", body, headers: { "Content-Type": contentType } });
   const out = await r.json().catch(() => ({ message: `HTTP ${r.status}` }));
   if (!r.ok) throw new Error(`server: ${out.message || r.status}`);
+  if (explain) {                   // each face's map comes as a PNG covering `rect` of the photo
+    await Promise.all(out.faces.filter((f) => f.explanation && f.explanation.png).map(async (f) => {
+      const png = await (await fetch(`data:image/png;base64,${f.explanation.png}`)).blob();
+      f.explanation.image = await createImageBitmap(png);
+    }));
+  }
   return out.faces;
 }
 
-async function recognizeCanvas(canvas) {
+async function recognizeCanvas(canvas, explain) {
   if (state.mode === "server") {
     const blob = await new Promise((res) => canvas.toBlob(res, "image/jpeg", 0.9));
-    return recognizeOnServer(blob, "image/jpeg");
+    return recognizeOnServer(blob, "image/jpeg", explain);
   }
   const rec = state.device || await ensureDevice();
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  return rec.recognize(ctx.getImageData(0, 0, canvas.width, canvas.height), state.prior);
+  return rec.recognize(ctx.getImageData(0, 0, canvas.width, canvas.height), state.prior, explain && rec.canExplain);
+}
+
+// The raw map as rows, from the page's flat Float32Array or the server's nested list.
+function camRows(e) {
+  if (!ArrayBuffer.isView(e.cam)) return e.cam;
+  const [h, w] = e.resolution;
+  return Array.from({ length: h }, (_, y) => Array.from(e.cam.subarray(y * w, (y + 1) * w)));
 }
 
 function record(faces, mode, ms, prior) {
   state.frames[mode] += 1;
   state.lastPrior = prior;
+  window.liteferExplanations = faces.filter((f) => f.explanation)
+    .map((f) => ({ label: f.explanation.label, cam: camRows(f.explanation) }));
   if (faces.length) state.facesSeen[mode] += 1;
   state.lastFaces = faces;
   state.lastMode = mode;
@@ -143,7 +160,34 @@ function record(faces, mode, ms, prior) {
 
 // ---------------------------------------------------------------------------- drawing
 
+// Each face's map over the face, on its own canvas under the boxes. On-device: the crop-aligned map
+// in heat colours, drawn through the inverse of the crop's warp (so a levelled crop lands on the tilted
+// face); server: the PNG the server made, at its rectangle. `scale`: analysed pixels per shown pixel.
+function drawExplanations(faces, scale, width, height) {
+  heat.width = width;
+  heat.height = height;
+  const g = heat.getContext("2d");
+  g.clearRect(0, 0, width, height);
+  g.imageSmoothingEnabled = true;
+  faces.forEach((f) => {
+    const e = f.explanation;
+    if (!e) return;
+    if (e.rect) {                  // the server's (an empty rect, face outside the photo, has no image)
+      const [x, y, w, h] = e.rect.map((v) => v / scale);
+      if (e.image) g.drawImage(e.image, x, y, w, h);
+      return;
+    }
+    const tile = document.createElement("canvas");
+    tile.width = tile.height = e.side;
+    tile.getContext("2d").putImageData(new ImageData(heatPixels(e.map), e.side, e.side), 0, 0);
+    g.setTransform(...cropToImage(e.matrix, scale));
+    g.drawImage(tile, 0, 0);
+    g.setTransform(1, 0, 0, 1, 0, 0);
+  });
+}
+
 function drawFaces(faces, scale, width, height) {
+  drawExplanations(faces, scale, width, height);
   overlay.width = width;
   overlay.height = height;
   const g = overlay.getContext("2d");
@@ -260,12 +304,12 @@ async function runLoop(token) {
       await new Promise((r) => setTimeout(r, 30));
       continue;
     }
-    const mode = state.mode, prior = state.prior;
+    const mode = state.mode, prior = state.prior, explain = state.explain;
     const t0 = performance.now();
     try {
       const { canvas, scale } = grab(video, video.videoWidth, video.videoHeight, MAX_FRAME_SIDE);
-      const faces = await recognizeCanvas(canvas);
-      if (token !== loopToken || mode !== state.mode || prior !== state.prior) continue;   // switched mid-frame
+      const faces = await recognizeCanvas(canvas, explain);
+      if (token !== loopToken || mode !== state.mode || prior !== state.prior || explain !== state.explain) continue;
       record(faces, mode, performance.now() - t0, prior);
       drawFaces(faces, scale, video.videoWidth, video.videoHeight);
       const now = performance.now();
@@ -284,8 +328,12 @@ async function runLoop(token) {
 
 // ---------------------------------------------------------------------------- image files
 
+let fileToken = 0;      // the latest image analysis: an earlier one still running (a mode, prior or Explain
+                        // change re-analyses the picked image) must not draw over it
+
 async function analyseFile(file) {
   if (!file) return;
+  const token = ++fileToken;
   stopWebcam();
   let bitmap;
   try {
@@ -294,17 +342,19 @@ async function analyseFile(file) {
     setStatus(`${file.name}: not an image this browser can decode`, true);
     return;
   }
+  if (token !== fileToken) return;
   still.width = bitmap.width;
   still.height = bitmap.height;
   still.getContext("2d", { willReadFrequently: true }).drawImage(bitmap, 0, 0);
   video.hidden = true;
   still.hidden = false;
   state.source = "image";
-  const mode = state.mode, prior = state.prior, t0 = performance.now();
+  const mode = state.mode, prior = state.prior, explain = state.explain, t0 = performance.now();
   try {
     // server: the original file (the server decodes it); device: the decoded pixels at full size
-    const faces = mode === "server" ? await recognizeOnServer(file, file.type || "application/octet-stream")
-                                    : await recognizeCanvas(still);
+    const faces = mode === "server" ? await recognizeOnServer(file, file.type || "application/octet-stream", explain)
+                                    : await recognizeCanvas(still, explain);
+    if (token !== fileToken) return;
     record(faces, mode, performance.now() - t0, prior);
     drawFaces(faces, 1, bitmap.width, bitmap.height);
     showRates();
@@ -333,6 +383,7 @@ async function setMode(mode) {
   } else {
     setStatus(`server mode: ${state.card.model_name} (${state.card.server.backend}) on the server`);
   }
+  updateExplain();
   if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
 }
 
@@ -362,6 +413,33 @@ function setupPrior(c) {
   });
 }
 
+// The Explain toggle is on unless the on-device model has no Grad-CAM output; the note says which map it is.
+function updateExplain() {
+  const toggle = $("explain-toggle"), note = $("explain-note");
+  const unable = state.mode === "device" && state.device && !state.device.canExplain;
+  toggle.disabled = Boolean(unable);
+  state.explain = toggle.checked && !unable;
+  note.classList.toggle("warn", Boolean(unable));
+  if (unable) {
+    const code = (text) => Object.assign(document.createElement("code"), { textContent: text });
+    note.replaceChildren(`Explain is unavailable on this device: the page's ONNX model has no "${CAM_OUTPUT}" output. ` +
+      "Export one with ", code("litefer export --weights W --explain"), " and serve it (",
+      code("litefer serve --weights W.onnx"), " or ", code("--browser-model W.onnx"), ").");
+  } else {
+    note.textContent = state.explain ? "Explain: each face's map shows where the network looked for its label " +
+      "(Grad-CAM of the label on the last feature map, upsampled; from faint blue to opaque red = more weight)." : "";
+  }
+}
+
+function setupExplain() {
+  $("explain-toggle").addEventListener("change", () => {
+    updateExplain();
+    if (!state.explain) window.liteferExplanations = [];
+    if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
+  });
+  updateExplain();
+}
+
 async function main() {
   try {
     state.card = await fetchJSON("/v1/model");
@@ -381,6 +459,7 @@ async function main() {
     }
   });
   setupPrior(c);
+  setupExplain();
   $("start").addEventListener("click", startWebcam);
   $("stop").addEventListener("click", stopWebcam);
   $("file").addEventListener("change", () => analyseFile($("file").files[0]));

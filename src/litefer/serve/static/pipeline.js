@@ -258,8 +258,8 @@ export function invertAffine(M) {
   return [[A11, A12, -A11 * b1 - A12 * b2], [A21, A22, -A21 * b1 - A22 * b2]];
 }
 
-// The face as the model's training data framed it (align.crop_face): {data, height, width, channels}.
-// `image` is the full-resolution grey (1-channel) or RGB (3-channel) cv.Mat, as spec.grayscale says.
+// The face as the model's training data framed it (align.crop_face): {data, height, width, channels,
+// matrix} (matrix: the 2 x 3 image -> crop warp, frameTransform's). `image` is the full-resolution grey (1-channel) or RGB (3-channel) cv.Mat, as spec.grayscale says.
 export function cropFace(cv, image, det, spec, frameScale) {
   const size = Number(spec.size);
   const M = frameTransform(det, size, spec.rotate, Number(spec.level_above), frameScale);
@@ -285,10 +285,80 @@ export function cropFace(cv, image, det, spec, frameScale) {
     cv.warpAffine(roi, warped, Mf, new cv.Size(big, big), cv.INTER_LINEAR, cv.BORDER_REPLICATE, new cv.Scalar());
     if (factor > 1) cv.resize(warped, crop, new cv.Size(size, size), 0, 0, cv.INTER_AREA);
     else warped.copyTo(crop);
-    return { data: new Uint8Array(crop.data), height: size, width: size, channels: crop.channels() };
+    return { data: new Uint8Array(crop.data), height: size, width: size, channels: crop.channels(), matrix: M };
   } finally {
     roi.delete(); Mf.delete(); warped.delete(); crop.delete();
   }
+}
+
+// ---------------------------------------------------------------------------- explanations
+
+// The ONNX output that holds every class's Grad-CAM map (litefer export --explain; litefer.models.explain).
+export const CAM_OUTPUT = "cam";
+
+// Face i's map of class k, h x w, from the "cam" output (dims [B, K, h, w], raw, not normalised).
+// With flip TTA the batch is [plain, mirrored] (B = 2n): the mirrored pass's map is mirrored back and
+// averaged with the plain one, as the logits are.
+export function classCam(data, dims, n, i, k, tta) {
+  const [, K, h, w] = dims.map(Number);
+  const plain = (i * K + k) * h * w;
+  const out = new Float32Array(h * w);
+  if (!tta) {
+    out.set(data.subarray(plain, plain + h * w));
+    return out;
+  }
+  const mirrored = ((n + i) * K + k) * h * w;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) out[y * w + x] = (data[plain + y * w + x] + data[mirrored + y * w + w - 1 - x]) / 2;
+  }
+  return out;
+}
+
+// The crop-aligned map of Python's Explanation.map: cam / max (all zeros when the max is 0), resized
+// bilinearly to side x side with cv2.INTER_LINEAR's sampling (pixel centres, edges clamped).
+export function cropMap(cam, h, w, side) {
+  let max = 0;
+  for (let i = 0; i < cam.length; i++) max = Math.max(max, cam[i]);
+  const out = new Float32Array(side * side);
+  if (!(max > 0)) return out;
+  const rows = bilinearWeights(h, side), cols = bilinearWeights(w, side);
+  for (let y = 0; y < side; y++) {
+    const r0 = rows.i0[y] * w, r1 = rows.i1[y] * w, wy = rows.w1[y];
+    for (let x = 0; x < side; x++) {
+      const c0 = cols.i0[x], c1 = cols.i1[x], wx = cols.w1[x];
+      const top = cam[r0 + c0] * (1 - wx) + cam[r0 + c1] * wx, bottom = cam[r1 + c0] * (1 - wx) + cam[r1 + c1] * wx;
+      out[y * side + x] = (top * (1 - wy) + bottom * wy) / max;
+    }
+  }
+  return out;
+}
+
+// RGBA pixels of a map in [0, 1], as the Python overlays colour it: the jet ramp (dark blue, low, through
+// cyan and yellow to dark red, high) with opacity rising from 0 to 0.6 with the value, so weak regions
+// leave the face visible.
+const HEAT_ALPHA = 0.6;
+
+export function heatPixels(map) {
+  const px = new Uint8ClampedArray(4 * map.length);
+  const clamp = (v) => Math.min(1, Math.max(0, v));
+  for (let i = 0; i < map.length; i++) {
+    const v = clamp(map[i]);
+    px[4 * i] = 255 * clamp(1.5 - Math.abs(4 * v - 3));
+    px[4 * i + 1] = 255 * clamp(1.5 - Math.abs(4 * v - 2));
+    px[4 * i + 2] = 255 * clamp(1.5 - Math.abs(4 * v - 1));
+    px[4 * i + 3] = 255 * HEAT_ALPHA * v;
+  }
+  return px;
+}
+
+// The canvas transform [a, b, c, d, e, f] (setTransform's order) that draws a crop-sized image back
+// over the face: the inverse of the crop's warp M (pixel-centre convention, as OpenCV's), taken to
+// continuous canvas coordinates, then divided by `scale` (analysed pixels per displayed pixel).
+export function cropToImage(M, scale = 1) {
+  const [[a, c, e], [b, d, f]] = invertAffine(M);
+  // image centre = inv(crop centre); continuous points sit half a pixel past the centres
+  const e1 = e + 0.5 - 0.5 * (a + c), f1 = f + 0.5 - 0.5 * (b + d);
+  return [a / scale, b / scale, c / scale, d / scale, e1 / scale, f1 / scale];
 }
 
 // ---------------------------------------------------------------------------- the recognizer
@@ -302,12 +372,14 @@ export class DeviceRecognizer {
     this.frameScale = card.browser.detector.frame_scale;
     this.detector = new HaarDetector(cv, card.browser.detector, faceXml, eyeXml);
     this.inputName = session.inputNames[0];
+    this.logitsName = session.outputNames[0];
+    this.canExplain = session.outputNames.includes(CAM_OUTPUT);   // the model has the Grad-CAM output
   }
 
-  // Class probabilities (Float32Array, N x K) of crops under a class prior ("dataset" or "balanced").
-  async classify(crops, prior = "dataset") {
+  // Logits of crops (Float32Array, N x K, mirror-averaged with TTA) and, when `explain`, the raw
+  // "cam" output ({data, dims}, the mirrored pass included).
+  async forward(crops, explain = false) {
     const n = crops.length, c = Number(this.pp.in_chans), s = Number(this.pp.input_size), k = this.classes.length;
-    if (n === 0) return new Float32Array(0);
     let x = preprocess(crops, this.pp);
     let batch = n;
     if (this.tta) {
@@ -315,19 +387,28 @@ export class DeviceRecognizer {
       both.set(x); both.set(flipWidth(x, n, c, s, s), x.length);
       x = both; batch = 2 * n;
     }
+    if (explain && !this.canExplain) throw new Error(`${this.card.model_name}: this ONNX model has no "${CAM_OUTPUT}" output`);
     const feeds = { [this.inputName]: new this.ort.Tensor("float32", x, [batch, c, s, s]) };
-    const out = await this.session.run(feeds);
-    const logits = out[this.session.outputNames[0]].data;
+    const out = await this.session.run(feeds, explain ? [this.logitsName, CAM_OUTPUT] : [this.logitsName]);
+    const logits = out[this.logitsName].data;
     const avg = new Float32Array(n * k);
     for (let i = 0; i < n * k; i++) avg[i] = this.tta ? (logits[i] + logits[n * k + i]) / 2 : logits[i];
-    const adjust = priorAdjustment(prior, this.card);
-    if (adjust) for (let i = 0; i < n * k; i++) avg[i] = Math.fround(avg[i] + Math.fround(adjust[i % k]));
-    return softmax(avg, k);
+    return { logits: avg, cam: explain ? { data: out[CAM_OUTPUT].data, dims: out[CAM_OUTPUT].dims } : null };
+  }
+
+  // Class probabilities (Float32Array, N x K) from mirror-averaged logits under a class prior
+  // ("dataset" or "balanced"); the logits are adjusted in place.
+  probabilities(logits, prior = "dataset") {
+    const k = this.classes.length, adjust = priorAdjustment(prior, this.card);
+    if (adjust) for (let i = 0; i < logits.length; i++) logits[i] = Math.fround(logits[i] + Math.fround(adjust[i % k]));
+    return softmax(logits, k);
   }
 
   // Faces in an ImageData (RGBA), in its pixel coordinates, shaped like the server's JSON faces.
-  // The pixels go through the same OpenCV calls as in Python, which starts from BGR.
-  async recognize(imageData, prior = "dataset") {
+  // The pixels go through the same OpenCV calls as in Python, which starts from BGR. With `explain`,
+  // each face gets `explanation`: {label, cam (h*w, raw), resolution [h, w], map (crop-aligned, in [0, 1]),
+  // side, matrix (the crop's warp)}, the map of the face's label as Python's Explanation has it.
+  async recognize(imageData, prior = "dataset", explain = false) {
     const cv = this.cv;
     const rgba = cv.matFromImageData(imageData);
     const bgr = new cv.Mat(), image = new cv.Mat();
@@ -336,7 +417,9 @@ export class DeviceRecognizer {
       cv.cvtColor(bgr, image, this.spec.grayscale ? cv.COLOR_BGR2GRAY : cv.COLOR_BGR2RGB);
       const dets = this.detector.detect(bgr);
       const crops = dets.map((d) => cropFace(cv, image, d, this.spec, this.frameScale));
-      const probs = await this.classify(crops, prior);
+      if (!crops.length) return [];
+      const { logits, cam } = await this.forward(crops, explain);
+      const probs = this.probabilities(logits, prior);
       const k = this.classes.length;
       return dets.map((d, i) => {
         const p = probs.subarray(i * k, (i + 1) * k);
@@ -344,11 +427,20 @@ export class DeviceRecognizer {
         for (let j = 1; j < k; j++) if (p[j] > p[top]) top = j;
         const scores = {};
         this.classes.forEach((name, j) => { scores[name] = p[j]; });
-        return { box: d.box.map((v) => roundHalfEven(v)), label: this.classes[top], score: p[top], scores,
-                 detection_score: d.score, aligned: Boolean(d.eyes), crop: crops[i] };
+        const face = { box: d.box.map((v) => roundHalfEven(v)), label: this.classes[top], score: p[top], scores,
+                       detection_score: d.score, aligned: Boolean(d.eyes), crop: crops[i] };
+        if (cam) face.explanation = this.explanation(cam, crops.length, i, top, crops[i]);
+        return face;
       });
     } finally {
       rgba.delete(); bgr.delete(); image.delete();
     }
+  }
+
+  explanation(cam, n, i, top, crop) {
+    const [h, w] = cam.dims.slice(2).map(Number);
+    const raw = classCam(cam.data, cam.dims, n, i, top, this.tta);
+    return { label: this.classes[top], cam: raw, resolution: [h, w], map: cropMap(raw, h, w, crop.width),
+             side: crop.width, matrix: crop.matrix };
   }
 }
