@@ -3,7 +3,7 @@
 not part of the installed package.
 
 * :func:`run_load`: ``clients`` threads, each with one keep-alive connection, each sending
-  ``requests`` uploads one after another; latency of every request and the status counts.
+  ``requests`` uploads (or GETs) one after another; latency of every request and the status counts.
 * :data:`FAULTS`: misbehaving clients, each on its own raw socket: a truncated JPEG, a text file, a
   body larger than the limit (declared, and chunked without a length), an image whose header
   claims 30,000 x 30,000 pixels, a body sent a byte at a time (slowloris), headers sent a byte at a
@@ -90,16 +90,19 @@ class LoadResult:
                 "faces_per_answer": {str(k): v for k, v in sorted(self.faces.items())}}
 
 
-def run_load(url: str, body: bytes, clients: int, requests: int, content_type: str = "image/jpeg",
-             timeout: float = 60.0, duration_s: float | None = None, pause_s: float = 0.0) -> LoadResult:
-    """``clients`` concurrent keep-alive clients, ``requests`` POST /v1/recognize each, or with
-    ``duration_s`` as many as each sends in that time; ``pause_s`` between a client's requests."""
+def run_load(url: str, body: bytes | None, clients: int, requests: int, content_type: str = "image/jpeg",
+             timeout: float = 60.0, duration_s: float | None = None, pause_s: float = 0.0,
+             path: str = "/v1/recognize") -> LoadResult:
+    """``clients`` concurrent keep-alive clients, ``requests`` POST ``path`` each (a GET where ``body``
+    is None), or with ``duration_s`` as many as each sends in that time; ``pause_s`` between a
+    client's requests."""
     if clients < 1 or requests < 1:
         raise ValueError(f"clients and requests must be >= 1, got {clients}, {requests}")
     host, port = _addr(url)
     result = LoadResult(clients=clients, requests=requests)
     lock = threading.Lock()
     start = threading.Barrier(clients)
+    method, headers = ("GET", {}) if body is None else ("POST", {"Content-Type": content_type})
 
     def more(sent: int, t_start: float) -> bool:
         return time.perf_counter() - t_start < duration_s if duration_s is not None else sent < requests
@@ -114,12 +117,12 @@ def run_load(url: str, body: bytes, clients: int, requests: int, content_type: s
             sent += 1
             t0 = time.perf_counter()
             try:
-                conn.request("POST", "/v1/recognize", body=body, headers={"Content-Type": content_type})
+                conn.request(method, path, body=body, headers=headers)
                 r = conn.getresponse()
                 payload = r.read()
                 ms = 1000 * (time.perf_counter() - t0)
                 status = r.status
-                n_faces = len(json.loads(payload)["faces"]) if status == 200 else None
+                n_faces = len(json.loads(payload).get("faces") or ()) if status == 200 else None
                 if r.getheader("connection", "").lower() == "close":
                     conn.close()
             except (OSError, http.client.HTTPException, ValueError) as e:
