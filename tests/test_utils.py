@@ -67,3 +67,19 @@ def test_a_fifo_is_written_into(tmp_path):
     atomic_write_bytes(fifo, b"streamed")
     reader.join(timeout=10)
     assert got == [b"streamed"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_stdout_redirected_into_a_file_is_appended_to_not_replaced(tmp_path):
+    """``--json /dev/stdout`` with stdout redirected into a file: the path leads through
+    /proc/self/fd/1 to that file, which must be written through the open descriptor (what was
+    printed before stays), not replaced by rename. Our own link to /proc/self/fd/1 stands in for
+    /dev/stdout, so that nothing outside tmp_path is touched."""
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    out = tmp_path / "out.txt"
+    code = ("import sys; from litefer.utils import atomic_write_bytes; print('table', flush=True); "
+            f"atomic_write_bytes({str(link)!r}, b'json')")
+    with open(out, "wb") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, check=True, timeout=60)
+    assert out.read_bytes() == b"table\njson"
+    assert link.is_symlink()

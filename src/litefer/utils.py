@@ -84,7 +84,22 @@ def _streamed_target(path: str | os.PathLike) -> bool:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         return False
-    return not stat.S_ISREG(mode) or os.path.realpath(path).startswith("/proc/")
+    return not stat.S_ISREG(mode) or _through_proc(path)
+
+
+def _through_proc(path: str | os.PathLike) -> bool:
+    """Whether following ``path``'s links passes through ``/proc`` (an open descriptor such as
+    ``/proc/self/fd/1``). ``realpath`` would not say: it resolves the descriptor to the file behind
+    it, and stdout redirected into ``out.txt`` would then be replaced instead of appended to."""
+    p = os.path.abspath(path)
+    for _ in range(40):
+        p = os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p))
+        if p.startswith("/proc/"):
+            return True
+        if not os.path.islink(p):
+            return False
+        p = os.path.normpath(os.path.join(os.path.dirname(p), os.readlink(p)))
+    return False
 
 
 @contextlib.contextmanager
@@ -97,7 +112,7 @@ def atomic_open(path: str | os.PathLike, suffix: str = TEMP_SUFFIX):
     directly: replacing it by rename would turn a device node or a pipe into a plain file.
     """
     if _streamed_target(path):
-        with open(path, "wb") as f:
+        with open(path, "ab") as f:      # append: a redirected stdout keeps what was printed before
             yield f
         return
     path = Path(os.path.realpath(path))
