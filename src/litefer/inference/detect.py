@@ -11,7 +11,7 @@ Both return boxes in the input image's pixel coordinates, every face of at least
 whatever the image's size. ``max_side`` is the largest side searched at once: a larger image is
 searched whole on a copy downscaled to ``max_side`` for its large faces, and in overlapping tiles of at
 most ``max_side`` at the scale ``min_size`` needs for the small ones, so the time grows with the image's
-area: a 12-MP photo took 3-4.5x the single copy's time with Haar (``results/detect_scale.md``).
+area: a 12-MP photo took 3.6x the single copy's time with Haar (``results/detect_scale.md``).
 """
 from __future__ import annotations
 
