@@ -273,7 +273,7 @@ class EyeSearch:
 FULL_EYES = EyeSearch(120, (0.12, 0.58), (14, 60))
 # A quick look: 70 % of that width, a narrower band, coarser steps (the eyes the full search finds
 # on JAFFE and FER2013 faces are 25-46 px at 120 wide, 18-32 here, and lie within the band). It
-# costs about a fifth of the full search and finds a pair within QUICK_LEVEL_DEGREES on 190 of
+# costs about a sixth of the full search and finds a pair within QUICK_LEVEL_DEGREES on 190 of
 # JAFFE's 213 faces (results/detection_figures.md).
 QUICK_EYES = EyeSearch(84, (0.18, 0.56), (18, 36), scale_factor=1.2, min_neighbors=2)
 # A quick pair this level means a face upright enough that the full search would not make the crop
@@ -296,7 +296,7 @@ class HaarDetector(FaceDetector):
     smallest_window = 24      # the cascade's window
     # Every face from 32 px is searched by default. A larger min_size searches the same copy (by
     # octaves of 32 px) and skips the smaller sizes: min_size=48, FER2013's crop side and about
-    # fer's 50 px, keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013) and saves 28-37 %
+    # fer's 50 px, keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013) and saves 15-24 %
     # of the search's time (results/detection_figures.md).
     default_min_size = 32
     search_base = 32

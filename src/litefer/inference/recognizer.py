@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 def _model_threads(threads: int | None, backend: str, device: str) -> int | None:
     """ONNX Runtime gets one thread unless told otherwise: with two, its pool spins between calls and
     slows OpenCV's face search on the same cores more than the second thread speeds up the model
-    (1.25x the time per JAFFE photo with both on 2 threads, 2 cores; results/detection_figures.md)."""
+    (1.47x the time per JAFFE photo with both on 2 threads, 2 cores; results/detection_figures.md)."""
     if threads is not None or str(device).startswith("cuda"):
         return threads
     return 1 if backend == "onnxruntime" else None
@@ -107,7 +107,7 @@ class Recognizer:
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
         min_face: smallest face side, in pixels of the input image; None: the detector's default (32).
-            For ``haar`` the search time grows with the range of sizes: 48 skips 28-37 % of it and
+            For ``haar`` the search time grows with the range of sizes: 48 skips 15-24 % of it and
             keeps the boxes of 48 px and more (all but 2 of 2,653 on FER2013;
             ``results/detection_figures.md``).
         max_side: the largest image side searched for faces at once (at least 256). A larger image
