@@ -263,6 +263,8 @@ def test_http_explain_returns_the_map_as_png_and_cam(explain_onnx):
         bad = c.post("/v1/recognize?explain=maybe", content=jpeg)
         twice = c.post("/v1/recognize?explain=1&explain=0", content=jpeg)
         schema = c.get("/openapi.json").json()
+        card = c.get("/v1/model").json()
+    assert card["explain"] == {"server": True, "on_device": True}
     assert r.status_code == 200, r.text
     face, = r.json()["faces"]
     e = face["explanation"]
@@ -289,7 +291,9 @@ def test_http_explain_on_a_model_without_the_map_is_a_422_naming_it(onnx_file):
     with _client(onnx_file) as c:
         r = c.post("/v1/recognize?explain=1", content=sample_photo().read_bytes())
         ok = c.post("/v1/recognize", content=sample_photo().read_bytes())
+        card = c.get("/v1/model").json()
     assert r.status_code == 422 and "no 'cam' output" in r.json()["message"] and ok.status_code == 200
+    assert card["explain"] == {"server": False, "on_device": False}
 
 
 def test_serve_exports_a_pt_file_with_the_map(checkpoint, tmp_path):

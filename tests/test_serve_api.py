@@ -209,7 +209,7 @@ def test_health_model_card_and_model_files(client, serve_model):
     assert card["priors"] == ["dataset", "balanced"] and card["card"]["format"] == "litefer-card/1"
     assert card["limits"]["max_upload_bytes"] == 200_000
     det = card["browser"]["detector"]
-    assert (det["scale_factor"], det["min_neighbors"], det["min_size"]) == (1.1, 5, 32)
+    assert (det["scale_factor"], det["min_neighbors"], det["min_size"], det["search_size"]) == (1.1, 5, 32, 32)
     assert abs(det["frame_scale"] - 48 / 47) < 1e-12
     onnx_bytes = client.get(card["browser"]["onnx_url"]).content
     assert onnx_bytes == Path(serve_model[1]).read_bytes()
@@ -408,3 +408,16 @@ def test_packaged_default_model_serves_the_astronaut():
         assert r.status_code == 200 and len(r.json()["faces"]) == 1
         card = c.get("/v1/model").json()
         assert card["card"]["training"]["epochs_trained"] == 17 and card["priors"] == ["dataset", "balanced"]
+
+
+def test_the_page_gets_the_search_size_the_server_scales_its_copy_for():
+    """The page scales its search copy for ``search_size`` (min_face rounded down to its octave of 32
+    px, as HaarDetector does): with min_face 48 the copy must be the server's (scaled for 32), not
+    one scaled for 48, or the page's boxes differ from the server's."""
+    from litefer.inference.detect import HaarDetector
+    from litefer.serve.app import detector_settings
+
+    for min_face, expected in ((32, 32), (48, 32), (70, 64)):
+        det = detector_settings(ServeConfig(min_face=min_face))
+        assert det["min_size"] == min_face and det["search_size"] == expected
+        assert det["search_size"] == HaarDetector(min_size=min_face).search_size()

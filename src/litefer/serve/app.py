@@ -169,11 +169,26 @@ def detector_settings(cfg: ServeConfig) -> dict:
     d = HaarDetector(min_size=cfg.min_face, **({"max_side": cfg.detect_max_side} if cfg.detect_max_side else {}))
     face_cascade = inspect.signature(HaarDetector.__init__).parameters["cascade"].default
     return {"name": "haar", "scale_factor": d.scale_factor, "min_neighbors": d.min_neighbors,
-            "min_size": d.min_size, "max_side": d.max_side, "find_eyes": d.find_eyes,
+            "min_size": d.min_size, "search_size": d.search_size(), "max_side": d.max_side, "find_eyes": d.find_eyes,
             "smallest_window": d.smallest_window, "min_score_without_eyes": d.min_score_without_eyes,
             "frame_scale": HAAR_FRAME_SCALE,
             "face_cascade": f"/v1/cascades/{face_cascade}", "eye_cascade": f"/v1/cascades/{EYE_CASCADE}",
             "server_detector": cfg.detector}
+
+
+def explain_support(model: ModelFiles) -> dict:
+    """Whether the server (``?explain=1``) and the page's on-device mode can explain: an ONNX file
+    needs the ``cam`` output; a ``.pt`` always has it (the server runs it in torch or exports it
+    with the map); a TorchScript file cannot."""
+    from ..inference.explain import CAM_OUTPUT
+    from ..onnxproto import graph_outputs
+
+    def has_cam(path: Path) -> bool:
+        return CAM_OUTPUT in graph_outputs(path.read_bytes())
+
+    suffix = model.weights.suffix.lower()
+    return {"server": has_cam(model.weights) if suffix == ".onnx" else suffix == ".pt",
+            "on_device": has_cam(model.onnx)}
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -305,6 +320,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     started = time.time()
     model_name = model.name
     detector = detector_settings(cfg)  # once: building a HaarDetector per poll blocked the event loop
+    explains = explain_support(model)
     cascades = {Path(detector["face_cascade"]).name, EYE_CASCADE}
     if vendor_manifest() is None:
         log.warning("the page's on-device mode is unavailable: no onnxruntime-web / opencv.js in %s (run `make web` "
@@ -378,7 +394,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                 "preprocess": card.preprocess.to_dict(), "crop": CropSpec.from_card(card).to_dict(),
                 "tta_flip": card.tta_flip, "precision": card.precision, "val_accuracy": card.val_accuracy,
                 "class_prior": card.class_prior,
-                "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"],
+                "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"], "explain": explains,
                 "card": card.to_dict(),
                 "server": {"backend": model.backend, "weights": model.weights.name, "workers": cfg.workers,
                            "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": cfg.detector},

@@ -152,12 +152,13 @@ export class HaarDetector {
 
   // Faces in a BGR cv.Mat, largest first: {box: [x, y, w, h], score, eyes: [[x, y], [x, y]] | null}
   // in the Mat's pixel coordinates (FaceDetector.detect + HaarDetector._detect). The image is
-  // searched at the scale where min_size becomes the cascade's window (smallest_window).
+  // searched at the scale where search_size (min_size by octaves) becomes the cascade's window.
   detect(bgr) {
     const cv = this.cv, s = this.s;
     const h = bgr.rows, w = bgr.cols;
     let scale = Math.min(1, s.max_side / Math.max(h, w));
-    if (s.smallest_window) scale = Math.min(scale, s.smallest_window / s.min_size);
+    // search_size: min_size rounded down to its octave of 32 px, as the server's detector scales its copy
+    if (s.smallest_window) scale = Math.min(scale, s.smallest_window / (s.search_size || s.min_size));
     const small = new cv.Mat(), gray = new cv.Mat();
     const rects = new cv.RectVector(), counts = new cv.IntVector();
     try {
