@@ -216,7 +216,7 @@ class DeadlineH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         if what == "headers" and self._first_byte is None and self.cycle is not None:
-            self._close_idle()              # kept alive after an answer, nothing new sent: just close
+            self._close_silently()          # kept alive after an answer, nothing new sent
         elif what == "headers":
             self._answer_and_close(408, f"request headers not received within {self.header_timeout:g} s")
         else:
@@ -224,8 +224,8 @@ class DeadlineH11Protocol(H11Protocol):
             self._answer_and_close(408, f"request body (Content-Length {declared}) not received within "
                                         f"{self.body_timeout:g} s")
 
-    def _close_idle(self) -> None:
-        """Close a kept-alive connection that has begun no new request, without an answer: a 408 there
+    def _close_silently(self) -> None:
+        """Close a connection that has begun no request, without an answer: on a kept-alive one a 408
         would be read by a client sending its next request at that moment as that request's answer."""
         self._set_deadline(None)
         self._stop_clock()
@@ -259,9 +259,7 @@ class DeadlineH11Protocol(H11Protocol):
 
     def _shed(self, now: float, limit: int) -> None:
         if self._received == 0:             # no byte of a request: nothing to answer
-            self._set_deadline(None)
-            self._stop_clock()
-            self.transport.close()
+            self._close_silently()
             return
         self._answer_and_close(503, f"server at its limit of {limit} connections, and this request the slowest "
                                     f"({self._received} bytes in {now - self._wait_began:.1f} s): closed to make "
