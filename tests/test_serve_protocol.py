@@ -36,6 +36,22 @@ def assert_json_error(status, headers, body, expected: int, pattern: str = ""):
     assert payload["status"] == expected and payload["error"] and pattern in payload["message"], payload
 
 
+def drip_until_answered(s: socket.socket, data: bytes, every: float) -> None:
+    """Send ``data`` a byte at a time, one every ``every`` seconds, until the server answers (or
+    closes): the answer is left unread for the caller."""
+    for i in range(len(data)):
+        try:
+            s.send(data[i:i + 1])
+        except OSError:
+            return
+        s.settimeout(every)
+        try:
+            if s.recv(1, socket.MSG_PEEK):
+                return
+        except socket.timeout:
+            pass
+
+
 def get(port: int, path: str) -> tuple[int | None, dict, bytes]:
     with connect(port) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
@@ -84,18 +100,7 @@ def test_slow_body_on_a_route_that_reads_it_gets_a_json_408(small_server):
     t0 = time.monotonic()
     with connect(port) as s:
         s.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n")
-        for _ in range(int(DEADLINE / 0.25) + 8):           # drip past the deadline
-            try:
-                s.send(b"\xff")
-            except OSError:
-                break
-            time.sleep(0.25)
-            s.settimeout(0.001)
-            try:
-                if s.recv(1, socket.MSG_PEEK):
-                    break
-            except socket.timeout:
-                pass
+        drip_until_answered(s, b"\xff" * (int(DEADLINE / 0.25) + 8), 0.25)     # drip past the deadline
         status, headers, body, closed = read_answer(s, 5)
     assert_json_error(status, headers, body, 408, "Content-Length 5000")
     assert closed and DEADLINE - 0.1 < time.monotonic() - t0 < DEADLINE + 2.5
@@ -253,17 +258,7 @@ def test_a_drip_below_the_rate_floor_is_cut_off_after_the_grace_not_at_the_deadl
     t0 = time.monotonic()
     with connect_from("127.4.0.1", port) as s:
         s.sendall(head)
-        for i in range(len(drip)):                      # 4 bytes/s
-            try:
-                s.send(drip[i:i + 1])
-            except OSError:
-                break
-            s.settimeout(0.25)
-            try:
-                if s.recv(1, socket.MSG_PEEK):
-                    break
-            except socket.timeout:
-                pass
+        drip_until_answered(s, drip, 0.25)              # 4 bytes/s
         status, headers, body, closed = read_answer(s, 5)
     assert_json_error(status, headers, body, 408, pattern)
     assert closed and GRACE - 0.1 < time.monotonic() - t0 < GRACE + 2.0 < GUARD_DEADLINE
