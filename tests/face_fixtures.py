@@ -11,7 +11,23 @@ import pytest
 import torch
 from PIL import Image
 
-YUNET = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet.onnx"
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the repository: beside this checkout, or, in a git worktree (whose ``.git``
+    file names ``<main checkout>/.git/worktrees/<name>``), beside the main checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    beside = repo.parent / "shared"
+    dot_git = repo / ".git"
+    if beside.is_dir() or not dot_git.is_file():
+        return beside
+    gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
+    main = gitdir.parents[2] if gitdir.parent.name == "worktrees" else None
+    return main.parent / "shared" if main is not None and (main.parent / "shared").is_dir() else beside
+
+
+YUNET = shared_dir() / "models" / "face_detection_yunet.onnx"
+JAFFE = shared_dir() / "data" / "jaffe"
 # The astronaut's face: Haar finds it at about (177, 67, 95, 95) in the 512 x 512 photo.
 FACE_CENTRE = (224.0, 113.0)
 
