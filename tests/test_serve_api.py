@@ -242,12 +242,42 @@ def test_polling_the_model_card_and_cascades_builds_no_detector(client, monkeypa
     assert built == []
 
 
+def test_the_detector_route_without_and_with_yunet(client, serve_model):
+    """GET /v1/detector.onnx: a clear 404 from a Haar server; from a YuNet server, the model file it
+    detects with, described in /v1/model by the server's own YuNetDetector (the page runs the same)."""
+    from face_fixtures import yunet_path
+
+    from litefer.inference.align import FER2013_TEMPLATE
+    from litefer.serve import create_app
+
+    r = client.get("/v1/detector.onnx")
+    assert r.status_code == 404 and r.json()["status"] == 404
+    assert re.search(r"detects faces with 'haar', not YuNet.*--detector yunet", r.json()["message"]), r.json()
+    assert client.get("/v1/model").json()["browser"]["detector"]["name"] == "haar"
+
+    path = yunet_path()                           # skips where ../shared/models is absent
+    cfg = ServeConfig(weights=str(serve_model[1]), detector="yunet", yunet_model=str(path), min_face=40,
+                      workers=1, queue=1)
+    with _testclient_class()(create_app(cfg)) as c:
+        served = c.get("/v1/detector.onnx")
+        assert served.status_code == 200 and served.content == path.read_bytes()
+        det = c.get("/v1/model").json()["browser"]["detector"]
+        own = c.app.state.pool.detector
+        assert det["name"] == "yunet" and det["url"] == "/v1/detector.onnx" and det["model_bytes"] == len(served.content)
+        assert (det["score_threshold"], det["nms_threshold"], det["top_k"], det["min_size"], det["max_side"]) == \
+            (own.score_threshold, own.nms_threshold, own.top_k, own.min_size, own.max_side) == (0.7, 0.3, 5000, 40, 1280)
+        assert np.array_equal(np.float32(det["template"]), FER2013_TEMPLATE) and det["template_size"] == 48
+        assert det["fallback"]["name"] == "haar" and det["fallback"]["min_size"] == 40
+        assert c.get(det["fallback"]["face_cascade"]).status_code == 200
+
+
 def test_openapi_and_docs_and_page(client):
     spec = client.get("/openapi.json").json()
     op = spec["paths"]["/v1/recognize"]["post"]
     assert {"image/*", "multipart/form-data"} <= set(op["requestBody"]["content"])
     assert {"200", "413", "415", "422", "503"} <= set(op["responses"])
-    assert {"/healthz", "/v1/model", "/v1/model.onnx"} <= set(spec["paths"])
+    assert {"/healthz", "/v1/model", "/v1/model.onnx", "/v1/detector.onnx"} <= set(spec["paths"])
+    assert "YuNet" in spec["paths"]["/v1/detector.onnx"]["get"]["summary"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     page = client.get("/")

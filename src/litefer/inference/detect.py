@@ -419,6 +419,8 @@ class YuNetDetector(FaceDetector):
     def __init__(self, model_path: str | os.PathLike, min_size: int | None = None, max_side: int = 1280,
                  score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 5000):
         super().__init__(min_size, max_side)
+        # what the net is built with (the page's on-device twin reads them from here, through /v1/model)
+        self.score_threshold, self.nms_threshold, self.top_k = float(score_threshold), float(nms_threshold), int(top_k)
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"YuNet model {path} not found (give the path of face_detection_yunet*.onnx "

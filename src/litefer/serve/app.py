@@ -2,7 +2,8 @@
 
 Routes: ``GET /`` (the page), ``POST /v1/recognize``, ``GET /healthz``, ``GET /v1/model`` (model card,
 preprocessing, detector settings, limits), ``GET /v1/model.onnx`` (the model the page runs
-on-device), ``GET /v1/cascades/{name}`` (OpenCV's Haar cascades, served from the installed
+on-device), ``GET /v1/detector.onnx`` (the YuNet model the server detects with, for the page; 404
+with Haar), ``GET /v1/cascades/{name}`` (OpenCV's Haar cascades, served from the installed
 opencv-python), ``/docs`` and ``/openapi.json``. Every error is JSON
 ``{"status": ..., "error": ..., "message": ...}`` with a 4xx or 5xx status.
 """
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 VENDOR_DIR = STATIC_DIR / "vendor"
 EYE_CASCADE = "haarcascade_eye.xml"
+DETECTOR_URL = "/v1/detector.onnx"        # the server's YuNet model file, for the page's on-device detector
 MULTIPART_OVERHEAD = 64 * 1024          # boundaries and part headers around the file in a form upload
 VENDOR_NOTE = '<p id="vendor-note" class="warn" hidden>'     # index.html's note, shown without the vendor files
 
@@ -160,9 +162,31 @@ def cascade_dir() -> Path:
     return Path(cv2.data.haarcascades)
 
 
-def detector_settings(cfg: ServeConfig) -> dict:
-    """The Haar settings the page's on-device detector uses, read from a detector built the way the
-    server builds its own (``litefer.inference.detect.HaarDetector``)."""
+def detector_settings(cfg: ServeConfig, detector=None) -> dict:
+    """What the page's on-device detector needs to find the faces the server finds.
+
+    With the server's detector (``detector``, the workers' own) a ``YuNetDetector``: the same model file
+    (at ``DETECTOR_URL``), run in onnxruntime-web, with the net's thresholds, ``min_size`` and
+    ``max_side``, and the landmark template its faces are framed by; ``fallback`` holds the Haar
+    settings the page uses when it cannot load that file. Otherwise the Haar settings, read from a
+    detector built the way the server builds its own (``litefer.inference.detect.HaarDetector``).
+    """
+    from ..inference.align import FER2013_TEMPLATE, FER_SIZE
+    from ..inference.detect import YuNetDetector
+
+    haar = haar_settings(cfg)
+    if not isinstance(detector, YuNetDetector):
+        return haar
+    d = detector
+    return {"name": "yunet", "url": DETECTOR_URL, "model_bytes": d.model_path.stat().st_size,
+            "score_threshold": d.score_threshold, "nms_threshold": d.nms_threshold, "top_k": d.top_k,
+            "min_size": d.min_size, "max_side": d.max_side,
+            "template": FER2013_TEMPLATE.astype(float).tolist(), "template_size": FER_SIZE,
+            "server_detector": cfg.detector, "fallback": haar}
+
+
+def haar_settings(cfg: ServeConfig) -> dict:
+    """The Haar settings of the page's on-device detector, from a ``HaarDetector`` built as the server's."""
     from ..inference.align import HAAR_FRAME_SCALE
     from ..inference.detect import HaarDetector
 
@@ -319,9 +343,10 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     pool = RecognizerPool(make_recognizer_factory(cfg, model), cfg.workers, cfg.capacity)
     started = time.time()
     model_name = model.name
-    detector = detector_settings(cfg)  # once: building a HaarDetector per poll blocked the event loop
+    detector = detector_settings(cfg, pool.detector)  # once: building a HaarDetector per poll blocked the event loop
+    yunet_file = getattr(pool.detector, "model_path", None) if detector["name"] == "yunet" else None
     explains = explain_support(model)
-    cascades = {Path(detector["face_cascade"]).name, EYE_CASCADE}
+    cascades = {Path(detector.get("fallback", detector)["face_cascade"]).name, EYE_CASCADE}
     if vendor_manifest() is None:
         log.warning("the page's on-device mode is unavailable: no onnxruntime-web / opencv.js in %s (run `make web` "
                     "before building or installing litefer); server mode and the API work", VENDOR_DIR)
@@ -408,6 +433,18 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     @app.get("/v1/model.onnx", summary="The ONNX model the page runs on-device (litefer metadata embedded)")
     async def model_onnx():
         return FileResponse(model.onnx, media_type="application/octet-stream", filename=f"{model_name}.onnx")
+
+    @app.get(DETECTOR_URL, summary="The YuNet face detector model (ONNX) the server detects with, for the page's "
+                                   "on-device mode to run the same one (404 when the server detects with Haar)")
+    async def detector_onnx():
+        if yunet_file is None:
+            name = getattr(pool.detector, "name", cfg.detector)
+            raise ServeError(404, f"this server detects faces with {name!r}, not YuNet, so it has no detector "
+                                  "model to serve (the page uses the Haar cascades at /v1/cascades/); start it with "
+                                  "--detector yunet --yunet-model PATH for one")
+        if not yunet_file.is_file():
+            raise ServeError(500, f"the YuNet model {yunet_file} the server started with is gone")
+        return FileResponse(yunet_file, media_type="application/octet-stream", filename=yunet_file.name)
 
     @app.get("/v1/cascades/{name}", summary="An OpenCV Haar cascade from the installed opencv-python")
     async def cascade(name: str):

@@ -286,8 +286,11 @@ class RecognizerPool:
             raise ValueError(f"capacity {capacity} < workers {workers}")
         self.workers, self.capacity = int(workers), int(capacity)
         self._free: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
-        for _ in range(self.workers):          # built up front: a bad model fails at start, not per request
-            self._free.put(factory())
+        made = [factory() for _ in range(self.workers)]    # up front: a bad model fails at start, not per request
+        for rec in made:
+            self._free.put(rec)
+        # the first worker's face detector (all are built alike): what /v1/model describes to the page
+        self.detector = getattr(made[0], "detector", None) if made else None
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="litefer-worker")
         self._lock = threading.Lock()
         self._inflight = 0
