@@ -1,7 +1,8 @@
 // The litefer page: webcam or image in, faces with expression labels and per-class score bars out.
 // Two modes: "server" sends each frame to POST /v1/recognize; "device" runs everything in this tab
-// (opencv.js Haar detection + the model in onnxruntime-web, see pipeline.js).
-import { CAM_OUTPUT, DeviceRecognizer, cropToImage, heatPixels } from "./pipeline.js";
+// (the server's face detector, YuNet in onnxruntime-web or Haar in opencv.js, and the model in
+// onnxruntime-web, see pipeline.js).
+import { CAM_OUTPUT, DeviceRecognizer, HaarDetector, YuNetDetector, cropToImage, heatPixels } from "./pipeline.js";
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), still = $("still"), overlay = $("overlay"), heat = $("heat");
@@ -71,29 +72,57 @@ async function loadOpenCV(src) {
   return { cv: ready(resolved) ? resolved : window.cv };
 }
 
+async function fetchBytes(url, what) {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`${what}: HTTP ${r.status}`);
+  return r.arrayBuffer();
+}
+
+// The server's face detector: YuNet, from the model file the server detects with (GET /v1/detector.onnx)
+// run in onnxruntime-web, or Haar, from the cascades in opencv.js. When the YuNet file cannot be loaded
+// the page falls back to Haar (settings.fallback) and says so.
+async function loadDetector(cv, ort, settings) {
+  let note = "";
+  if (settings.name === "yunet") {
+    try {
+      const session = await ort.InferenceSession.create(await fetchBytes(settings.url, "YuNet model"),
+                                                        { executionProviders: ["wasm"] });
+      return { detector: new YuNetDetector(cv, ort, session, settings), note };
+    } catch (e) {
+      console.warn(`on-device YuNet unavailable (${e.message}); detecting with Haar`);
+      note = ` (YuNet unavailable: ${e.message}; Haar instead)`;
+      settings = settings.fallback;
+    }
+  }
+  const [faceXml, eyeXml] = await Promise.all([fetchBytes(settings.face_cascade, "face cascade"),
+                                               fetchBytes(settings.eye_cascade, "eye cascade")]);
+  return { detector: new HaarDetector(cv, settings, faceXml, eyeXml), note };
+}
+
 async function loadDevice() {
   const card = state.card, b = card.browser;
   if (!b.available) throw new Error(`on-device mode unavailable: ${b.missing_hint}`);
   const base = "/static/vendor/";
-  setStatus("on-device: loading onnxruntime-web, opencv.js and the model…");
+  setStatus("on-device: loading onnxruntime-web, opencv.js, the model and the face detector…");
   const t0 = performance.now();
-  const [, { cv }, modelBytes, faceXml, eyeXml] = await Promise.all([
+  const [, { cv }, modelBytes] = await Promise.all([
     loadScript(base + b.vendor.scripts.ort),
     loadOpenCV(base + b.vendor.scripts.opencv),
-    fetch(b.onnx_url).then((r) => { if (!r.ok) throw new Error(`model: HTTP ${r.status}`); return r.arrayBuffer(); }),
-    fetch(b.detector.face_cascade).then((r) => r.arrayBuffer()),
-    fetch(b.detector.eye_cascade).then((r) => r.arrayBuffer()),
+    fetchBytes(b.onnx_url, "model"),
   ]);
   const ort = window.ort;
   ort.env.wasm.wasmPaths = base + b.vendor.scripts.ort_wasm_dir;
   ort.env.wasm.numThreads = 1;          // threads need cross-origin isolation; one is enough for 64 px faces
   const session = await ort.InferenceSession.create(modelBytes, { executionProviders: ["wasm"] });
-  const rec = new DeviceRecognizer(cv, ort, session, card, faceXml, eyeXml);
+  const { detector, note } = await loadDetector(cv, ort, b.detector);
+  const rec = new DeviceRecognizer(cv, ort, session, card, detector);
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
-  setStatus(`on-device ready in ${secs} s: onnxruntime-web ${b.vendor.packages["onnxruntime-web"]}, ` +
-            `opencv.js ${b.vendor.packages["@techstark/opencv-js"]}`);
+  setStatus(`on-device ready in ${secs} s: ${DETECTOR_NAMES[detector.name]} faces${note}, ` +
+            `onnxruntime-web ${b.vendor.packages["onnxruntime-web"]}, opencv.js ${b.vendor.packages["@techstark/opencv-js"]}`);
   return rec;
 }
+
+const DETECTOR_NAMES = { haar: "Haar", yunet: "YuNet" };
 
 function ensureDevice() {
   if (!state.deviceLoading) {
@@ -369,14 +398,11 @@ async function analyseFile(file) {
 async function setMode(mode) {
   state.mode = mode;
   state.error = null;
-  $("mode-note").textContent = mode === "server"
-    ? "Server mode: each frame is sent as a JPEG to POST /v1/recognize; detection and the model run on the server."
-    : "On-device mode: nothing leaves this tab. Faces are found by OpenCV's Haar cascade (the same cascade file and " +
-      "settings as the server's default detector, run by opencv.js) and classified by the same ONNX model in " +
-      "onnxruntime-web (WebAssembly), with the model card's crop and preprocessing.";
+  updateModeNote();
   if (mode === "device") {
     try {
       await ensureDevice();
+      updateModeNote();
     } catch (e) {
       setStatus(e.message, true);
     }
@@ -385,6 +411,22 @@ async function setMode(mode) {
   }
   updateExplain();
   if (state.source === "image" && $("file").files[0]) analyseFile($("file").files[0]);
+}
+
+// The note under the faces: what runs where; on-device, the detector the page loaded (the server's
+// YuNet model in onnxruntime-web, or its Haar cascades in opencv.js).
+function updateModeNote() {
+  const yunet = state.device ? state.device.detector.name === "yunet" : state.card.browser.detector.name === "yunet";
+  const faces = yunet
+    ? "Faces are found by YuNet (the server's own detector model file, with its thresholds, run by onnxruntime-web) " +
+      "and framed by their five landmarks"
+    : "Faces are found by OpenCV's Haar cascade (the same cascade file and settings as the server's Haar detector, " +
+      "run by opencv.js)";
+  $("mode-note").textContent = state.mode === "server"
+    ? "Server mode: each frame is sent as a JPEG to POST /v1/recognize; detection and the model run on the server."
+    : `On-device mode: nothing leaves this tab. ${faces} and classified by the same ONNX model in onnxruntime-web ` +
+      "(WebAssembly), with the model card's crop and preprocessing. A large image is searched once, downscaled to " +
+      "the detector's max_side (the server also searches tiles of it for small faces).";
 }
 
 // The selector's explanation, with the training class balance read from the model card.

@@ -1,9 +1,9 @@
-// The on-device pipeline of the litefer page: the same steps as the Python recognizer with the Haar
-// detector (litefer.inference.detect.HaarDetector, litefer.inference.align.crop_face, litefer.preprocess.Preprocess),
-// written against opencv.js (`cv`) and onnxruntime-web (`ort`), which the caller passes in.
-// Every number that describes the model (crop size, grayscale, input size, mean, std, TTA, classes)
-// and the detector settings come from the server's GET /v1/model; nothing about the model is fixed here.
-// tests/test_serve_browser.py checks detection, crops, tensors and scores against Python.
+// The on-device pipeline of the litefer page: the same steps as the Python recognizer
+// (litefer.inference.detect's HaarDetector or YuNetDetector, litefer.inference.align.crop_face,
+// litefer.preprocess.Preprocess), written against opencv.js (`cv`) and onnxruntime-web (`ort`), which the
+// caller passes in. Every number that describes the model (crop size, grayscale, input size, mean, std,
+// TTA, classes) and the detector settings come from the server's GET /v1/model; nothing about the model
+// is fixed here. tests/test_serve_browser.py checks detection, crops, tensors and scores against Python.
 
 // Python's round(): halves go to the even neighbour (Math.round would send them up).
 export function roundHalfEven(x) {
@@ -138,6 +138,7 @@ export class HaarDetector {
   constructor(cv, settings, faceXml, eyeXml) {
     this.cv = cv;
     this.s = settings;
+    this.name = "haar";
     this.face = HaarDetector.load(cv, "litefer_face.xml", faceXml);
     this.eye = settings.find_eyes ? HaarDetector.load(cv, "litefer_eye.xml", eyeXml) : null;
   }
@@ -228,26 +229,179 @@ export class HaarDetector {
   }
 }
 
+// YuNet (OpenCV's cv2.FaceDetectorYN, as YuNetDetector runs it) on the server's own model file in
+// onnxruntime-web. The net is anchor-free: for each stride (8, 16, 32) one cell per stride x stride
+// pixels of the input, whose outputs cls_S and obj_S give the score sqrt(cls * obj) (both clamped to
+// [0, 1]), bbox_S the box (centre offset in cells, log of the side in cells) and kps_S five landmarks
+// (offsets in cells). The input is the BGR image, 0-255, padded with zeros at the right and bottom to a
+// multiple of the largest stride, as FaceDetectorYN pads it. The decoding rounds to float32 where
+// OpenCV computes in float, and the non-maximum suppression is cv::dnn::NMSBoxes': scores above the
+// threshold, best first (ties in cell order), the top_k best kept, each then dropped when it overlaps a
+// kept one by more than nms_threshold, overlaps measured on the boxes cut to whole pixels (C++ int()).
+export class YuNetDetector {
+  // settings: the yunet `browser.detector` object of GET /v1/model; session: an ort.InferenceSession of
+  // the model file at settings.url.
+  constructor(cv, ort, session, settings) {
+    this.cv = cv; this.ort = ort; this.session = session; this.s = settings;
+    this.name = "yunet";
+    this.strides = session.outputNames.filter((n) => n.startsWith("cls_")).map((n) => Number(n.slice(4)))
+      .sort((a, b) => a - b);
+    for (const k of ["cls", "obj", "bbox", "kps"]) {
+      for (const st of this.strides) {
+        if (!session.outputNames.includes(`${k}_${st}`)) throw new Error(`the YuNet model has no ${k}_${st} output`);
+      }
+    }
+    if (!this.strides.length) throw new Error("the YuNet model has no cls_<stride> outputs");
+    this.divisor = Math.max(...this.strides);
+  }
+
+  // Faces in a BGR cv.Mat, largest first: {box: [x, y, w, h], score, landmarks: 5 x [x, y], eyes} in the
+  // Mat's pixel coordinates (FaceDetector.detect + YuNetDetector._detect). An image larger than max_side
+  // is searched once, downscaled to max_side (the server also searches tiles of it for small faces).
+  async detect(bgr) {
+    const cv = this.cv, s = this.s, f = Math.fround;
+    const h = bgr.rows, w = bgr.cols;
+    const scale = Math.min(1, s.max_side / Math.max(h, w));
+    let small = bgr;
+    if (scale !== 1) {
+      small = new cv.Mat();
+      cv.resize(bgr, small, new cv.Size(Math.max(1, roundHalfEven(w * scale)), Math.max(1, roundHalfEven(h * scale))),
+                0, 0, cv.INTER_AREA);
+    }
+    let found;
+    try {
+      found = await this.raw(small);
+    } finally {
+      if (small !== bgr) small.delete();
+    }
+    found = found.filter((d) => Math.min(d.box[2], d.box[3]) >= s.min_size * scale);
+    if (scale !== 1) {                            // Detection.scaled(1 / scale); landmarks are float32 there
+      const k = 1 / scale;
+      found = found.map((d) => ({ box: d.box.map((v) => v * k), score: d.score,
+                                  landmarks: d.landmarks.map(([x, y]) => [f(x * k), f(y * k)]) }));
+    }
+    found = found.filter((d) => Math.min(d.box[2], d.box[3]) >= s.min_size * 0.95)
+      .map((d) => ({ ...d, eyes: d.landmarks.slice(0, 2) }));
+    return found.sort((a, b) => b.box[2] * b.box[3] - a.box[2] * a.box[3]);
+  }
+
+  // What FaceDetectorYN.detect returns for a BGR cv.Mat, best first: {box, score, landmarks}.
+  async raw(bgr) {
+    const h = bgr.rows, w = bgr.cols, d = this.divisor;
+    const pw = Math.ceil(w / d) * d, ph = Math.ceil(h / d) * d;
+    const x = new Float32Array(3 * ph * pw);          // planar B, G, R; the padding stays 0
+    const px = bgr.data, step = bgr.step[0];
+    for (let r = 0; r < h; r++) {
+      for (let c = 0; c < w; c++) {
+        const i = r * step + 3 * c, o = r * pw + c;
+        x[o] = px[i]; x[ph * pw + o] = px[i + 1]; x[2 * ph * pw + o] = px[i + 2];
+      }
+    }
+    const input = this.session.inputNames[0];
+    const out = await this.session.run({ [input]: new this.ort.Tensor("float32", x, [1, 3, ph, pw]) });
+    return nmsBoxes(decodeYuNet(out, this.strides, pw, ph, this.s.score_threshold), this.s.nms_threshold, this.s.top_k);
+  }
+}
+
+// The candidates of YuNet's outputs (`out`: name -> tensor, for a pw x ph input) scoring above
+// `threshold`, in cell order (stride by stride, row by row): {box: [x, y, w, h], score, landmarks}.
+export function decodeYuNet(out, strides, pw, ph, threshold) {
+  const f = Math.fround, thr = f(threshold), clamp = (v) => Math.min(1, Math.max(0, v));
+  const found = [];
+  for (const st of strides) {
+    const cols = pw / st, rows = ph / st;
+    const cls = out[`cls_${st}`].data, obj = out[`obj_${st}`].data, bbox = out[`bbox_${st}`].data, kps = out[`kps_${st}`].data;
+    if (cls.length !== rows * cols) throw new Error(`YuNet cls_${st}: ${cls.length} cells for a ${pw}x${ph} input`);
+    for (let i = 0; i < rows * cols; i++) {
+      const score = f(Math.sqrt(f(clamp(cls[i]) * clamp(obj[i]))));
+      if (!(score > thr)) continue;
+      const r = Math.floor(i / cols), c = i % cols, b = 4 * i, k = 10 * i;
+      const cx = f(f(c + bbox[b]) * st), cy = f(f(r + bbox[b + 1]) * st);
+      const bw = f(f(Math.exp(bbox[b + 2])) * st), bh = f(f(Math.exp(bbox[b + 3])) * st);
+      const landmarks = [];
+      for (let n = 0; n < 5; n++) landmarks.push([f(f(kps[k + 2 * n] + c) * st), f(f(kps[k + 2 * n + 1] + r) * st)]);
+      found.push({ box: [f(cx - f(bw / 2)), f(cy - f(bh / 2)), bw, bh], score, landmarks });
+    }
+  }
+  return found;
+}
+
+// cv::dnn::NMSBoxes on candidates already above the score threshold, on their boxes cut to whole
+// pixels (cv::Rect2i): best first, at most topK (0: all), each kept unless its overlap (intersection
+// over union) with a kept one exceeds nmsThreshold.
+export function nmsBoxes(cands, nmsThreshold, topK) {
+  const f = Math.fround, thr = f(nmsThreshold);
+  let order = cands.map((_, i) => i).sort((a, b) => cands[b].score - cands[a].score);   // stable: ties in cell order
+  if (topK > 0) order = order.slice(0, topK);
+  const rect = (d) => d.box.map((v) => Math.trunc(v));
+  const kept = [];
+  for (const i of order) {
+    const [ax, ay, aw, ah] = rect(cands[i]);
+    const ok = kept.every((j) => {
+      const [bx, by, bw, bh] = rect(cands[j]);
+      const iw = Math.min(ax + aw, bx + bw) - Math.max(ax, bx), ih = Math.min(ay + ah, by + bh) - Math.max(ay, by);
+      const inter = iw > 0 && ih > 0 ? iw * ih : 0, union = aw * ah + bw * bh - inter;
+      return f(union > 0 ? inter / union : 1) <= thr;
+    });
+    if (ok) kept.push(i);
+  }
+  return kept.map((i) => cands[i]);
+}
+
 // ---------------------------------------------------------------------------- face crops
 
-// Forward 2 x 3 map from image to crop pixels for a Haar detection (align.frame_transform without
-// landmarks): the box enlarged by frameScale about its centre, levelled by the eye line when the
-// tilt exceeds levelAbove degrees.
-export function frameTransform(det, size, rotate, levelAbove, frameScale) {
-  const [x, y, w, h] = det.box;
-  const side = Math.max(w, h) * frameScale;
-  const cx = x + w / 2, cy = y + h / 2;
-  let theta = 0;
-  if (det.eyes) {
-    const [[rx, ry], [lx, ly]] = det.eyes;
-    theta = Math.atan2(ly - ry, lx - rx);
-    if (!rotate || Math.abs(theta * 180 / Math.PI) <= levelAbove) theta = 0;
+// Least-squares similarity (rotation, uniform scale, translation) taking the points src to dst, as
+// align._similarity: [re, im] of a (dst = a src + t in complex form) and t.
+export function similarity(src, dst) {
+  const n = src.length, mean = (p, k) => p.reduce((a, q) => a + q[k], 0) / n;
+  const msx = mean(src, 0), msy = mean(src, 1), mdx = mean(dst, 0), mdy = mean(dst, 1);
+  let re = 0, im = 0, norm = 0;
+  for (let i = 0; i < n; i++) {
+    const sx = src[i][0] - msx, sy = src[i][1] - msy, dx = dst[i][0] - mdx, dy = dst[i][1] - mdy;
+    re += sx * dx + sy * dy; im += sx * dy - sy * dx; norm += sx * sx + sy * sy;
   }
-  const k = size / side;
-  const c = Math.cos(-theta) * k, s = Math.sin(-theta) * k;
-  const tx = size / 2 - (c * cx + -s * cy), ty = size / 2 - (s * cx + c * cy);
+  norm = Math.max(norm, 1e-12);
+  re /= norm; im /= norm;
+  return { re, im, t: [mdx - (re * msx - im * msy), mdy - (im * msx + re * msy)] };
+}
+
+// Forward 2 x 3 map from image to crop pixels (align.frame_transform, OpenCV pixel-centre convention).
+// A detection with five landmarks (YuNet) is mapped onto framing.template (framing.template_size px)
+// by the similarity above; any other (Haar) is framed by its box enlarged framing.frame_scale times
+// about its centre. Either is levelled (by the landmarks' rotation, or the eye line) only when the
+// tilt exceeds levelAbove degrees; otherwise it is scaled and shifted only.
+export function frameTransform(det, size, rotate, levelAbove, framing) {
+  let a, b, tx, ty;                                // continuous coordinates: [[a, -b, tx], [b, a, ty]]
+  if (det.landmarks && det.landmarks.length === 5) {
+    const f = Math.fround, k = size / framing.template_size;
+    const src = det.landmarks.map(([x, y]) => [x + 0.5, y + 0.5]);
+    const dst = framing.template.map(([x, y]) => [x * k, y * k]);
+    const m = similarity(src, dst);
+    ({ re: a, im: b } = m);
+    [tx, ty] = m.t;
+    if (!rotate || Math.abs(Math.atan2(b, a) * 180 / Math.PI) <= levelAbove) {
+      a = Math.hypot(a, b); b = 0;
+      // the template's centre as NumPy has it: a float32 mean, scaled in float32
+      const centre = [0, 1].map((j) => f(f(framing.template.reduce((acc, p) => f(acc + f(p[j])), 0) / 5) * k));
+      tx = centre[0] - a * (src.reduce((acc, p) => acc + p[0], 0) / 5);
+      ty = centre[1] - a * (src.reduce((acc, p) => acc + p[1], 0) / 5);
+    }
+  } else {
+    const [x, y, w, h] = det.box;
+    const side = Math.max(w, h) * framing.frame_scale;
+    const cx = x + w / 2, cy = y + h / 2;
+    let theta = 0;
+    if (det.eyes) {
+      const [[rx, ry], [lx, ly]] = det.eyes;
+      theta = Math.atan2(ly - ry, lx - rx);
+      if (!rotate || Math.abs(theta * 180 / Math.PI) <= levelAbove) theta = 0;
+    }
+    const k = size / side;
+    a = Math.cos(-theta) * k; b = Math.sin(-theta) * k;
+    tx = size / 2 - (a * cx + -b * cy); ty = size / 2 - (b * cx + a * cy);
+  }
   // continuous -> OpenCV pixel centres: t + (A - I) [0.5, 0.5]
-  return [[c, -s, tx + ((c - 1) * 0.5 + -s * 0.5)], [s, c, ty + (s * 0.5 + (c - 1) * 0.5)]];
+  return [[a, -b, tx + ((a - 1) * 0.5 + -b * 0.5)], [b, a, ty + (b * 0.5 + (a - 1) * 0.5)]];
 }
 
 // cv::invertAffineTransform, same arithmetic.
@@ -260,10 +414,11 @@ export function invertAffine(M) {
 }
 
 // The face as the model's training data framed it (align.crop_face): {data, height, width, channels,
-// matrix} (matrix: the 2 x 3 image -> crop warp, frameTransform's). `image` is the full-resolution grey (1-channel) or RGB (3-channel) cv.Mat, as spec.grayscale says.
-export function cropFace(cv, image, det, spec, frameScale) {
+// matrix} (matrix: the 2 x 3 image -> crop warp, frameTransform's). `image` is the full-resolution grey
+// (1-channel) or RGB (3-channel) cv.Mat, as spec.grayscale says; `framing`: the detector's settings.
+export function cropFace(cv, image, det, spec, framing) {
   const size = Number(spec.size);
-  const M = frameTransform(det, size, spec.rotate, Number(spec.level_above), frameScale);
+  const M = frameTransform(det, size, spec.rotate, Number(spec.level_above), framing);
   const [[a00, a01, t0], [a10, a11, t1]] = M;
   const scale = Math.sqrt(Math.abs(a00 * a11 - a01 * a10));
   const inv = invertAffine(M);
@@ -365,13 +520,13 @@ export function cropToImage(M, scale = 1) {
 // ---------------------------------------------------------------------------- the recognizer
 
 export class DeviceRecognizer {
-  // card: GET /v1/model; session: an ort.InferenceSession of GET /v1/model.onnx.
-  constructor(cv, ort, session, card, faceXml, eyeXml) {
+  // card: GET /v1/model; session: an ort.InferenceSession of GET /v1/model.onnx; detector: a HaarDetector
+  // or YuNetDetector (their settings also say how their faces are framed).
+  constructor(cv, ort, session, card, detector) {
     this.cv = cv; this.ort = ort; this.session = session; this.card = card;
     this.spec = card.crop; this.pp = card.preprocess; this.classes = card.class_names;
     this.tta = Boolean(card.tta_flip);
-    this.frameScale = card.browser.detector.frame_scale;
-    this.detector = new HaarDetector(cv, card.browser.detector, faceXml, eyeXml);
+    this.detector = detector;
     this.inputName = session.inputNames[0];
     this.logitsName = session.outputNames[0];
     this.canExplain = session.outputNames.includes(CAM_OUTPUT);   // the model has the Grad-CAM output
@@ -416,8 +571,8 @@ export class DeviceRecognizer {
     try {
       cv.cvtColor(rgba, bgr, cv.COLOR_RGBA2BGR);
       cv.cvtColor(bgr, image, this.spec.grayscale ? cv.COLOR_BGR2GRAY : cv.COLOR_BGR2RGB);
-      const dets = this.detector.detect(bgr);
-      const crops = dets.map((d) => cropFace(cv, image, d, this.spec, this.frameScale));
+      const dets = await this.detector.detect(bgr);
+      const crops = dets.map((d) => cropFace(cv, image, d, this.spec, this.detector.s));
       if (!crops.length) return [];
       const { logits, cam } = await this.forward(crops, explain);
       const probs = this.probabilities(logits, prior);
@@ -429,7 +584,8 @@ export class DeviceRecognizer {
         const scores = {};
         this.classes.forEach((name, j) => { scores[name] = p[j]; });
         const face = { box: d.box.map((v) => roundHalfEven(v)), label: this.classes[top], score: p[top], scores,
-                       detection_score: d.score, aligned: Boolean(d.eyes), crop: crops[i] };
+                       detection_score: d.score, aligned: Boolean(d.landmarks || d.eyes),
+                       landmarks: d.landmarks || null, detection: d, crop: crops[i] };
         if (cam) face.explanation = this.explanation(cam, crops.length, i, top, crops[i]);
         return face;
       });
