@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     options.add_backend(p, d.backend, d.backend)
     p.add_argument("--browser-model", default=None, metavar="ONNX",
                    help="ONNX file the page runs on-device (default: the served model, exported when it is a .pt)")
-    options.add_detector(p, d.detector, d.min_face, note=" on the server (the page's on-device mode always uses Haar)")
+    options.add_detector(p, d.detector, d.min_face, note=" on the server; the page's on-device mode runs the same (a YuNet "
+                         "server serves its model file at /v1/detector.onnx)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     _add_capacity_arguments(p, d)

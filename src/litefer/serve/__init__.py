@@ -3,7 +3,8 @@
 * ``engine``: upload decoding with limits and a bounded pool of recognizers (one per worker thread),
   so that concurrent requests queue instead of oversubscribing the CPU;
 * ``app``: the FastAPI application (``POST /v1/recognize``, ``GET /healthz``, ``GET /v1/model``, the
-  ONNX model and Haar cascades for the page's on-device mode, OpenAPI docs at ``/docs``);
+  ONNX model and the face detector (the YuNet model file, or the Haar cascades) for the page's on-device
+  mode, OpenAPI docs at ``/docs``);
 * ``protocol``: uvicorn's HTTP/1.1 protocol with deadlines and a minimum transfer rate on request
   headers and bodies, a cap of connections per client address and the slowest connections closed
   to make room at the connection limit (slow clients), and JSON for the errors answered below the
