@@ -38,11 +38,12 @@ def serve_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def serve_url(serve_model, tmp_path_factory):
-    """A ``litefer serve`` subprocess with small limits (1 MiB uploads, 2 s body and header deadlines),
-    shared by the API, load and browser tests; yields its base URL."""
+    """A ``litefer serve`` subprocess detecting with Haar (whatever the default detector finds on disk),
+    with small limits (1 MiB uploads, 2 s body and header deadlines), shared by the API, load and browser
+    tests; yields its base URL."""
     from serve_support import serve
 
     log = tmp_path_factory.mktemp("serve_log") / "server.log"
-    with serve(serve_model[1], log, "--workers", "2", "--queue", "16", "--max-upload-mb", "1",
+    with serve(serve_model[1], log, "--detector", "haar", "--workers", "2", "--queue", "16", "--max-upload-mb", "1",
                "--upload-timeout", "2", "--header-timeout", "2") as (url, _proc):
         yield url

@@ -103,7 +103,7 @@ def client(serve_model):
 
     TestClient = _testclient_class()
 
-    cfg = ServeConfig(weights=str(serve_model[1]), workers=1, queue=2, max_upload_bytes=200_000,
+    cfg = ServeConfig(weights=str(serve_model[1]), detector="haar", workers=1, queue=2, max_upload_bytes=200_000,
                       max_side=4000, max_pixels=4_000_000)
     with TestClient(create_app(cfg)) as c:
         yield c
