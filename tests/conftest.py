@@ -21,8 +21,10 @@ def _one_torch_thread():
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """Parsed-data caches go to a per-test folder, never the user's ~/.cache."""
+    """Parsed-data caches go to a per-test folder, never the user's ~/.cache; no YuNet model is on disk
+    (``detector="auto"`` is Haar) unless a test puts one there or sets LITEFER_YUNET."""
     monkeypatch.setenv("LITEFER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LITEFER_YUNET", raising=False)
     yield
 
 

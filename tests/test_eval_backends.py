@@ -96,3 +96,37 @@ def test_eval_on_a_folder_names_and_counts_unreadable_images(tmp_path, capsys):
     shown = capsys.readouterr()
     assert "skipped 2 unreadable file(s)" in shown.out
     assert "skipped unreadable image" in shown.err and "bad.png" in shown.err and "cut.png" in shown.err
+
+
+def test_eval_on_a_folder_of_photos_frames_each_face_with_the_default_detector(tmp_path, capsys):
+    """``--faces photo``: each photo's face is found (``auto``: Haar, no YuNet on disk here) and framed
+    as predict frames it; a photo without a face is reported and not counted; train and val are
+    carved from the faces found."""
+    import cv2
+    import numpy as np
+
+    from face_fixtures import astronaut_bgr
+
+    happy = tmp_path / "photos" / "happy"
+    happy.mkdir(parents=True)
+    for i, gain in enumerate((0.7, 0.8, 0.9, 1.0, 1.1, 1.2)):
+        cv2.imwrite(str(happy / f"p{i}.png"), np.clip(astronaut_bgr() * gain, 0, 255).astype(np.uint8))
+    cv2.imwrite(str(happy / "blank.png"), np.full((300, 300, 3), 120, np.uint8))
+    counted = {}
+    for split in ("train", "val"):
+        report = tmp_path / f"{split}.json"
+        assert cli(["eval", "--weights", "default", "--data", str(tmp_path / "photos"), "--dataset", "folder",
+                    "--split", split, "--faces", "photo", "--json", str(report)]) == 0
+        got = json.loads(report.read_text())
+        assert got["detector"] == "haar" and got["framing"] == {"photo": 7, "crop": 0}
+        assert [s.split(":")[0] for s in got["skipped"]] == [str(happy / "blank.png")]
+        assert got["accuracy"] == 1.0                 # the astronaut smiles, whatever the exposure
+        counted[split] = got["n"]
+    assert counted["train"] + counted["val"] == 6 and counted["val"] >= 1
+    out = capsys.readouterr().out
+    assert "faces found by the haar detector in 7 photo(s)" in out and "without a usable face" in out
+
+
+def test_faces_photo_needs_a_folder_data_set(fer):
+    with pytest.raises(ValueError, match="--faces photo applies to --dataset folder only"):
+        evaluate_weights("default", data=str(fer), photos={"faces": "photo"})

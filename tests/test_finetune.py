@@ -137,6 +137,8 @@ def test_pick_largest_keeps_the_two_face_photo(faces_root, base, tmp_path):
                          overrides=FAST + ["refit=false"])
     names = {Path(s["file"]).name for s in report["data"]["skipped"]}
     assert names == {"s2_blank.jpg", "s0_broken.jpg"}
+    assert report["data"]["detector"] == "haar"           # auto, with no YuNet model on disk
+    assert "face detector: haar" in (tmp_path / "out" / "report.md").read_text()
     assert "same person" in report["split"]["warning"]
 
 

@@ -135,6 +135,21 @@ def test_recognize_matches_the_python_api(client, serve_model):
     assert body["prior"] == "dataset"
 
 
+def test_the_server_says_which_detector_runs(client, serve_model):
+    from face_fixtures import yunet_path
+    from litefer.serve import create_app
+
+    jpeg = encode(astronaut_rgb(), "JPEG", quality=95)
+    server = client.get("/v1/model").json()["server"]
+    assert (server["detector"], server["detector_requested"]) == ("haar", "auto")     # no YuNet on disk
+    assert client.post("/v1/recognize", content=jpeg).json()["detector"] == "haar"
+    cfg = ServeConfig(weights=str(serve_model[1]), workers=1, queue=1, yunet_model=str(yunet_path()))
+    with _testclient_class()(create_app(cfg)) as c:
+        assert c.get("/v1/model").json()["server"]["detector"] == "yunet"
+        body = c.post("/v1/recognize", content=jpeg).json()
+        assert body["detector"] == "yunet" and len(body["faces"]) == 1 and len(body["faces"][0]["landmarks"]) == 5
+
+
 def test_recognize_honours_the_prior_parameter_and_echoes_it(client, serve_model):
     from litefer import Recognizer
     from serve_support import PRIOR
@@ -296,7 +311,7 @@ def test_without_the_vendor_files_the_page_and_log_say_so_and_the_api_works(serv
     monkeypatch.setattr(serve_app, "VENDOR_DIR", tmp_path / "vendor")          # absent
     with caplog.at_level(logging.WARNING, logger="litefer.serve.app"):
         app = serve_app.create_app(ServeConfig(weights=str(serve_model[1]), workers=1, queue=1))
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "litefer.serve.app"]
     assert len(warned) == 1 and "on-device mode is unavailable" in warned[0] and "API work" in warned[0]
     with _testclient_class()(app) as c:
         page = c.get("/").text

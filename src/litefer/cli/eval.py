@@ -23,6 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-mode", default=None, choices=["majority", "probability", "crossentropy"],
                    help="FERPlus: which rows and labels to score (default: majority, the paper's split: "
                         "3,199 validation rows), whatever the model trained on")
+    p.add_argument("--faces", default="crop", choices=["crop", "photo", "auto"],
+                   help="--dataset folder: its images are face crops (default), whole photos whose face is found "
+                        "and framed as `litefer predict` frames it, or auto (photos over 128 px, crops under)")
+    p.add_argument("--pick", default="none", choices=["none", "largest"],
+                   help="photos with several faces: skip them (none, default) or score the largest")
+    options.add_detector(p, note=" for --faces photo/auto")
     options.add_tta(p, "as the model card says", old_spelling=True)
     options.add_batch_size(p, 256, "faces per model call")
     options.add_device(p)
@@ -50,9 +56,15 @@ def main(args: argparse.Namespace) -> int:
 
     setup_logging()
     options.positive(args, "batch_size")
+    photos = {"faces": args.faces, "detector": args.detector, "yunet_model": args.yunet_model,
+              "min_face": args.min_face, "pick": args.pick}
     report = evaluate_weights(args.weights, args.data, args.dataset, args.split, args.label_mode, args.tta,
-                              args.backend, args.batch_size, args.device, args.threads)
+                              args.backend, args.batch_size, args.device, args.threads, photos)
     print(format_report(report))
+    if report.get("detector"):
+        framed = report["framing"]
+        print(f"faces found by the {report['detector']} detector in {framed['photo']} photo(s); "
+              f"{framed['crop']} image(s) taken as crops")
     print(format_priors(report))
     if args.json_path:
         atomic_write_json(args.json_path, report)

@@ -101,12 +101,14 @@ def add_tta(p: argparse.ArgumentParser, default_help: str, old_spelling: bool = 
         group.add_argument("--no-tta-flip", dest="tta", action=_OldFlag, const=False, new="--no-tta")
 
 
-def add_detector(p: argparse.ArgumentParser, default: str = "haar", min_face: int = 32, note: str = "") -> None:
-    """The face detector flags of predict and serve."""
+def add_detector(p: argparse.ArgumentParser, default: str = "auto", min_face: int = 32, note: str = "") -> None:
+    """The face detector flags of predict, finetune, eval and serve."""
     p.add_argument("--detector", default=default,
-                   help="haar (built in), yunet (--yunet-model PATH, or the file `litefer fetch yunet` cached) "
+                   help="auto (YuNet when its model is on disk: --yunet-model, $LITEFER_YUNET or the file "
+                        "`litefer fetch yunet` cached; else Haar), haar (built in), yunet, "
                         f"or a YuNet .onnx path{note} (default: {default})")
-    p.add_argument("--yunet-model", default=None, metavar="PATH", help="YuNet face detector model file")
+    p.add_argument("--yunet-model", default=None, metavar="PATH",
+                   help="YuNet face detector model file (default: $LITEFER_YUNET, else the cached one)")
     p.add_argument("--min-face", type=int, default=min_face, metavar="PX",
                    help=f"smallest face side in pixels (default: {min_face})")
 

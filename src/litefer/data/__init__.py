@@ -10,7 +10,7 @@ from .transforms import AugmentConfig, Preprocess, augment, preprocess
 log = logging.getLogger(__name__)
 
 __all__ = ["AugmentConfig", "BatchSampler", "DataError", "FERPLUS_CLASSES", "FaceDataset", "Preprocess",
-           "RAFDB_CLASSES", "augment", "build_datasets", "load_split", "preprocess", "stratified_split"]
+           "RAFDB_CLASSES", "augment", "build_datasets", "folder_split_root", "load_split", "preprocess", "stratified_split"]
 
 
 def load_split(data_cfg: dict, split: str, channels: int = 3) -> FaceDataset:
@@ -26,15 +26,23 @@ def load_split(data_cfg: dict, split: str, channels: int = 3) -> FaceDataset:
                           data_cfg["split_seed"])
     if kind == "folder":
         from .folder import load_folder
-        other = data_cfg.get(f"{split}_root") if split in ("val", "test") else None
-        if split == "test" and not other:
-            raise DataError(f"image folder {root}: no test split (set data.test_root)")
-        if other:
-            return load_folder(other, split, data_cfg["image_size"], channels, carve_val=False)
-        carve = not data_cfg.get("val_root")
+        root, carve = folder_split_root(data_cfg, split)
+        if not carve:
+            return load_folder(root, split, data_cfg["image_size"], channels, carve_val=False)
         return load_folder(root, split, data_cfg["image_size"], channels, data_cfg["val_fraction"],
-                           data_cfg["split_seed"], carve_val=carve)
+                           data_cfg["split_seed"], carve_val=True)
     raise ValueError(f"unknown data set kind {kind!r}")
+
+
+def folder_split_root(data_cfg: dict, split: str) -> tuple[str, bool]:
+    """Where a class folder's ``split`` lives, and whether train and val are carved from it: its own
+    ``<split>_root`` for val and test when set, else the ``root`` (no test split without ``test_root``)."""
+    other = data_cfg.get(f"{split}_root") if split in ("val", "test") else None
+    if split == "test" and not other:
+        raise DataError(f"image folder {data_cfg['root']}: no test split (set data.test_root)")
+    if other:
+        return other, False
+    return data_cfg["root"], not data_cfg.get("val_root")
 
 
 def build_datasets(data_cfg: dict, channels: int = 3, splits=("train", "val", "test")) -> dict:

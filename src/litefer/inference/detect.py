@@ -1,11 +1,15 @@
 """Face detection behind one small interface.
 
-* ``HaarDetector`` (default): OpenCV's frontal-face Haar cascade, whose model files ship inside the
-  opencv wheel, plus the eye cascade inside each face to find the eye line. FER2013 itself was cut
-  out by this kind of detector: on FER2013 training images the cascade's box is the whole 48 x 48
-  frame (median box x, y, w, h = 0.5, 0.25, 47, 47; see ``benchmarks/framing.py``).
-* ``YuNetDetector``: OpenCV's YuNet CNN (``cv2.FaceDetectorYN``) from a model file the user gives;
-  more robust to pose and light, with five landmarks per face.
+* ``YuNetDetector``: OpenCV's YuNet CNN (``cv2.FaceDetectorYN``), more robust to pose and light, with
+  five landmarks per face. Its model file is not ours to ship: ``litefer fetch yunet`` caches it, or
+  ``$LITEFER_YUNET`` names one.
+* ``HaarDetector``: OpenCV's frontal-face Haar cascade, whose model files ship inside the opencv
+  wheel, plus the eye cascade inside each face to find the eye line. FER2013 itself was cut out by
+  this kind of detector: on FER2013 training images the cascade's box is the whole 48 x 48 frame
+  (median box x, y, w, h = 0.5, 0.25, 47, 47; see ``benchmarks/framing.py``).
+
+``create_detector("auto")``, the default everywhere, picks YuNet when its model is on disk and
+Haar otherwise (saying once, in one line, how to get YuNet); every output names the detector that ran.
 
 Both return boxes in the input image's pixel coordinates, every face of at least ``min_size`` pixels
 whatever the image's size. ``max_side`` is the largest side searched at once: a larger image is
@@ -15,6 +19,7 @@ area: a 12-MP photo took 3.6x the single copy's time with Haar (``results/detect
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -453,30 +458,65 @@ class YuNetDetector(FaceDetector):
         return out
 
 
-DETECTORS = ("haar", "yunet")
+DETECTORS = ("auto", "haar", "yunet")
+# A YuNet model file to use instead of the one ``litefer fetch yunet`` caches (``auto`` and ``yunet``).
+YUNET_ENV = "LITEFER_YUNET"
+FETCH_HINT = ("face detector: Haar, as no YuNet model is on disk; `litefer fetch yunet` (once, online) gives the "
+              "better one, YuNet, which finds more faces and runs faster")
+_hinted = threading.Event()
 
 
-def create_detector(spec: "str | FaceDetector" = "haar", min_size: int | None = None, model_path=None, **kwargs) -> FaceDetector:
-    """``"haar"``; ``"yunet"`` with ``model_path`` (default: the file ``litefer fetch yunet`` cached);
-    a path to a YuNet ``.onnx``; or a detector instance."""
+def yunet_model_path() -> Path | None:
+    """The YuNet model ``auto`` and ``yunet`` use: ``$LITEFER_YUNET`` when set (it must exist), else the
+    file ``litefer fetch yunet`` cached, else None."""
+    from ..utils import YUNET_FILENAME, models_dir
+
+    env = os.environ.get(YUNET_ENV, "").strip()
+    if env:
+        if not Path(env).is_file():
+            raise FileNotFoundError(f"{YUNET_ENV}={env}: no such YuNet model file")
+        return Path(env)
+    cached = models_dir() / YUNET_FILENAME
+    return cached if cached.is_file() else None
+
+
+def hint_fetch_once() -> None:
+    """Say, once per process and in one line, that ``auto`` fell back to Haar and how to get YuNet."""
+    if not _hinted.is_set():
+        _hinted.set()
+        logging.getLogger("litefer").warning(FETCH_HINT)
+
+
+def resolve_detector(spec="auto", model_path=None) -> tuple[str, Path | None]:
+    """(detector name, YuNet model path or None) that ``create_detector(spec, model_path=...)`` builds,
+    without building it: ``auto`` is ``yunet`` when a model is given or on disk, else ``haar``."""
+    s = str(spec)
+    if s in ("auto", "yunet"):
+        path = Path(model_path) if model_path is not None else yunet_model_path()
+        if path is not None or s == "auto":
+            return ("yunet", path) if path is not None else ("haar", None)
+        raise ValueError("the yunet detector needs a model file: pass model_path= (CLI: --yunet-model PATH) or "
+                         f"set {YUNET_ENV}=PATH, e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo, or "
+                         "download it once with `litefer fetch yunet`")
+    if s == "haar":
+        return "haar", None
+    if s.lower().endswith(".onnx"):
+        return "yunet", Path(s)
+    raise ValueError(f"unknown detector {s!r}; expected one of {DETECTORS} or a YuNet .onnx path")
+
+
+def create_detector(spec: "str | FaceDetector" = "auto", min_size: int | None = None, model_path=None,
+                    **kwargs) -> FaceDetector:
+    """``"auto"`` (YuNet when its model is on disk, see :func:`yunet_model_path`, else Haar with a
+    one-line hint); ``"haar"``; ``"yunet"`` with ``model_path`` (default: as ``auto`` finds it); a path
+    to a YuNet ``.onnx``; or a detector instance."""
     if isinstance(spec, FaceDetector):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"detector must be a name, a YuNet model path or a FaceDetector, got {type(spec).__name__}")
-    s = str(spec)
-    if s == "haar":
-        return HaarDetector(min_size=min_size, **kwargs)
-    if s == "yunet":
-        if model_path is None:
-            from ..utils import YUNET_FILENAME, models_dir
-
-            cached = models_dir() / YUNET_FILENAME          # where `litefer fetch yunet` puts it
-            model_path = cached if cached.is_file() else None
-        if model_path is None:
-            raise ValueError("the yunet detector needs a model file: pass model_path= (CLI: --yunet-model PATH), "
-                             "e.g. face_detection_yunet_2023mar.onnx from the OpenCV Zoo, or download it once "
-                             "with `litefer fetch yunet`")
-        return YuNetDetector(model_path, min_size=min_size, **kwargs)
-    if s.lower().endswith(".onnx"):
-        return YuNetDetector(s, min_size=min_size, **kwargs)
-    raise ValueError(f"unknown detector {s!r}; expected one of {DETECTORS} or a YuNet .onnx path")
+    name, path = resolve_detector(spec, model_path)
+    if name == "yunet":
+        return YuNetDetector(path, min_size=min_size, **kwargs)
+    if str(spec) == "auto":
+        hint_fetch_once()
+    return HaarDetector(min_size=min_size, **kwargs)

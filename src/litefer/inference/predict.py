@@ -58,8 +58,8 @@ def reason_of(message: str) -> str:
 class Output:
     """Collects results, prints the text table, writes JSON / CSV / annotated files."""
 
-    def __init__(self, args, class_names, prior="dataset"):
-        self.args, self.class_names, self.prior = args, class_names, prior
+    def __init__(self, args, class_names, prior="dataset", detector: str | None = None):
+        self.args, self.class_names, self.prior, self.detector = args, class_names, prior, detector
         self.entries: list[dict] = []          # JSON: one per input
         self.results = []                      # ImageResults for the CSV
         self.skipped: list[str] = []
@@ -176,14 +176,15 @@ class Output:
                 "videos": self.counts["videos"] + self.counts["streams"], "frames": self.counts["frames"],
                 "faces": self.counts["faces"], "skipped": len(self.skipped),
                 "skipped_by_reason": dict(Counter(reason_of(m) for m in self.skipped)),
-                "skipped_inputs": self.skipped, "incomplete_videos": self.incomplete, "prior": self.prior}
+                "skipped_inputs": self.skipped, "incomplete_videos": self.incomplete, "prior": self.prior,
+                "detector": self.detector}
 
     def summary_text(self, interrupted: bool) -> str:
         c = self.counts
         parts = [f"{c['images']} image(s) ({c['images_with_faces']} with faces)"]
         if c["videos"] or c["streams"]:
             parts.append(f"{c['videos'] + c['streams']} video(s)/stream(s), {c['frames']} frame(s) analysed")
-        parts.append(f"{c['faces']} face(s)")
+        parts.append(f"{c['faces']} face(s)" + (f" found by {self.detector}" if self.detector else ""))
         line = "litefer predict: " + ", ".join(parts)
         if self.skipped:
             by = Counter(reason_of(m) for m in self.skipped)
@@ -344,7 +345,7 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
     from tqdm.auto import tqdm
 
     files, problems = expand_inputs(specs)
-    out = Output(args, rec.class_names, prior)
+    out = Output(args, rec.class_names, prior, rec.detector_name)
     for message in problems:
         out.skip(message, "input")
     disable = None if args.progress is None else not args.progress     # None: only on a terminal

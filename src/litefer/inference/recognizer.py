@@ -1,6 +1,6 @@
 """``litefer.Recognizer``: faces and expressions from photos, arrays, PIL images, folders and videos.
 
-    rec = litefer.Recognizer()                         # packaged FERPlus weights, Haar detector, CPU
+    rec = litefer.Recognizer()                         # packaged FERPlus weights, YuNet (or Haar) detector, CPU
     faces = rec.recognize("photo.jpg")                 # one FaceResult per face
     df = litefer.to_dataframe(rec.recognize_video("clip.mp4", every=5))
 
@@ -81,6 +81,7 @@ class ImageResult:
     height: int | None = None
     frame: int | None = None
     time: float | None = None
+    detector: str | None = None                      # the face detector that ran ("yunet", "haar")
     image: np.ndarray | None = field(default=None, repr=False, compare=False)   # BGR, only when kept
 
     @property
@@ -89,7 +90,7 @@ class ImageResult:
 
     def to_dict(self) -> dict:
         d = {"source": self.source, "error": self.error, "width": self.width, "height": self.height,
-             "faces": [f.to_dict() for f in self.faces]}
+             "detector": self.detector, "faces": [f.to_dict() for f in self.faces]}
         if self.frame is not None:
             d.update(frame=self.frame, time=None if self.time is None else round(self.time, 4))
         return d
@@ -102,8 +103,10 @@ class Recognizer:
         weights: ``"default"`` (the packaged FERPlus model), ``"default-int8"`` (its INT8 ONNX, with
             the onnxruntime backend), or a path: a weights file / run checkpoint (``.pt``), a
             TorchScript file or an ONNX file written by ``litefer export``.
-        detector: ``"haar"`` (built in), ``"yunet"`` (with ``yunet_model``), a YuNet ``.onnx`` path,
-            or a :class:`litefer.inference.detect.FaceDetector`.
+        detector: ``"auto"`` (YuNet when its model is on disk: ``yunet_model``, ``$LITEFER_YUNET`` or
+            the file ``litefer fetch yunet`` cached; else Haar, with a one-line hint), ``"haar"``
+            (built in), ``"yunet"``, a YuNet ``.onnx`` path, or a
+            :class:`litefer.inference.detect.FaceDetector`. ``detector_name`` says which ran.
         backend: ``"torch"`` or ``"onnxruntime"``; None picks onnxruntime for ``.onnx`` weights.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` (torch), ``"cpu"``/``"cuda"`` (onnxruntime).
         min_face: smallest face side, in pixels of the input image; None: the detector's default (32).
@@ -126,7 +129,7 @@ class Recognizer:
             :mod:`litefer.prior`. Raises :class:`litefer.prior.PriorError` when unusable.
     """
 
-    def __init__(self, weights="default", detector="haar", backend: str | None = None, device: str = "cpu",
+    def __init__(self, weights="default", detector="auto", backend: str | None = None, device: str = "cpu",
                  min_face: int | None = None, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
                  yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
         batch_size = positive_int("batch_size", batch_size)       # checked before the model loads
@@ -150,6 +153,11 @@ class Recognizer:
             if not isinstance(detector, FaceDetector) else detector
         self.batch_size = int(batch_size)
         self.tta = self.card.tta_flip if tta is None else bool(tta)
+
+    @property
+    def detector_name(self) -> str:
+        """The detector that runs: ``"yunet"``, ``"haar"`` or a custom detector's ``name``."""
+        return self.detector.name
 
     @property
     def meta(self) -> dict:
@@ -304,6 +312,7 @@ class Recognizer:
 
     def _detect_item(self, result: ImageResult, load, on_error: str, keep_images: bool, detector):
         """(detections, crops, qualities) of one item; a failure is recorded in ``result`` (or raised)."""
+        result.detector = self.detector.name
         try:
             bgr = load()
             result.height, result.width = bgr.shape[:2]
@@ -364,7 +373,7 @@ def _rows(results, class_names, include_empty: bool):
             raise TypeError(f"expected ImageResult or FaceResult, got {type(r).__name__}")
         base = {"source": r.source, "frame": r.frame, "time": r.time}
         if not r.faces and include_empty:
-            yield {**base, "face": None, "error": r.error}
+            yield {**base, "face": None, "error": r.error, "detector": r.detector}
         for i, f in enumerate(r.faces):
             x, y, w, h = f.box
             row = {**base, "face": i, "x": x, "y": y, "w": w, "h": h, "label": f.label, "score": f.score,
@@ -372,12 +381,12 @@ def _rows(results, class_names, include_empty: bool):
             for name in class_names or f.scores:
                 row[name] = f.scores.get(name)
             row.update(face_px=f.quality.get("face_px"), aligned=f.quality.get("aligned"),
-                       angle=f.quality.get("angle"), issues=";".join(f.issues), error=r.error)
+                       angle=f.quality.get("angle"), issues=";".join(f.issues), error=r.error, detector=r.detector)
             yield row
 
 
 COLUMNS = ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", "detection_score"]
-TAIL_COLUMNS = ["face_px", "aligned", "angle", "issues", "error"]
+TAIL_COLUMNS = ["face_px", "aligned", "angle", "issues", "error", "detector"]
 INT_COLUMNS = ("frame", "face", "x", "y", "w", "h", "face_px")
 
 

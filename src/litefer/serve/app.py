@@ -66,7 +66,8 @@ class FaceOut(BaseModel):
     label: str = Field(description="most probable class")
     score: float = Field(description="probability of the label")
     scores: dict[str, float] = Field(description="probability of every class, in model-card order")
-    detection_score: float = Field(description="face detector confidence (Haar: merged detections)")
+    detection_score: float = Field(description="face detector confidence (YuNet: its score in [0, 1]; Haar: "
+                                               "merged detections)")
     quality: dict = Field(description="crop quality measurements and flags")
     issues: list[str] = Field(description="raised quality flags: small, clipped, dark, bright, low_contrast, blurry")
     landmarks: list[list[float]] | None = None
@@ -79,6 +80,7 @@ class RecognizeOut(BaseModel):
     height: int
     faces: list[FaceOut]
     model: str
+    detector: str = Field(description="the face detector that ran: yunet or haar")
     prior: str | dict[str, float] = Field(description="the class prior the scores were computed with "
                                                        "(the request's `prior` parameter, default 'dataset')")
     timing_ms: dict[str, float] = Field(description="queue, decode, recognize and total milliseconds")
@@ -401,6 +403,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
             raise ServeError(503, f"request not answered within {cfg.request_timeout:g} s; the server is overloaded",
                              headers={"Retry-After": "2"}) from None
         result["model"] = model_name
+        result["detector"] = model.detector
         result["prior"] = describe_prior(chosen)
         result["timing_ms"]["total"] = round(1000 * (time.monotonic() - t0), 2)
         return JSONResponse(result)
@@ -422,7 +425,8 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                 "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"], "explain": explains,
                 "card": card.to_dict(),
                 "server": {"backend": model.backend, "weights": model.weights.name, "workers": cfg.workers,
-                           "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": cfg.detector},
+                           "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": model.detector,
+                           "detector_requested": cfg.detector},
                 "limits": cfg.limits(),
                 "browser": {"onnx_url": "/v1/model.onnx", "onnx_bytes": model.onnx.stat().st_size,
                             "detector": detector,

@@ -42,7 +42,7 @@ class ServeConfig:
     weights: str = "default"            # "default", "default-int8", a .pt weights file or an exported .onnx
     backend: str = "onnxruntime"        # what the server runs: "onnxruntime" or "torch"
     browser_model: str | None = None    # ONNX file the page runs on-device (default: the served model's)
-    detector: str = "haar"              # server-side detector ("haar", "yunet" or a YuNet .onnx path)
+    detector: str = "auto"              # server-side detector ("auto", "haar", "yunet" or a YuNet .onnx path)
     yunet_model: str | None = None
     min_face: int = 32                  # smallest face side in pixels of the uploaded image
     detect_max_side: int | None = None  # largest side the detector searches at once (None: its default, 1280)
@@ -123,13 +123,15 @@ class ServeError(Exception):
 
 @dataclass
 class ModelFiles:
-    """What the server loads (``weights`` with ``backend``), its model card, and the ONNX file the
-    page downloads."""
+    """What the server loads (``weights`` with ``backend``), its model card, the ONNX file the
+    page downloads, and the face detector it runs (``"yunet"`` with its model file, or ``"haar"``)."""
 
     weights: Path
     backend: str
     onnx: Path
     card: Card
+    detector: str = "haar"
+    yunet: Path | None = None
 
     @property
     def name(self) -> str:
@@ -180,6 +182,11 @@ def prepare_model(cfg: ServeConfig) -> ModelFiles:
     Raises FileNotFoundError / ValueError with a message naming the file and what to pass instead.
     """
     from ..inference.backends import DEFAULT_FILES, resolve_weights
+    from ..inference.detect import hint_fetch_once, resolve_detector
+
+    detector, yunet = resolve_detector(cfg.detector, cfg.yunet_model)      # once, not per worker
+    if detector == "haar" and cfg.detector == "auto":
+        hint_fetch_once()
 
     packaged = str(cfg.weights) in DEFAULT_FILES
     path, _ = resolve_weights(cfg.weights, cfg.backend if packaged else None)
@@ -193,7 +200,7 @@ def prepare_model(cfg: ServeConfig) -> ModelFiles:
         model_onnx = _onnx_of(path, packaged)
     page = _browser_model(Path(cfg.browser_model), card) if cfg.browser_model else model_onnx
     served = model_onnx if cfg.backend == "onnxruntime" else path
-    return ModelFiles(weights=served, backend=cfg.backend, onnx=page, card=card)
+    return ModelFiles(weights=served, backend=cfg.backend, onnx=page, card=card, detector=detector, yunet=yunet)
 
 
 # ----------------------------------------------------------------------------- uploads
@@ -344,6 +351,6 @@ def make_recognizer_factory(cfg: ServeConfig, model: ModelFiles):
         from ..inference.recognizer import Recognizer
 
         extra = {"max_side": cfg.detect_max_side} if cfg.detect_max_side else {}
-        return Recognizer(weights=str(model.weights), detector=cfg.detector, backend=model.backend, device="cpu",
-                          min_face=cfg.min_face, threads=cfg.threads, yunet_model=cfg.yunet_model, **extra)
+        return Recognizer(weights=str(model.weights), detector=model.detector, backend=model.backend, device="cpu",
+                          min_face=cfg.min_face, threads=cfg.threads, yunet_model=model.yunet, **extra)
     return factory

@@ -169,10 +169,36 @@ def eval_split(card, data_cfg: dict, split: str, channels: int):
     """The split to score, checked to hold the model's classes in its output order."""
     from ..data import load_split
 
+    if data_cfg["dataset"] == "folder" and data_cfg.get("faces", "crop") != "crop":
+        return photo_split(card, data_cfg, split)
     ds = load_split(data_cfg, split, channels=1 if data_cfg["dataset"] == "ferplus" else channels)
     if tuple(ds.class_names) != tuple(card.class_names):
         raise ValueError(f"data classes {ds.class_names} differ from the model's {list(card.class_names)}")
     return ds
+
+
+def photo_split(card, data_cfg: dict, split: str) -> FaceDataset:
+    """A class folder of whole photos (``faces``: ``photo``, or ``auto`` for photos and crops mixed)
+    framed as ``litefer predict`` frames them, with the detector ``data_cfg["detector"]`` names; the
+    validation split is carved from the faces found, stratified like a folder of crops. Files without
+    one face (``pick="largest"``: at least one) are skipped and reported."""
+    from ..data import folder_split_root
+    from ..data.base import stratified_split
+    from ..inference.detect import create_detector
+    from .faces_folder import frame_folder
+
+    root, carve = folder_split_root(data_cfg, split)
+    detector = create_detector(data_cfg.get("detector", "auto"), min_size=data_cfg.get("min_face"),
+                               model_path=data_cfg.get("yunet_model"))
+    folder = frame_folder(root, card, detector, data_cfg["faces"], data_cfg.get("pick", "none"),
+                          classes=list(card.class_names))
+    index = np.arange(len(folder.labels))
+    if carve and split in ("train", "val"):
+        keep, held = stratified_split(folder.labels, data_cfg["val_fraction"], data_cfg["split_seed"])
+        index = held if split == "val" else keep
+    skipped = [f"{s['file']}: {s['reason']}" for s in folder.skipped]
+    return folder.subset(index, f"folder/{split}", {"skipped": skipped, "detector": detector.name,
+                                                    "decisions": dict(folder.decisions)})
 
 
 def split_report(logits: torch.Tensor, ds: FaceDataset, card, classifier: str, data_cfg: dict, split: str,
@@ -185,7 +211,8 @@ def split_report(logits: torch.Tensor, ds: FaceDataset, card, classifier: str, d
     report.update({"classifier": classifier, "split": split, "tta_flip": tta, "data": data_cfg["root"],
                    "label_mode": data_cfg.get("label_mode"),
                    "priors": {k: {**prior_summary(r), "confusion": r["confusion"]} for k, r in reports.items()},
-                   "prior_note": note, "skipped": list(ds.info.get("skipped", []))})
+                   "prior_note": note, "skipped": list(ds.info.get("skipped", [])),
+                   "detector": ds.info.get("detector"), "framing": ds.info.get("decisions")})
     return report
 
 
@@ -223,21 +250,24 @@ def score_split_backend(backend, data_cfg: dict, split: str, tta: bool, batch_si
 
 def evaluate_weights(weights="default", data: str | None = None, dataset: str | None = None, split: str = "val",
                      label_mode: str | None = None, tta: bool | None = None, backend: str | None = None,
-                     batch_size: int = 256, device: str = "cpu", threads: int | None = None) -> dict:
+                     batch_size: int = 256, device: str = "cpu", threads: int | None = None,
+                     photos: dict | None = None) -> dict:
     """Score weights on a data set split (``tta=None``: as the model card says); the ``litefer eval``
     report. ``backend=None``: onnxruntime for the packaged model and .onnx files, torch for .pt files
-    (:func:`litefer.inference.files.resolve_weights`, as for recognition)."""
+    (:func:`litefer.inference.files.resolve_weights`, as for recognition). ``photos``: how a class
+    folder of whole photos is framed (:func:`photo_split`: ``faces``, ``detector``, ``yunet_model``,
+    ``min_face``, ``pick``); None or ``faces="crop"``: its images are the face crops."""
     from ..inference.files import resolve_weights
 
     _, backend = resolve_weights(weights, backend)
     if backend == "torch":
-        return _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads)
+        return _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads, photos)
     from ..inference.backends import create_backend
 
     _check_logits_model(weights)
     runner = create_backend(weights, backend, device, threads)
     card = runner.card
-    data_cfg = _data_config({}, card, data, dataset, label_mode)
+    data_cfg = _data_config({}, card, data, dataset, label_mode, photos)
     tta = card.tta_flip if tta is None else tta
     report = score_split_backend(runner, data_cfg, split, tta, batch_size)
     return _describe(report, weights, card.source, card, backend)
@@ -252,7 +282,7 @@ def _check_logits_model(weights) -> None:
         raise ValueError(f"{path}: the model classifies by prototypes, which only --backend torch scores")
 
 
-def _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads) -> dict:
+def _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, device, threads, photos) -> dict:
     from ..card import card_from_payload
     from ..inference.files import resolve_weights
     from ..weights import load_checkpoint_model
@@ -262,16 +292,20 @@ def _evaluate_torch(weights, data, dataset, split, label_mode, tta, batch_size, 
     path, _ = resolve_weights(weights, "torch")         # "default" is the packaged model
     model, meta = load_checkpoint_model(path, device=device)
     card = card_from_payload(meta, str(path))
-    data_cfg = _data_config(meta, card, data, dataset, label_mode)
+    data_cfg = _data_config(meta, card, data, dataset, label_mode, photos)
     tta = card.tta_flip if tta is None else tta
     report = score_split(model, meta, card, data_cfg, split, tta, batch_size, device)
     return _describe(report, weights, path, card, "torch")
 
 
-def _data_config(meta: dict, card, data, dataset, label_mode) -> dict:
+def _data_config(meta: dict, card, data, dataset, label_mode, photos: dict | None = None) -> dict:
     data_cfg = eval_data_config(meta, card, data, dataset, label_mode)
     if "root" not in data_cfg or "dataset" not in data_cfg:
         raise ValueError(f"{card.source}: the weights name no data set; pass --data and --dataset")
+    if photos and photos.get("faces", "crop") != "crop":
+        if data_cfg["dataset"] != "folder":
+            raise ValueError(f"--faces {photos['faces']} applies to --dataset folder only, not {data_cfg['dataset']!r}")
+        data_cfg.update(photos)
     return data_cfg
 
 

@@ -41,6 +41,15 @@ class FaceFolder:
     def counts(self) -> dict:
         return {c: int((self.labels == i).sum()) for i, c in enumerate(self.class_names)}
 
+    def subset(self, index: np.ndarray, name: str, info: dict | None = None):
+        """The crops at ``index`` as a :class:`litefer.data.FaceDataset`, to train on or score."""
+        import torch
+
+        from ..data import FaceDataset
+
+        return FaceDataset(torch.from_numpy(self.crops[index]), torch.from_numpy(self.labels[index]),
+                           tuple(self.class_names), name=name, info=info or {})
+
 
 def map_classes(folder_names: list[str], model_classes: list[str], root: Path,
                 must_exist: bool = False) -> list[str]:
@@ -73,8 +82,6 @@ def scan(root: str | Path, model_classes: list[str], must_exist: bool = False) -
     labels = [mapping[f] for f in folders]
     present = set(labels)
     classes = [c for c in model_classes if c in present] + sorted(present - set(model_classes))
-    if len(classes) < 2:
-        raise ValueError(f"{root}: only one class ({classes[0]}); fine-tuning needs at least two class folders")
     return paths, labels, classes
 
 
@@ -118,6 +125,8 @@ def frame_folder(root: str | Path, card: Card, detector, faces: str = "auto", pi
         raise ValueError(f"--pick must be one of {PICKS}, got {pick!r}")
     root = Path(root)
     paths, labels, found = scan(root, list(classes or card.class_names), must_exist or classes is not None)
+    if classes is None and len(found) < 2:      # a folder to train on; one to score may hold any classes
+        raise ValueError(f"{root}: only one class ({found[0]}); fine-tuning needs at least two class folders")
     classes = list(classes or found)
     spec = CropSpec.from_card(card)
     crops, kept, skipped, decisions = [], [], [], {"photo": 0, "crop": 0}

@@ -127,11 +127,6 @@ def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
 
 
-def dataset(folder: FaceFolder, index: np.ndarray, name: str) -> FaceDataset:
-    return FaceDataset(torch.from_numpy(folder.crops[index]), torch.from_numpy(folder.labels[index]),
-                       tuple(folder.class_names), name=name)
-
-
 def score(model, ds: FaceDataset, pp: Preprocess, tta: bool, columns: list[int | None] | None = None) -> dict:
     """Classification report on ``ds``; ``columns`` picks the model's output per class of ``ds``
     (None: a class the model lacks, never predicted), for the base model's 'before' figures."""
@@ -363,7 +358,7 @@ def prepare(root, val_root, card: Card, detector, args: dict, cfg: dict) -> tupl
 
 def finetune(root, out, weights="default", val=None, group_by: str | None = None, groups: str | None = None,
              faces: str = "auto", pick: str = "none", config=None, overrides=(), resume: bool = False,
-             classes_must_exist: bool = False, detector="haar", min_face: int | None = None,
+             classes_must_exist: bool = False, detector="auto", min_face: int | None = None,
              yunet_model=None, progress: bool = False, command: str | None = None) -> dict:
     """Fine-tune ``weights`` on ``root/<class>/*`` and write model.pt/.onnx/.json and report.md/.json
     with confusion.png into ``out``; returns the report (a dict). See :mod:`litefer.train.finetune`."""
@@ -381,7 +376,7 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     args = dict(faces=faces, pick=pick, classes_must_exist=classes_must_exist, group_by=group_by, groups=groups,
                 progress=progress)
     folder, tr, vfolder, va, split_info = prepare(root, val, card, det, args, cfg)
-    train, valid = dataset(folder, tr, "train"), dataset(vfolder, va, "val")
+    train, valid = folder.subset(tr, "train"), vfolder.subset(va, "val")
     pp, classes = card.preprocess, folder.class_names
     columns = [card.class_names.index(c) if c in card.class_names else None for c in classes]
     before = score(base, valid, pp, card.tta_flip, columns)
@@ -392,13 +387,13 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     after = score(model.eval(), valid, pp, card.tta_flip)
     final = {"refit": None}
     if cfg["refit"] and vfolder is folder:
-        model, final["refit"] = refit(base, card, meta, classes, dataset(folder, np.arange(len(folder.labels)), "all"),
+        model, final["refit"] = refit(base, card, meta, classes, folder.subset(np.arange(len(folder.labels)), "all"),
                                       cfg, state["history"])
     counts = lambda ds: dict(zip(classes, ds.class_counts()))  # noqa: E731
     report = {"root": str(root), "command": command or f"litefer.train.finetune.finetune({str(root)!r}, {str(out)!r})",
               "base_weights": str(base_path), "split": split_info, "recipe": cfg, "before": before, "after": after,
               "history": state["history"], **final, "hardware": hardware_summary(),
-              "data": {"faces": faces, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
+              "data": {"faces": faces, "detector": det.name, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
                        "val_counts": counts(valid), "listing_sha256": folder.listing_sha256,
                        "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else [])}}
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)

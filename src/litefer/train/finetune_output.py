@@ -77,7 +77,7 @@ def markdown(r: dict) -> str:
     for c in a["class_names"]:
         lines.append(f"| {c} | {r['data']['train_counts'][c]} | {r['data']['val_counts'][c]} |")
     lines += ["", f"Faces framed from photos: {r['data']['decisions']['photo']}; used as crops: "
-              f"{r['data']['decisions']['crop']} (--faces {r['data']['faces']}).", ""]
+              f"{r['data']['decisions']['crop']} (--faces {r['data']['faces']}; face detector: {r['data']['detector']}).", ""]
     skipped = r["data"]["skipped"]
     lines += [f"Skipped files: {len(skipped)}", ""] + [f"- `{s['file']}`: {s['reason']}" for s in skipped[:200]]
     lines += ["", f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", ""]

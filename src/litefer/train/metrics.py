@@ -46,5 +46,6 @@ def format_report(report: dict) -> str:
         lines.append(f"{row['class']:<12}{row['support']:>8}{row['precision']:>10.3f}{row['recall']:>8.3f}"
                      f"{row['f1']:>8.3f}")
     if report.get("skipped"):
-        lines.append(f"skipped {len(report['skipped'])} unreadable file(s), not counted in n")
+        why = "without a usable face or unreadable" if report.get("detector") else "unreadable"
+        lines.append(f"skipped {len(report['skipped'])} {why} file(s), not counted in n")
     return "\n".join(lines)
