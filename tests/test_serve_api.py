@@ -141,9 +141,14 @@ def test_the_server_says_which_detector_runs(client, serve_model):
 
     jpeg = encode(astronaut_rgb(), "JPEG", quality=95)
     server = client.get("/v1/model").json()["server"]
-    assert (server["detector"], server["detector_requested"]) == ("haar", "auto")     # no YuNet on disk
+    assert (server["detector"], server["detector_requested"]) == ("haar", "haar")
     assert client.post("/v1/recognize", content=jpeg).json()["detector"] == "haar"
+    from litefer.serve.engine import prepare_model
+
+    auto = prepare_model(ServeConfig(weights=str(serve_model[1])))            # the default: auto
+    assert (auto.detector, auto.yunet) == ("haar", None)                          # no YuNet on disk here
     cfg = ServeConfig(weights=str(serve_model[1]), workers=1, queue=1, yunet_model=str(yunet_path()))
+    assert prepare_model(cfg).yunet == yunet_path()
     with _testclient_class()(create_app(cfg)) as c:
         assert c.get("/v1/model").json()["server"]["detector"] == "yunet"
         body = c.post("/v1/recognize", content=jpeg).json()

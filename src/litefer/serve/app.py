@@ -184,7 +184,7 @@ def detector_settings(cfg: ServeConfig, detector=None) -> dict:
             "score_threshold": d.score_threshold, "nms_threshold": d.nms_threshold, "top_k": d.top_k,
             "min_size": d.min_size, "max_side": d.max_side,
             "template": FER2013_TEMPLATE.astype(float).tolist(), "template_size": FER_SIZE,
-            "server_detector": cfg.detector, "fallback": haar}
+            "fallback": haar}
 
 
 def haar_settings(cfg: ServeConfig) -> dict:
@@ -198,8 +198,7 @@ def haar_settings(cfg: ServeConfig) -> dict:
             "min_size": d.min_size, "search_size": d.search_size(), "max_side": d.max_side, "find_eyes": d.find_eyes,
             "smallest_window": d.smallest_window, "min_score_without_eyes": d.min_score_without_eyes,
             "frame_scale": HAAR_FRAME_SCALE,
-            "face_cascade": f"/v1/cascades/{face_cascade}", "eye_cascade": f"/v1/cascades/{EYE_CASCADE}",
-            "server_detector": cfg.detector}
+            "face_cascade": f"/v1/cascades/{face_cascade}", "eye_cascade": f"/v1/cascades/{EYE_CASCADE}"}
 
 
 def explain_support(model: ModelFiles) -> dict:
@@ -346,7 +345,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     started = time.time()
     model_name = model.name
     detector = detector_settings(cfg, pool.detector)  # once: building a HaarDetector per poll blocked the event loop
-    yunet_file = getattr(pool.detector, "model_path", None) if detector["name"] == "yunet" else None
+    yunet_file = model.yunet if detector["name"] == "yunet" else None
     explains = explain_support(model)
     cascades = {Path(detector.get("fallback", detector)["face_cascade"]).name, EYE_CASCADE}
     if vendor_manifest() is None:
@@ -442,8 +441,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                                    "on-device mode to run the same one (404 when the server detects with Haar)")
     async def detector_onnx():
         if yunet_file is None:
-            name = getattr(pool.detector, "name", cfg.detector)
-            raise ServeError(404, f"this server detects faces with {name!r}, not YuNet, so it has no detector "
+            raise ServeError(404, f"this server detects faces with {model.detector!r}, not YuNet, so it has no detector "
                                   "model to serve (the page uses the Haar cascades at /v1/cascades/); start it with "
                                   "--detector yunet --yunet-model PATH for one")
         if not yunet_file.is_file():
