@@ -64,3 +64,29 @@ def test_the_benchmark_on_three_photos_of_each_set(tmp_path):
                  "## The project's test photos", "No face that Haar finds is lost"):
         assert head in text
     assert np.isfinite([r["ms_best"] for r in rows]).all()
+
+
+def test_prior_sweep_scores_each_tau_as_the_named_prior_would():
+    """benchmarks/prior_choice.py: tau = 0.5 of the adjustment is prior="balanced:0.5"; the sweep's
+    accuracies, intervals and people counts on a small known set."""
+    import prior_choice as pc
+    from litefer.card import Card
+    from litefer.inference.backends import softmax
+    from litefer.prior import log_weights
+
+    card = Card.from_dict({"class_names": ["a", "b"], "preprocess": {"input_size": 48, "in_chans": 3},
+                           "class_prior": {"a": 0.8, "b": 0.2}})
+    neg = log_weights("balanced", card).astype(np.float64)
+    logits = np.log(np.array([[0.7, 0.3], [0.6, 0.4], [0.9, 0.1], [0.2, 0.8]]))
+    half = softmax((logits + log_weights("balanced:0.5", card)).astype(np.float32)).argmax(1)
+    assert pc.adjusted(logits, neg, 0.5).tolist() == half.tolist() == [0, 1, 0, 1]
+    assert pc.adjusted(logits, neg, 0.0).tolist() == [0, 0, 0, 1]
+    assert pc.adjusted(logits, neg, 1.0).tolist() == [1, 1, 0, 1]
+    item = {"set": "toy", "logp": np.vstack([logits, np.full((1, 2), -np.inf)]), "truth": np.array([1, 1, 0, 1, 0]),
+            "groups": np.array(["p", "p", "q", "q", "q"]), "no_face": 1}
+    row = pc.sweep(item, neg, [0.0, 0.5, 1.0], np.random.default_rng(0))
+    assert row["accuracy"] == pytest.approx([0.4, 0.6, 0.8])          # the photo without a face is wrong
+    assert (row["n"], row["groups"], row["no_face"]) == (5, 2, 1)
+    assert row["people_better"] == [0, 1, 1] and row["people_worse"] == [0, 0, 0]
+    lo, hi = row["diff_ci"][1]
+    assert row["diff_ci"][0] == [0.0, 0.0] and 0 <= lo <= 0.2 <= hi <= 0.5      # 2 people: +0.5, +0 or +0.2
