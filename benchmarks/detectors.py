@@ -200,7 +200,7 @@ def timing_rows(sets: list[PhotoSet], yunet: Path, rounds: int) -> tuple[list[di
                                  "timed": what, "ms_best": min(ms), "ms_median": statistics.median(ms),
                                  "rounds_ms": [round(v, 2) for v in ms],
                                  "photos_with_face": int(sum(n > 0 for n in found[det])),
-                                 "faces": int(sum(found[det]))})
+                                 "faces": int(sum(found[det])), "faces_per_photo": found[det]})
                 if s.faces is not None and setting == "1 thread":
                     for det, rec in recs.items():
                         got = [d.box for d in rec.detector.detect(s.photos[0])]
@@ -308,6 +308,16 @@ def measure(quick: bool = False, rounds: int = 3, jaffe_root: Path = SHARED / "d
             "accuracy": acc, "test_photos": tests}
 
 
+def photos_lost(result: dict, set_name: str) -> list[str] | None:
+    """The photos of a set in which Haar finds a face and YuNet none (1-thread run), or None without YuNet."""
+    found = {r["detector"]: r["faces_per_photo"] for r in result["timing"]
+             if r["set"] == set_name and r["timed"] == "recognize" and r["threads"] == "1 thread"}
+    if "yunet" not in found:
+        return None
+    names = result["sets"][set_name]["names"]
+    return [n for n, h, y in zip(names, found["haar"], found["yunet"]) if h and not y]
+
+
 def markdown(result: dict) -> list[str]:
     t = result["timing"]
     lines = ["## Faces found and ms per photo", "",
@@ -320,6 +330,10 @@ def markdown(result: dict) -> list[str]:
         lines.append(f"| {r['set']} | {r['detector']} | {r['photos_with_face']} / {r['photos']} | {r['faces']} | "
                      f"{r['threads']} | {r['ms_best']:.1f} / {r['ms_median']:.1f} | "
                      f"{d['ms_best']:.1f} / {d['ms_median']:.1f} |")
+    for s in result["sets"]:
+        lost = photos_lost(result, s)
+        if lost is not None:
+            lines += ["", f"{s}: photos where Haar finds a face and YuNet none: {', '.join(lost) or 'none'}."]
     for c in result["composite"]:
         lines.append("")
         lines.append(f"{c['set']}, {c['detector']}: {c['found']} of its {c['of']} faces found, "

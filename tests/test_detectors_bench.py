@@ -50,7 +50,8 @@ def test_the_benchmark_on_three_photos_of_each_set(tmp_path):
         for w in ("recognize", "detect")}
     for r in rows:
         assert r["photos"] == 3 and r["photos_with_face"] == 3 and len(r["rounds_ms"]) == 1
-        assert 0 < r["ms_best"] == r["ms_median"]
+        assert 0 < r["ms_best"] == r["ms_median"] and r["faces_per_photo"] == [1, 1, 1]
+    assert bench.photos_lost(result, "JAFFE") == bench.photos_lost(result, "Yale") == []
     assert {(a["set"], a["detector"]) for a in result["accuracy"]} == {(s, d) for s in ("JAFFE", "Yale")
                                                                        for d in ("haar", "yunet")}
     for a in result["accuracy"]:
@@ -61,7 +62,8 @@ def test_the_benchmark_on_three_photos_of_each_set(tmp_path):
         assert r["haar"] == r["yunet"] == r["faces"] and r["lost_by_yunet"] == []
     text = bench.report(result, "python benchmarks/detectors.py")
     for head in ("Command: `python benchmarks/detectors.py`", "load average", "## Faces found", "## Accuracy",
-                 "## The project's test photos", "No face that Haar finds is lost"):
+                 "## The project's test photos", "No face that Haar finds is lost",
+                 "JAFFE: photos where Haar finds a face and YuNet none: none."):
         assert head in text
     assert np.isfinite([r["ms_best"] for r in rows]).all()
 
