@@ -210,8 +210,8 @@ def main() -> None:
                    help="where fer's throwaway venv lives (outside the repository)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--min-face", type=int, nargs="+", default=[32, 48], metavar="PX",
-                   help="litefer's smallest face, one litefer row each (default: 32, litefer's default, and 48, "
-                        "about fer's 50)")
+                   help="litefer's smallest face, one litefer row each per detector (default: 32, litefer's default, "
+                        "and 48, about fer's 50)")
     p.add_argument("--detectors", nargs="+", default=["haar", "auto"], choices=("haar", "auto"),
                    help="litefer's detectors, one row each per smallest face (auto: YuNet from --yunet)")
     p.add_argument("--yunet", default=str(HERE.parent.parent / "shared" / "models" / "face_detection_yunet.onnx"),
