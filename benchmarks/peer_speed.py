@@ -1,6 +1,7 @@
 """litefer against the peer ``fer`` (25.10.3), per photo, on the 213 JAFFE photos: time and accuracy.
 
-    .venv/bin/python benchmarks/peer_speed.py --data ../shared/data/jaffe
+    .venv/bin/python benchmarks/peer_speed.py --data ../shared/data/jaffe            # full: about 4 minutes
+    .venv/bin/python benchmarks/peer_speed.py --data ../shared/data/jaffe --quick    # a check: 20 photos, 1 round
 
 fer and its TensorFlow go into a throwaway venv outside the repository (``--cache``, default
 ``~/.cache/litefer-peer``; reused when it already holds fer 25.10.3). The photos are decoded once
@@ -9,7 +10,11 @@ worker process (``benchmarks/peer_worker.py``): litefer in this interpreter thro
 ``Recognizer(backend="onnxruntime")`` on the packaged model, fer in the peer venv as ``FER()``. The
 rounds alternate between the tools (which goes first alternates too), at 1 thread (OpenCV, ONNX
 Runtime, TFLite and TensorFlow pinned to one) and at each library's default threads. Only the
-recognition calls are timed; a tool's figure is its best round.
+recognition calls are timed; a tool's figure is its best round (the median round beside it).
+
+litefer runs once per detector (``--detectors``: ``haar``, and ``auto`` with ``LITEFER_YUNET`` set to
+``--yunet`` so that ``auto`` is YuNet) and smallest face (``--min-face``). Issue 25's target: litefer
+with YuNet at most 0.7 x fer's time per photo at both thread settings.
 
 Accuracy: the label of the largest face against the expression in the file name (7 classes); a
 photo without a face counts as wrong, and so does litefer's ``contempt``, which JAFFE does not pose.
@@ -23,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,11 +74,15 @@ def jaffe(data: Path) -> tuple[list[str], list[str], np.ndarray]:
 class Worker:
     """One tool in its own process, answering ``round`` requests (see ``peer_worker.py``)."""
 
-    def __init__(self, python: Path, tool: str, photos: Path, threads: int, min_face: int | None = None):
+    def __init__(self, python: Path, tool: str, photos: Path, threads: int, min_face: int | None = None,
+                 detector: str = "haar", yunet: Path | None = None):
         env = dict(os.environ, OMP_NUM_THREADS="1") if threads == 1 else dict(os.environ)
         env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        if detector == "auto" and yunet is not None:
+            env["LITEFER_YUNET"] = str(yunet)               # what "auto" picks: YuNet from this file
         cmd = [str(python), str(HERE / "peer_worker.py"), "--tool", tool, "--photos", str(photos),
-               "--threads", str(threads), *(["--min-face", str(min_face)] if min_face else [])]
+               "--threads", str(threads), *(["--min-face", str(min_face)] if min_face else []),
+               *(["--detector", detector] if tool == "litefer" else [])]
         self.tool = tool
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.versions = self._answer()["versions"]
@@ -97,11 +107,13 @@ def accuracy(labels: list[str | None], truth: list[str]) -> float:
     return float(np.mean([a == b for a, b in zip(labels, truth)]))
 
 
-def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: int, min_faces: list[int]) -> dict:
-    """fer and litefer at each smallest face, at one thread setting; rounds interleaved (the order
-    turns each round); best round per tool."""
+def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: int, min_faces: list[int],
+            detectors: tuple[str, ...] = ("haar",), yunet: Path | None = None) -> dict:
+    """fer and litefer with each detector and smallest face, at one thread setting; rounds interleaved
+    (the order turns each round); best round per tool."""
     threads = SETTINGS[setting]
-    workers = {f"litefer {m} px": Worker(Path(sys.executable), "litefer", photos, threads, m) for m in min_faces}
+    workers = {f"litefer {d} {m} px": Worker(Path(sys.executable), "litefer", photos, threads, m, d, yunet)
+               for d in detectors for m in min_faces}
     workers["fer"] = Worker(peer, "fer", photos, threads)
     runs: dict[str, list[dict]] = {name: [] for name in workers}
     try:
@@ -118,6 +130,7 @@ def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: in
     for name, rs in runs.items():
         last = rs[-1]
         row[name] = {"ms_per_photo": min(r["ms_per_photo"] for r in rs),
+                     "ms_median": statistics.median(r["ms_per_photo"] for r in rs),
                      "rounds_ms": [round(r["ms_per_photo"], 2) for r in rs],
                      "photos_with_face": int(sum(n > 0 for n in last["faces"])), "faces": int(sum(last["faces"])),
                      "accuracy": accuracy(last["labels"], truth),
@@ -130,35 +143,52 @@ def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: in
 def header(env: dict, n: int) -> list[str]:
     """The report's title, command, machine, tools and method."""
     machine = (f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), {env['platform']}, Python {env['python']}, "
-               f"{env['date']}. Load average at start: {env['loadavg']}.")
+               f"{env['date']}. Load average at start: {env['loadavg']}; at the end: {env['loadavg_end']}.")
     lf, fe = env["litefer"], env["fer"]
     beside = env["litefer_default"].get("mirrored_pass_beside")
+    detectors = "; ".join(f"{name.split(' ', 1)[1]}: `{v.get('detector')}`" for name, v in env["litefer_rows"].items())
+    auto = (f" `auto` is run with `LITEFER_YUNET={env['yunet']}`, so that it is YuNet." if "auto" in env["detectors"]
+            else "")
     tools = (f"litefer {lf['litefer']}: onnxruntime {lf['onnxruntime']}, OpenCV {lf['opencv']}, "
-             "`Recognizer(backend=\"onnxruntime\")` with the packaged model and its defaults: "
-             f"`{lf.get('detector')}`, quick eye look {lf.get('quick_eyes')}, flip averaging {lf.get('tta')} "
-             f"(mirrored pass beside the plain one at default threads: {beside}). fer {fe['fer']}: "
+             "`Recognizer(backend=\"onnxruntime\", detector=...)` with the packaged model and its defaults "
+             f"(flip averaging {lf.get('tta')}, mirrored pass beside the plain one at default threads: {beside}); "
+             f"detectors: {detectors}.{auto} fer {fe['fer']}: "
              f"TensorFlow {fe['tensorflow']}, OpenCV {fe['opencv']}, `FER()` (Haar faces from 50 px, TFLite model), "
              "in its own venv.")
     method = (f"{n} photos decoded once and given to both tools as the same BGR arrays; each tool in its own "
               "process; rounds alternate between the tools; only the recognition call is timed; ms per photo is "
-              "the best of the rounds (all rounds in the JSON). 1 thread: OpenCV, ONNX Runtime, TFLite and "
+              "the best of the rounds, then the median round (all rounds in the JSON). 1 thread: OpenCV, ONNX "
+              "Runtime, TFLite and "
               "TensorFlow pinned to one thread; default threads: each library's own.")
+    quick = ["**Quick check: few photos and one round; not figures to quote.**", ""] if env.get("quick") else []
     return ["# litefer against fer, per photo, on the JAFFE photos", "", f"Command: `{env['command']}`", "",
-            machine, "", tools, "", method, ""]
+            machine, "", *quick, tools, "", method, ""]
+
+
+def target(rows: list[dict], name: str) -> str:
+    """Whether litefer row ``name`` is within 0.7 x fer's time at every thread setting, with the ratios."""
+    ratios = ", ".join(f"{r['setting']} {r['ratio'][name]:.2f}×" for r in rows)
+    return f"{name.split(' ', 1)[1]} {'met' if all(r['ratio'][name] <= 0.7 for r in rows) else 'not met'} ({ratios})"
 
 
 def report(rows: list[dict], env: dict, n: int) -> str:
     tools = [k for k in rows[0] if k.startswith("litefer") or k == "fer"]
     lines = [*header(env, n),
-             "| threads | litefer, smallest face | litefer ms / photo | fer ms / photo | litefer / fer | litefer rounds "
-             "| fer rounds |", "|---|---|---:|---:|---:|---|---|"]
+             "| threads | litefer: detector, smallest face | litefer ms / photo (best, median) "
+             "| fer ms / photo (best, median) | litefer / fer | litefer rounds | fer rounds |",
+             "|---|---|---:|---:|---:|---|---|"]
     for r in rows:
         fe = r["fer"]
         for name, ratio in r["ratio"].items():
             lf = r[name]
-            lines.append(f"| {r['setting']} | {name.split(' ', 1)[1]} | {lf['ms_per_photo']:.1f} | "
-                         f"{fe['ms_per_photo']:.1f} | {ratio:.2f}× | {', '.join(f'{v:.1f}' for v in lf['rounds_ms'])} | "
+            lines.append(f"| {r['setting']} | {name.split(' ', 1)[1]} | {lf['ms_per_photo']:.1f}, "
+                         f"{lf['ms_median']:.1f} | {fe['ms_per_photo']:.1f}, {fe['ms_median']:.1f} | {ratio:.2f}× | "
+                         f"{', '.join(f'{v:.1f}' for v in lf['rounds_ms'])} | "
                          f"{', '.join(f'{v:.1f}' for v in fe['rounds_ms'])} |")
+    autos = [name for name in rows[0]["ratio"] if " auto " in name]
+    if autos:
+        lines += ["", "Issue 25's target, litefer with YuNet (`auto`) at most 0.70× fer's time at both thread "
+                      "settings: " + "; ".join(target(rows, name) for name in autos) + "."]
     lines += ["", "| tool | photos with a face | faces | accuracy (7 classes, largest face) |", "|---|---:|---:|---:|"]
     for name in tools:
         t = rows[0][name]
@@ -180,29 +210,46 @@ def main() -> None:
                    help="where fer's throwaway venv lives (outside the repository)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--min-face", type=int, nargs="+", default=[32, 48], metavar="PX",
-                   help="litefer's smallest face, one litefer row each (default: 32, litefer's default, and 48, "
-                        "about fer's 50)")
-    p.add_argument("--out", default="results/peer_speed", help="report path without suffix (.md and .json)")
+                   help="litefer's smallest face, one litefer row each per detector (default: 32, litefer's default, "
+                        "and 48, about fer's 50)")
+    p.add_argument("--detectors", nargs="+", default=["haar", "auto"], choices=("haar", "auto"),
+                   help="litefer's detectors, one row each per smallest face (auto: YuNet from --yunet)")
+    p.add_argument("--yunet", default=str(HERE.parent.parent / "shared" / "models" / "face_detection_yunet.onnx"),
+                   help="the YuNet model `auto` finds through LITEFER_YUNET")
+    p.add_argument("--quick", action="store_true", help="20 photos and 1 round: a check of the script, not figures")
+    p.add_argument("--out", default=None, help="report path without suffix (.md and .json; default: "
+                                               "results/peer_speed, results/peer_speed_quick with --quick)")
     args = p.parse_args()
+    if "auto" in args.detectors and not Path(args.yunet).is_file():
+        p.error(f"--yunet {args.yunet}: no such file (auto is run with LITEFER_YUNET set to it)")
+    out = args.out or ("results/peer_speed_quick" if args.quick else "results/peer_speed")
+    rounds = 1 if args.quick else args.rounds
     data = Path(args.data)
     if not data.is_dir():
         print(f"skipped: {data} is absent (the JAFFE photos live outside the repository, see its README)")
         return
     names, truth, photos = jaffe(data)
+    if args.quick:                                       # 20 photos spread over the ten posers
+        step = max(1, len(names) // 20)
+        names, truth, photos = names[::step][:20], truth[::step][:20], photos[::step][:20]
     peer = peer_python(Path(args.cache).expanduser())
     env = {"command": shlex.join(["python", "benchmarks/peer_speed.py", *sys.argv[1:]]), "cpu": cpu_model(),
            "logical_cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+           "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg()), "quick": args.quick,
+           "detectors": args.detectors, "yunet": str(Path(args.yunet).resolve())}
     with tempfile.TemporaryDirectory(prefix="litefer-peer-") as tmp:
         np.save(Path(tmp) / "photos.npy", photos)
-        rows = [compare(s, peer, Path(tmp) / "photos.npy", truth, args.rounds, args.min_face) for s in SETTINGS]
-    first = f"litefer {args.min_face[0]} px"
+        rows = [compare(s, peer, Path(tmp) / "photos.npy", truth, rounds, args.min_face, tuple(args.detectors),
+                        Path(args.yunet).resolve()) for s in SETTINGS]
+    first = f"litefer {args.detectors[0]} {args.min_face[0]} px"
     env.update(litefer=rows[0][first]["versions"], fer=rows[0]["fer"]["versions"],
-               litefer_default=rows[-1][first]["versions"])
+               litefer_default=rows[-1][first]["versions"],
+               litefer_rows={name: rows[-1][name]["versions"] for name in rows[-1]["ratio"]},
+               loadavg_end=" / ".join(f"{v:.2f}" for v in os.getloadavg()))
     text = report(rows, env, len(names))
-    atomic_write_text(f"{args.out}.md", text)
-    atomic_write_json(f"{args.out}.json", {"environment": env, "photos": names, "truth": truth, "rows": rows})
+    atomic_write_text(f"{out}.md", text)
+    atomic_write_json(f"{out}.json", {"environment": env, "photos": names, "truth": truth, "rows": rows})
     print(text)
 
 

@@ -5,12 +5,13 @@ tool keeps its own OpenCV and threads. Speaks JSON lines: it prints ``{"ready": 
 and warm, then answers each ``round`` line on stdin with the time per photo and the largest face's
 label of every photo, and exits on ``quit`` or end of input.
 
-    python benchmarks/peer_worker.py --tool litefer|fer --photos photos.npy --threads 1|0
+    python benchmarks/peer_worker.py --tool litefer|fer --photos photos.npy --threads 1|0 [--detector haar|auto]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -21,7 +22,17 @@ FER_TO_FERPLUS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy
                   "surprise": "surprise", "neutral": "neutral"}
 
 
-def litefer_tool(threads: int, min_face: int | None):
+def litefer_detector(name: str):
+    """``haar``, or ``auto``: YuNet from ``LITEFER_YUNET`` (which the driver sets), given as
+    ``detector="auto"`` where this litefer knows that name and as the model path where it does not."""
+    if name != "auto":
+        return name
+    from litefer.inference.detect import DETECTORS
+
+    return "auto" if "auto" in DETECTORS else os.environ["LITEFER_YUNET"]
+
+
+def litefer_tool(threads: int, min_face: int | None, detector: str = "haar"):
     """litefer's default path after issue 18: the packaged model through ONNX Runtime."""
     import cv2
     import onnxruntime
@@ -30,7 +41,8 @@ def litefer_tool(threads: int, min_face: int | None):
 
     if threads:
         cv2.setNumThreads(threads)
-    rec = litefer.Recognizer(backend="onnxruntime", threads=threads or None, min_face=min_face)
+    rec = litefer.Recognizer(backend="onnxruntime", threads=threads or None, min_face=min_face,
+                             detector=litefer_detector(detector))
 
     def run(bgr):
         faces = rec.recognize(bgr)
@@ -60,7 +72,7 @@ def pin_fer_to(threads: int):
     FER._tflite_interpreter_cache = interpreter
 
 
-def fer_tool(threads: int, min_face: int | None = None):
+def fer_tool(threads: int, min_face: int | None = None, detector: str | None = None):
     """fer as its README shows it: ``FER()`` (Haar faces from 50 px, TFLite mini-Xception)."""
     from importlib.metadata import version
 
@@ -105,10 +117,11 @@ def main() -> None:
     p.add_argument("--photos", required=True, help=".npy of N x H x W x 3 BGR uint8 photos")
     p.add_argument("--threads", type=int, default=0, help="1: one thread everywhere; 0: each library's default")
     p.add_argument("--min-face", type=int, default=None, help="litefer: smallest face searched (default: litefer's)")
+    p.add_argument("--detector", default="haar", help="litefer: haar, or auto (YuNet from LITEFER_YUNET)")
     args = p.parse_args()
     out, sys.stdout = sys.stdout, sys.stderr                         # the tools' own prints stay off the protocol
     photos = np.load(args.photos)
-    run, versions = (litefer_tool if args.tool == "litefer" else fer_tool)(args.threads, args.min_face)
+    run, versions = (litefer_tool if args.tool == "litefer" else fer_tool)(args.threads, args.min_face, args.detector)
     for bgr in photos[:10]:                                          # warm-up: first calls load and allocate
         run(bgr)
     out.write(json.dumps({"ready": True, "versions": versions}) + "\n")

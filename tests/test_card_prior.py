@@ -81,6 +81,30 @@ def test_prior_strings_parse():
             parse_prior(bad)
 
 
+def test_partial_balanced_divides_that_share_of_the_prior_out():
+    """balanced:TAU adds TAU times balanced's adjustment: 0 is dataset, 1 is balanced, 0.5 lies between."""
+    card = small_card({"a": 0.5, "b": 0.25, "c": 0.25})
+    full = log_weights("balanced", card)
+    np.testing.assert_allclose(log_weights("balanced:0.5", card), 0.5 * full, rtol=1e-6)
+    np.testing.assert_allclose(log_weights("balanced:1", card), full, rtol=1e-6)
+    assert log_weights("balanced:0", card) is None
+    logits = np.array([[2.0, 1.0, -1.0]], np.float32)
+    p = softmax(logits)[0] / np.sqrt([0.5, 0.25, 0.25])
+    np.testing.assert_allclose(softmax(logits + log_weights("balanced:0.5", card))[0], p / p.sum(), atol=1e-6)
+    with pytest.raises(PriorError, match=r"old.pt: the weights store no training class prior"):
+        log_weights("balanced:0.5", small_card(source="old.pt"))
+
+
+def test_partial_balanced_strings_parse_and_bad_ones_say_the_range():
+    assert parse_prior("balanced:0.5") == "balanced:0.5" and parse_prior(" balanced: 0.50 ") == "balanced:0.5"
+    assert parse_prior("balanced:1") == "balanced:1" and parse_prior("balanced:0") == "balanced:0"
+    for bad in ("balanced:", "balanced:x", "balanced:1.5", "balanced:-0.1", "balanced:nan"):
+        with pytest.raises(PriorError, match=r"balanced:TAU with TAU a number from 0 \(dataset\) to 1"):
+            parse_prior(bad)
+    with pytest.raises(PriorError, match="balanced:TAU"):
+        log_weights("balanced:2", small_card({"a": 0.5, "b": 0.25, "c": 0.25}))
+
+
 # ----------------------------------------------------------------------------- the card's homes
 
 def test_card_from_a_run_checkpoint_a_packaged_file_and_a_sidecar(tmp_path):
@@ -153,6 +177,9 @@ def test_recognizer_prior_dataset_balanced_and_mapping(with_prior, photo_dir):
     assert face.scores == pytest.approx(dict(zip(CLASSES, (want / want.sum())[0])), abs=1e-5)
     # a per-call prior overrides the recognizer's own
     assert rec.recognize(photo_dir / "astronaut.png", prior="balanced")[0].scores == pytest.approx(face.scores)
+    half = softmax(logits) / np.sqrt(freq)
+    got = rec.recognize(photo_dir / "astronaut.png", prior="balanced:0.5")[0].scores
+    assert got == pytest.approx(dict(zip(CLASSES, (half / half.sum())[0])), abs=1e-5)
     weights = dict(zip(CLASSES, range(1, 9)))
     got = rec.recognize(photo_dir / "astronaut.png", prior=weights)[0].scores
     w = softmax(logits)[0] * np.arange(1, 9)
@@ -169,12 +196,13 @@ def test_weights_without_a_prior_work_with_dataset_and_name_the_file_for_balance
 
 def test_predict_cli_prior(with_prior, photo_dir, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert cli(["predict", str(photo_dir / "astronaut.png"), "--weights", str(with_prior), "--prior", "balanced",
-                "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["summary"]["prior"] == "balanced"
-    want = litefer.Recognizer(weights=with_prior, prior="balanced").recognize(photo_dir / "astronaut.png")[0]
-    assert result["inputs"][0]["faces"][0]["scores"] == pytest.approx(want.scores, abs=1e-5)
+    for prior in ("balanced", "balanced:0.5"):
+        assert cli(["predict", str(photo_dir / "astronaut.png"), "--weights", str(with_prior), "--prior", prior,
+                    "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["summary"]["prior"] == prior
+        want = litefer.Recognizer(weights=with_prior, prior=prior).recognize(photo_dir / "astronaut.png")[0]
+        assert result["inputs"][0]["faces"][0]["scores"] == pytest.approx(want.scores, abs=1e-5)
     capsys.readouterr()
     assert cli(["predict", str(photo_dir / "astronaut.png"), "--weights", str(with_prior), "--prior",
                 "neutral=1,smirk=2"]) == 2
