@@ -165,7 +165,7 @@ def test_an_onnx_file_without_metadata_uses_its_sidecar_or_names_itself(onnx_fil
 # ----------------------------------------------------------------------------- the prior in use
 
 def test_recognizer_prior_dataset_balanced_and_mapping(with_prior, photo_dir):
-    rec = litefer.Recognizer(weights=with_prior, backend="torch")
+    rec = litefer.Recognizer(weights=with_prior, backend="torch", prior="dataset")
     crops = rec.detect_and_crop(read_image(photo_dir / "astronaut.png"))[1]
     logits = rec.backend.logits(np.stack(crops), rec.tta)
     np.testing.assert_allclose(rec.classify_crops(np.stack(crops)), softmax(logits), atol=1e-6)
@@ -180,6 +180,9 @@ def test_recognizer_prior_dataset_balanced_and_mapping(with_prior, photo_dir):
     half = softmax(logits) / np.sqrt(freq)
     got = rec.recognize(photo_dir / "astronaut.png", prior="balanced:0.5")[0].scores
     assert got == pytest.approx(dict(zip(CLASSES, (half / half.sum())[0])), abs=1e-5)
+    default = litefer.Recognizer(weights=with_prior, backend="torch")      # weights with a stored prior: half of it
+    assert default.prior == "balanced:0.5"
+    assert default.recognize(photo_dir / "astronaut.png")[0].scores == pytest.approx(got, abs=1e-6)
     weights = dict(zip(CLASSES, range(1, 9)))
     got = rec.recognize(photo_dir / "astronaut.png", prior=weights)[0].scores
     w = softmax(logits)[0] * np.arange(1, 9)
@@ -188,6 +191,7 @@ def test_recognizer_prior_dataset_balanced_and_mapping(with_prior, photo_dir):
 
 def test_weights_without_a_prior_work_with_dataset_and_name_the_file_for_balanced(checkpoint, photo_dir):
     assert len(litefer.Recognizer(weights=checkpoint, prior="dataset").recognize(photo_dir / "astronaut.png")) == 1
+    assert litefer.Recognizer(weights=checkpoint).prior == "dataset"      # the default, with nothing to divide out
     with pytest.raises(PriorError, match=rf"{checkpoint}: the weights store no training class prior"):
         litefer.Recognizer(weights=checkpoint, prior="balanced")
     with pytest.raises(PriorError, match=r"missing class\(es\) \['contempt'\].*'neutral', 'happiness'"):
@@ -234,10 +238,10 @@ def test_eval_scores_majority_rows_and_both_priors(with_prior, tmp_path, capsys)
                 "--json", str(report), "--markdown", str(tmp_path / "e.md")]) == 0
     r = json.loads(report.read_text())
     md = (tmp_path / "e.md").read_text()
-    assert "| | prior=dataset | prior=balanced |" in md and "- hardware: " in md and "- command: `" in md
+    assert "| | prior=dataset | prior=balanced:0.5 | prior=balanced |" in md and "- hardware: " in md and "- command: `" in md
     assert f"| contempt | {r['per_class'][7]['support']} | 1.00 % |" in md
     assert r["n"] == expected["PublicTest"] and r["label_mode"] == "majority"
-    assert set(r["priors"]) == {"dataset", "balanced"} and r["priors"]["dataset"]["accuracy"] == r["accuracy"]
+    assert set(r["priors"]) == {"dataset", "balanced:0.5", "balanced"} and r["priors"]["dataset"]["accuracy"] == r["accuracy"]
     assert set(r["priors"]["balanced"]["per_class_recall"]) == set(CLASSES)
     text = capsys.readouterr().out
     assert "prior=balanced: accuracy" in text and "recall: neutral" in text

@@ -132,7 +132,7 @@ def test_recognize_matches_the_python_api(client, serve_model):
     assert list(face["scores"]) == CLASSES and face["label"] == max(face["scores"], key=face["scores"].get)
     x, y, w, h = face["box"]
     assert 150 < x < 200 and 40 < y < 100 and 80 < w < 120         # the astronaut's face
-    assert body["prior"] == "dataset"
+    assert body["prior"] == "balanced:0.5"            # the default for weights that store their class prior
 
 
 def test_the_server_says_which_detector_runs(client, serve_model):
@@ -170,8 +170,12 @@ def test_recognize_honours_the_prior_parameter_and_echoes_it(client, serve_model
         assert body["prior"] == prior
         want = Recognizer(str(serve_model[1]), backend="onnxruntime", prior=prior).recognize(bgr)[0]
         assert body["faces"][0]["scores"] == pytest.approx(want.scores, abs=1e-6)
-    plain = client.post("/v1/recognize", content=jpeg).json()["faces"][0]["scores"]
+    plain = client.post("/v1/recognize?prior=dataset", content=jpeg).json()["faces"][0]["scores"]
     balanced = client.post("/v1/recognize?prior=balanced", content=jpeg).json()["faces"][0]["scores"]
+    default = client.post("/v1/recognize", content=jpeg).json()["faces"][0]["scores"]
+    # the default, balanced:0.5, divides the square root out: p_half(c) is proportional to p(c) / prior(c) ** 0.5
+    half = {c: default[c] * PRIOR[c] ** 0.5 / plain[c] for c in CLASSES}
+    assert max(half.values()) == pytest.approx(min(half.values()), rel=1e-4)
     # balanced divides the stored frequencies out: p_bal(c) is proportional to p(c) / prior(c)
     ratio = {c: balanced[c] * PRIOR[c] / plain[c] for c in CLASSES}
     assert max(ratio.values()) == pytest.approx(min(ratio.values()), rel=1e-4)
@@ -226,7 +230,8 @@ def test_health_model_card_and_model_files(client, serve_model):
     for key in ("class_names", "preprocess", "tta_flip", "class_prior"):
         assert card[key] == meta[key]
     assert card["crop"] == CropSpec.from_card(read_card(serve_model[1])).to_dict()
-    assert card["priors"] == ["dataset", "balanced"] and card["card"]["format"] == "litefer-card/1"
+    assert card["priors"] == ["dataset", "balanced:0.5", "balanced"] and card["card"]["format"] == "litefer-card/1"
+    assert card["default_prior"] == "balanced:0.5"
     assert card["limits"]["max_upload_bytes"] == 200_000
     det = card["browser"]["detector"]
     assert (det["scale_factor"], det["min_neighbors"], det["min_size"], det["search_size"]) == (1.1, 5, 32, 32)
@@ -457,7 +462,7 @@ def test_packaged_default_model_serves_the_astronaut():
         r = c.post("/v1/recognize", content=encode(astronaut_rgb(), "JPEG"))
         assert r.status_code == 200 and len(r.json()["faces"]) == 1
         card = c.get("/v1/model").json()
-        assert card["card"]["training"]["epochs_trained"] == 17 and card["priors"] == ["dataset", "balanced"]
+        assert card["card"]["training"]["epochs_trained"] == 17 and card["priors"] == ["dataset", "balanced:0.5", "balanced"]
 
 
 def test_the_page_gets_the_search_size_the_server_scales_its_copy_for():

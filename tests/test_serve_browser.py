@@ -187,15 +187,19 @@ def settle(pg, quiet_ms: int = 800):
 
 def test_prior_selector_in_both_modes_matches_python(page, serve_model, tmp_path):
     """The class prior selector: on-device (logit adjustment in the page) and on the server (the
-    request's prior parameter), each equal to the Python API's Recognizer(prior="balanced")."""
+    request's prior parameter), each equal to the Python API's Recognizer(prior="balanced") and, for
+    the default (balanced:0.5, selected when the page opens), Recognizer()."""
     from litefer import Recognizer
 
     photo = tmp_path / "astronaut.png"
     photo.write_bytes(encode(astronaut_rgb(), "PNG"))
     want = Recognizer(str(serve_model[1]), backend="onnxruntime", prior="balanced").recognize(photo)[0]
-    plain = Recognizer(str(serve_model[1]), backend="onnxruntime").recognize(photo)[0]
+    plain = Recognizer(str(serve_model[1]), backend="onnxruntime", prior="dataset").recognize(photo)[0]
+    half = Recognizer(str(serve_model[1]), backend="onnxruntime").recognize(photo)[0]
     assert max(abs(want.scores[c] - plain.scores[c]) for c in CLASSES) > 0.01     # the prior matters here
+    assert max(abs(half.scores[c] - plain.scores[c]) for c in CLASSES) > 0.005
     assert page.locator("#prior option[value=balanced]").is_enabled()
+    assert page.input_value("#prior") == "balanced:0.5"            # the default, as in Python
     for mode, tolerance in (("device", 1e-4), ("server", 1e-5)):
         if page.input_value("#prior") != "dataset":
             page.select_option("#prior", "dataset")
@@ -214,7 +218,14 @@ def test_prior_selector_in_both_modes_matches_python(page, serve_model, tmp_path
         assert got["label"] == want.label, (mode, got["scores"], want.scores)
         assert max(abs(got["scores"][c] - want.scores[c]) for c in CLASSES) < tolerance, mode
         assert "Balanced" in page.text_content("#prior-note")
-    page.select_option("#prior", "dataset")
+        before = page.evaluate(f"window.litefer.state.frames.{mode}")
+        page.select_option("#prior", "balanced:0.5")
+        page.wait_for_function(f"window.litefer.state.frames.{mode} > {before} && "
+                               "window.litefer.state.lastPrior === 'balanced:0.5'", timeout=WAIT_MS)
+        settle(page)
+        (got,) = faces_of(page)
+        assert max(abs(got["scores"][c] - half.scores[c]) for c in CLASSES) < tolerance, mode
+        assert "Half balanced (the default)" in page.text_content("#prior-note")
 
 
 # ---------------------------------------------------------------------------- Explain (issue 21)

@@ -3,14 +3,14 @@
 A classifier trained on FERPlus has learned FERPlus's class balance (35 % neutral, 29 % happiness,
 under 1 % contempt) along with the faces. ``prior`` says what to do with it:
 
-* ``"dataset"`` (default): the model's own probabilities, that balance included; the most accurate
-  choice on data balanced like the training split;
+* ``"dataset"``: the model's own probabilities, that balance included; the most accurate choice on
+  data balanced like the training split (and the default of weights that store no class prior);
 * ``"balanced"``: logit adjustment, the stored training class frequencies divided out
   (``softmax(logits - log prior)``), as if every class were equally common;
 * ``"balanced:TAU"``, TAU from 0 to 1: that share of the adjustment (``softmax(logits - TAU log prior)``),
-  between the two: ``balanced:0`` is ``dataset``, ``balanced:1`` is ``balanced``. On FERPlus validation
-  ``balanced:0.5`` costs 0.9 points of accuracy where ``balanced`` costs 9.9, and gains half of its
-  mean class accuracy (``results/prior_choice.md``);
+  between the two: ``balanced:0`` is ``dataset``, ``balanced:1`` is ``balanced``. ``balanced:0.5`` is
+  recognition's default (:func:`default_prior`): on FERPlus validation it costs 0.9 points of accuracy
+  where ``balanced`` costs 9.9, and gains half of its mean class accuracy (``results/prior_choice.md``);
 * a mapping ``{class: weight}`` naming every class: each probability is multiplied by its weight
   and the result renormalised (``softmax(logits + log weight)``); ``"balanced"`` is the mapping
   ``{c: 1 / prior(c)}``.
@@ -29,6 +29,20 @@ from .card import Card
 
 NAMED = ("dataset", "balanced")
 PARTIAL = "balanced:"          # "balanced:TAU": TAU of the balanced adjustment
+# What recognition uses unless told otherwise, for weights that store their training class prior:
+# half the balanced adjustment (results/prior_choice.md; the decision is argued in docs/recognition.md).
+DEFAULT_PRIOR = "balanced:0.5"
+
+
+def default_prior(card: Card) -> str:
+    """The prior recognition uses unless told: :data:`DEFAULT_PRIOR` for weights that store their
+    training class frequencies, ``"dataset"`` for weights that do not (nothing to divide out)."""
+    return DEFAULT_PRIOR if card.class_prior else "dataset"
+
+
+def offered_priors(card: Card) -> list[str]:
+    """The named priors these weights can use (the page's selector and ``/v1/model``)."""
+    return ["dataset", DEFAULT_PRIOR, "balanced"] if card.class_prior else ["dataset"]
 
 
 def partial_share(text: str) -> float | None:

@@ -33,10 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     options.add_batch_size(p, 64, "faces per model call")
     options.add_tta(p, "as the model card says")
     options.add_threads(p)
-    p.add_argument("--prior", default="dataset", metavar="PRIOR",
-                   help="class prior of the scores: 'dataset' (default: the model's own probabilities), 'balanced' "
-                        "(the training class frequencies divided out) or class=weight pairs for every class, "
-                        "e.g. neutral=1,happiness=0.5,... (probabilities multiplied by the weights, renormalised)")
+    p.add_argument("--prior", default=None, metavar="PRIOR",
+                   help="class prior of the scores: 'dataset' (the model's own probabilities), 'balanced' (the "
+                        "training class frequencies divided out), 'balanced:TAU' (that share of it, TAU in 0..1) "
+                        "or class=weight pairs for every class, e.g. neutral=1,happiness=0.5,... (probabilities "
+                        "multiplied by the weights, renormalised); default: balanced:0.5 for weights that store "
+                        "their class frequencies (the packaged ones do), else dataset")
     _add_output_arguments(p)
 
 
@@ -91,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     specs = input_specs(args)
-    prior = parse_prior(args.prior)
+    prior = None if args.prior is None else parse_prior(args.prior)
     rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
                      min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
                      yunet_model=args.yunet_model, prior=prior)
@@ -99,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         rec.backend.require_explain()            # weights that cannot explain: one line, exit 2, nothing run
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run_inputs(rec, specs, args, describe(prior))
+        return run_inputs(rec, specs, args, describe(rec.prior))
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -25,7 +25,7 @@ from .detect import Detection, FaceDetector, create_detector, positive_int, vali
 from .explain import Explanation, mirror_average
 from .inputs import InputError, describe, iter_frames, load_image
 from .track import FaceTracker
-from ..prior import describe as describe_prior, log_weights
+from ..prior import default_prior, describe as describe_prior, log_weights
 from ..utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -124,14 +124,17 @@ class Recognizer:
             face search between photos, see ``_model_threads``), with the mirrored pass of ``tta`` on
             a second core when there is one.
         prior: ``"dataset"`` (the model's own probabilities, its training class balance included),
-            ``"balanced"`` (the stored training class frequencies divided out: logit adjustment) or a
-            mapping of every class to a positive weight that multiplies its probability; see
+            ``"balanced"`` (the stored training class frequencies divided out: logit adjustment),
+            ``"balanced:TAU"`` (that share of it), or a mapping of every class to a positive weight
+            that multiplies its probability; None: ``"balanced:0.5"`` for weights that store their
+            class frequencies, as the packaged ones do, else ``"dataset"``
+            (:func:`litefer.prior.default_prior`, chosen in ``results/prior_choice.md``); see
             :mod:`litefer.prior`. Raises :class:`litefer.prior.PriorError` when unusable.
     """
 
     def __init__(self, weights="default", detector="auto", backend: str | None = None, device: str = "cpu",
                  min_face: int | None = None, batch_size: int = 64, tta: bool | None = None, threads: int | None = None,
-                 yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior="dataset"):
+                 yunet_model: str | os.PathLike | None = None, max_side: int = 1280, prior=None):
         batch_size = positive_int("batch_size", batch_size)       # checked before the model loads
         if min_face is not None:
             positive_int("min_face", min_face)
@@ -146,8 +149,8 @@ class Recognizer:
         self.card = self.backend.card
         self.class_names: list[str] = list(self.card.class_names)
         self.crop_spec = CropSpec.from_card(self.card)
-        self.prior = prior
-        self._prior_logits = log_weights(prior, self.card)        # checked now: a bad prior fails here
+        self.prior = default_prior(self.card) if prior is None else prior
+        self._prior_logits = log_weights(self.prior, self.card)   # checked now: a bad prior fails here
         self.detector: FaceDetector = create_detector(detector, min_size=min_face, model_path=yunet_model,
                                                       max_side=max_side) \
             if not isinstance(detector, FaceDetector) else detector

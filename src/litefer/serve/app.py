@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from ..version import __version__
 from ..utils import release_free_memory, rss_mib
 from ..inference.align import CropSpec
-from ..prior import PriorError, describe as describe_prior, log_weights, parse_prior
+from ..prior import PriorError, default_prior, describe as describe_prior, log_weights, offered_priors, parse_prior
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
 from .protocol import error_payload
@@ -82,7 +82,7 @@ class RecognizeOut(BaseModel):
     model: str
     detector: str = Field(description="the face detector that ran: yunet or haar")
     prior: str | dict[str, float] = Field(description="the class prior the scores were computed with "
-                                                       "(the request's `prior` parameter, default 'dataset')")
+                                                       "(the request's `prior` parameter, default /v1/model's default_prior)")
     timing_ms: dict[str, float] = Field(description="queue, decode, recognize and total milliseconds")
 
 
@@ -280,10 +280,11 @@ async def _form_file(request: Request, body: bytes, cfg: ServeConfig) -> bytes:
         await form.close()
 
 
-PRIOR_DOC = ("class prior of the scores: 'dataset' (default; the model's own probabilities), 'balanced' (the "
-             "training class frequencies divided out) or class=weight pairs naming every class, e.g. "
-             "neutral=1,happiness=0.5,... (each probability multiplied by its weight, then renormalised); "
-             "at most once per request (repeated: 422)")
+PRIOR_DOC = ("class prior of the scores: 'dataset' (the model's own probabilities), 'balanced' (the training "
+             "class frequencies divided out), 'balanced:TAU' (that share of it, TAU from 0 to 1) or class=weight "
+             "pairs naming every class, e.g. neutral=1,happiness=0.5,... (each probability multiplied by its "
+             "weight, then renormalised); default: /v1/model's default_prior (balanced:0.5 for weights that "
+             "store their class frequencies, else dataset); at most once per request (repeated: 422)")
 
 
 def single_query(request: Request, name: str) -> str | None:
@@ -298,7 +299,7 @@ def single_query(request: Request, name: str) -> str | None:
 def request_prior(text: str | None, model: ModelFiles):
     """The ``prior`` query parameter, checked against the model's classes (422 when unusable)."""
     if text is None or text == "":
-        return "dataset"
+        return default_prior(model.card)
     try:
         prior = parse_prior(text)
         log_weights(prior, model.card)
@@ -421,7 +422,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                 "preprocess": card.preprocess.to_dict(), "crop": CropSpec.from_card(card).to_dict(),
                 "tta_flip": card.tta_flip, "precision": card.precision, "val_accuracy": card.val_accuracy,
                 "class_prior": card.class_prior,
-                "priors": ["dataset", "balanced"] if card.class_prior else ["dataset"], "explain": explains,
+                "priors": offered_priors(card), "default_prior": default_prior(card), "explain": explains,
                 "card": card.to_dict(),
                 "server": {"backend": model.backend, "weights": model.weights.name, "workers": cfg.workers,
                            "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": model.detector,

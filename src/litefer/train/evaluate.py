@@ -155,14 +155,15 @@ def eval_data_config(meta: dict, card, data: str | None, dataset: str | None, la
 
 
 def _priors(card, model_classifier: str) -> tuple[dict, str | None]:
-    """The priors to score: always ``dataset``; ``balanced`` when the card stores a training prior."""
-    from ..prior import log_weights
+    """The priors to score: always ``dataset``; recognition's default ``balanced:0.5`` and ``balanced``
+    when the card stores a training prior."""
+    from ..prior import log_weights, offered_priors
 
     if model_classifier != "logits":
         return {"dataset": None}, "the model classifies by prototypes, not logits: no prior adjustment"
     if not card.class_prior:
         return {"dataset": None}, f"{card.source}: no stored training class prior, so no 'balanced' figures"
-    return {"dataset": None, "balanced": log_weights("balanced", card)}, None
+    return {name: log_weights(name, card) for name in offered_priors(card)}, None
 
 
 def eval_split(card, data_cfg: dict, split: str, channels: int):
@@ -352,7 +353,8 @@ def markdown_report(report: dict, command: str, hardware: str) -> str:
             f"- hardware: {hardware}; scored by {_runtime(report.get('backend', 'torch'))}", "",
             "`prior=dataset` is the model's own probabilities; `prior=balanced` divides the training split's "
             "class frequencies (stored in the model card, column *train share*) out of them (logit "
-            "adjustment: softmax(logits - log prior)).", ""]
+            "adjustment: softmax(logits - log prior)); `prior=balanced:0.5`, recognition's default, half of that "
+            "(softmax(logits - 0.5 log prior)).", ""]
     rows = ["| | " + " | ".join(f"prior={n}" for n in names) + " |", "|---|" + "---:|" * len(names)]
     for key, label in (("accuracy", "accuracy"), ("mean_class_accuracy", "mean class accuracy")):
         rows.append(f"| {label} | " + " | ".join(_pct(report["priors"][n][key]) for n in names) + " |")

@@ -12,7 +12,7 @@ const COLORS = ["#e6e6e6", "#ffd33d", "#79c0ff", "#8b949e", "#ff7b72", "#7ee787"
 
 const state = {
   mode: "server",            // "server" | "device"
-  prior: "dataset",          // "dataset" | "balanced": the class prior of the scores, in both modes
+  prior: "dataset",          // "dataset" | "balanced:0.5" | "balanced": the scores' class prior, in both modes (set from /v1/model)
   explain: false,            // the Explain toggle: each face's Grad-CAM map drawn over it
   source: null,              // "webcam" | "image" | null
   running: false,
@@ -435,6 +435,11 @@ function priorNote(c, prior) {
     return "Balanced: the training set's class frequencies are divided out of the scores, as if every expression " +
            "were equally common (fairer to rare classes, less accurate on data balanced like the training set).";
   }
+  if (prior.startsWith("balanced:")) {
+    return `Half balanced (the default): ${prior.slice(9)} of the balanced adjustment, the training set's class ` +
+           "frequencies partly divided out (rare expressions named more often, within a point of the model's own " +
+           "accuracy on data balanced like the training set).";
+  }
   if (!c.class_prior) return "Dataset: the model's own probabilities.";
   const top = Object.entries(c.class_prior).sort((a, b) => b[1] - a[1]).slice(0, 2)
     .map(([name, f]) => `${(100 * f).toFixed(0)} % ${name}`).join(", ");
@@ -443,10 +448,9 @@ function priorNote(c, prior) {
 
 function setupPrior(c) {
   const select = $("prior");
-  if (!c.class_prior) {
-    select.querySelector("option[value=balanced]").disabled = true;
-    select.title = "the model stores no training class prior";
-  }
+  for (const option of select.options) option.disabled = !c.priors.includes(option.value);
+  if (!c.class_prior) select.title = "the model stores no training class prior";
+  state.prior = select.value = c.default_prior;
   $("prior-note").textContent = priorNote(c, state.prior);
   select.addEventListener("change", () => {
     state.prior = select.value;

@@ -118,14 +118,19 @@ export function softmax(logits, k) {
 }
 
 // What a class prior adds to the logits, as litefer.prior.log_weights: nothing for "dataset"; for
-// "balanced", minus the log of the card's training class frequencies (logit adjustment).
+// "balanced", minus the log of the card's training class frequencies (logit adjustment); for
+// "balanced:TAU", TAU times that.
 export function priorAdjustment(prior, card) {
   if (!prior || prior === "dataset") return null;
-  if (prior !== "balanced") throw new Error(`unknown prior "${prior}": expected "dataset" or "balanced"`);
+  const tau = prior === "balanced" ? 1 : (prior.startsWith("balanced:") ? Number(prior.slice(9)) : NaN);
+  if (!(tau >= 0 && tau <= 1)) {
+    throw new Error(`unknown prior "${prior}": expected "dataset", "balanced" or "balanced:TAU" (TAU from 0 to 1)`);
+  }
+  if (tau === 0) return null;
   const freq = card.class_prior;
-  if (!freq) throw new Error(`${card.model_name} stores no training class prior, so prior "balanced" is not available`);
+  if (!freq) throw new Error(`${card.model_name} stores no training class prior, so prior "${prior}" is not available`);
   const total = card.class_names.reduce((a, c) => a + Number(freq[c]), 0);
-  return card.class_names.map((c) => -Math.log(Number(freq[c]) / total));
+  return card.class_names.map((c) => -tau * Math.log(Number(freq[c]) / total));
 }
 
 // ---------------------------------------------------------------------------- face detection
