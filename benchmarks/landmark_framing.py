@@ -12,7 +12,9 @@ Framings of each photo's largest face (every YuNet row crops the same YuNet dete
 * ``5 points``: the least-squares similarity of the five landmarks onto ``FER2013_TEMPLATE``, its
   rotation kept only beyond 10 degrees (below, scale and centre of the fit, upright); ``always
   levelled`` / ``never levelled`` change only that rule; ``eyes + nose``, ``eyes + mouth`` and
-  ``eyes`` fit the similarity to those landmarks only (``frame_transform(points=...)``).
+  ``eyes`` fit the similarity to those landmarks only (``frame_transform(points=...)``); ``found
+  again levelled``: YuNet run a second time on the face levelled by its first landmarks
+  (``Refiner``), then the five-point fit on the second landmarks.
 
 Sets: JAFFE's 213 photos (7 labels); the same photos turned by 25 degrees, alternately either way
 (padded, turned about the centre, edges replicated: in-plane rotation); Yale's 164 photos (framing
@@ -335,7 +337,9 @@ def report(result: dict) -> str:
              "YuNet's box framed like a Haar box, no landmarks; `+ eyes` = levelled by YuNet's eye landmarks beyond "
              "10°; `5 points` = similarity of the 5 landmarks onto `FER2013_TEMPLATE`, rotation kept beyond 10° "
              "(today's YuNet path, the reference of the paired columns); `eyes + nose`, `eyes + mouth`, `eyes` = the "
-             "same fit to those landmarks only. See the script's docstring for the measures.", ""]
+             "same fit to those landmarks only; `found again levelled` = YuNet run a second time on the face levelled by "
+             "its first landmarks, the 5-point fit made on the second landmarks. See the script's docstring for the "
+             "measures.", ""]
     ref = result.get("fer_reference")
     for key, s in result["sets"].items():
         rows = s["framings"]

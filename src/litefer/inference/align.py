@@ -12,7 +12,11 @@ as grayscale. ``benchmarks/framing.py`` measures that framing on the training im
   not rotated, they are upright faces as the detector found them.
 
 So a face found by YuNet is mapped onto the landmark template by a least-squares similarity
-transform; a face found by the Haar cascade is framed by its (enlarged) box. Where the eyes are
+transform of all five landmarks; a face found by the Haar cascade is framed by its (enlarged) box.
+``benchmarks/landmark_framing.py`` (``results/landmark_framing.md``) measured the alternatives on
+JAFFE and Yale: YuNet's box framed like a Haar box, fewer landmarks (eyes + nose, eyes + mouth,
+eyes), always levelling, a second YuNet pass on the levelled face; none beat the five-point fit
+(JAFFE 48.8 % against 46.0-48.4 %, Yale equal), so it stays. Where the eyes are
 found and the eye line tilts by more than 10 degrees (beyond FER2013's own spread and the training
 rotations), the face is rotated about the frame centre so that the eye line is level; smaller
 tilts are left as FER2013 left them
