@@ -12,7 +12,11 @@ as grayscale. ``benchmarks/framing.py`` measures that framing on the training im
   not rotated, they are upright faces as the detector found them.
 
 So a face found by YuNet is mapped onto the landmark template by a least-squares similarity
-transform; a face found by the Haar cascade is framed by its (enlarged) box. Where the eyes are
+transform of all five landmarks; a face found by the Haar cascade is framed by its (enlarged) box.
+``benchmarks/landmark_framing.py`` (``results/landmark_framing.md``) measured the alternatives on
+JAFFE and Yale: YuNet's box framed like a Haar box, fewer landmarks (eyes + nose, eyes + mouth,
+eyes), always levelling, a second YuNet pass on the levelled face; none beat the five-point fit
+(JAFFE 48.8 % against 46.0-48.4 %, Yale equal), so it stays. Where the eyes are
 found and the eye line tilts by more than 10 degrees (beyond FER2013's own spread and the training
 rotations), the face is rotated about the frame centre so that the eye line is level; smaller
 tilts are left as FER2013 left them
@@ -39,6 +43,8 @@ HAAR_FRAME_SCALE = 48.0 / 47.0
 # Tilts the model saw in training (FER2013's eye lines spread about 8 degrees around level, and
 # training rotates faces by up to 10) are left as they are; larger ones are levelled.
 LEVEL_ABOVE_DEGREES = 10.0
+# The landmarks a YuNet face is fitted to (indices into FER2013_TEMPLATE): all five.
+LANDMARK_POINTS = (0, 1, 2, 3, 4)
 
 # Quality thresholds: about the 1st / 99th percentiles of FER2013 training faces (48 px crops).
 DARK_MEAN, BRIGHT_MEAN = 50.0, 205.0
@@ -84,20 +90,24 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def frame_transform(det: Detection, size: int = FER_SIZE, rotate: bool = True,
-                    level_above: float = LEVEL_ABOVE_DEGREES) -> tuple[np.ndarray, bool, float]:
+                    level_above: float = LEVEL_ABOVE_DEGREES,
+                    points: tuple[int, ...] = LANDMARK_POINTS) -> tuple[np.ndarray, bool, float]:
     """Forward 2 x 3 map from image to crop pixels (OpenCV pixel-centre convention).
 
     The face is rotated to a level eye line when ``rotate`` and its tilt exceeds ``level_above``
-    degrees. Returns (matrix, whether landmarks or eyes were found, rotation applied in degrees).
+    degrees. ``points`` are the landmarks (indices into ``FER2013_TEMPLATE``) the similarity is
+    fitted to. Returns (matrix, whether landmarks or eyes were found, rotation applied in degrees).
     """
     if det.landmarks is not None and len(det.landmarks) == 5:
-        src = np.asarray(det.landmarks, np.float64) + 0.5                  # to continuous coordinates
-        M = _similarity(src, FER2013_TEMPLATE.astype(np.float64) * (size / FER_SIZE))
+        idx = list(points)
+        src = np.asarray(det.landmarks, np.float64)[idx] + 0.5             # to continuous coordinates
+        template = FER2013_TEMPLATE.astype(np.float64)[idx] * (size / FER_SIZE)
+        M = _similarity(src, template)
         angle = float(np.degrees(np.arctan2(M[1, 0], M[0, 0])))
         if not rotate or abs(angle) <= level_above:
             scale = float(np.hypot(M[0, 0], M[1, 0]))
             centre = src.mean(0)
-            target = (FER2013_TEMPLATE.mean(0) * (size / FER_SIZE))
+            target = template.mean(0)
             M = np.array([[scale, 0, target[0] - scale * centre[0]], [0, scale, target[1] - scale * centre[1]]])
             angle = 0.0
         aligned = True
@@ -123,18 +133,12 @@ def frame_transform(det: Detection, size: int = FER_SIZE, rotate: bool = True,
     return M, aligned, angle
 
 
-def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> tuple[np.ndarray, dict]:
-    """The face as the model's training data framed it: uint8 (S, S, 1) grey or (S, S, 3) RGB, plus quality.
-
-    Quality: ``face_px`` (face side in image pixels), ``aligned`` (eyes or landmarks found), ``angle``
-    (degrees of rotation applied; 0 for tilts within ``spec.level_above``), and flags ``small`` (face smaller than the crop, so upsampled), ``clipped``
-    (over 5 % of the crop lies outside the image, filled by edge replication), ``dark``, ``bright``,
-    ``low_contrast`` and ``blurry`` (outside the range of 98 % of FER2013 training faces).
-    """
-    if spec.framing != "fer2013":
-        raise ValueError(f"unknown framing {spec.framing!r}; only 'fer2013' is implemented")
-    size = spec.size
-    M, aligned, angle = frame_transform(det, size, spec.rotate, spec.level_above)
+def warp_crop(bgr: np.ndarray, M: np.ndarray, size: int = FER_SIZE, grayscale: bool = True,
+              box=None) -> tuple[np.ndarray, float]:
+    """The S x S crop that the forward map ``M`` (image to crop pixels, see :func:`frame_transform`)
+    cuts out of a BGR image: uint8 (S, S, 1) grey or (S, S, 3) RGB, and the share of it that lies
+    outside the image (filled by edge replication). ``box`` only names the face in the error raised
+    when the crop misses the image altogether."""
     A, t = M[:, :2], M[:, 2]
     scale = float(np.sqrt(abs(np.linalg.det(A))))                          # crop px per image px
     inv = cv2.invertAffineTransform(M)
@@ -145,9 +149,9 @@ def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> t
     x1, y1 = np.ceil(src_corners.max(0)).astype(int) + 3
     x0c, y0c, x1c, y1c = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if x1c <= x0c or y1c <= y0c:
-        raise ValueError(f"face box {det.box} lies outside the {w}x{h} image")
+        raise ValueError(f"face box {box} lies outside the {w}x{h} image")
     roi = bgr[y0c:y1c, x0c:x1c]
-    roi = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY) if spec.grayscale else cv2.cvtColor(roi, cv2.COLOR_BGR2RGB)
+    roi = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY) if grayscale else cv2.cvtColor(roi, cv2.COLOR_BGR2RGB)
     t = t + A @ np.array([x0c, y0c], np.float64)                            # ROI offset
     # shrink in two steps when the face is much larger than the crop: warp, then area-average
     factor = int(min(8, np.floor(1.0 / scale))) if scale < 0.5 else 1
@@ -163,6 +167,22 @@ def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> t
     gx, gy = np.meshgrid(g, g)
     pts = np.stack([gx.ravel(), gy.ravel()], 1) @ inv[:, :2].T + inv[:, 2]
     outside = float(np.mean((pts[:, 0] < -0.5) | (pts[:, 1] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] > h - 0.5)))
+    return crop, outside
+
+
+def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> tuple[np.ndarray, dict]:
+    """The face as the model's training data framed it: uint8 (S, S, 1) grey or (S, S, 3) RGB, plus quality.
+
+    Quality: ``face_px`` (face side in image pixels), ``aligned`` (eyes or landmarks found), ``angle``
+    (degrees of rotation applied; 0 for tilts within ``spec.level_above``), and flags ``small`` (face smaller than the crop, so upsampled), ``clipped``
+    (over 5 % of the crop lies outside the image, filled by edge replication), ``dark``, ``bright``,
+    ``low_contrast`` and ``blurry`` (outside the range of 98 % of FER2013 training faces).
+    """
+    if spec.framing != "fer2013":
+        raise ValueError(f"unknown framing {spec.framing!r}; only 'fer2013' is implemented")
+    M, aligned, angle = frame_transform(det, spec.size, spec.rotate, spec.level_above)
+    crop, outside = warp_crop(bgr, M, spec.size, spec.grayscale, det.box)
+    size = spec.size
     grey = crop[..., 0] if crop.shape[2] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     g48 = grey if size == FER_SIZE else cv2.resize(grey, (FER_SIZE, FER_SIZE), interpolation=cv2.INTER_AREA)
     g48 = g48.astype(np.float32)
