@@ -11,7 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-YUNET = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet.onnx"
+
+
+def _shared() -> Path:
+    """``shared`` beside the checkout, or beside a folder above it (a git worktree kept in a folder of
+    worktrees); the one beside the checkout when there is none."""
+    here = Path(__file__).resolve().parents[1]
+    return next((d / "shared" for d in here.parents if (d / "shared").is_dir()), here.parent / "shared")
+
+
+SHARED = _shared()
+YUNET = SHARED / "models" / "face_detection_yunet.onnx"
 # The astronaut's face: Haar finds it at about (177, 67, 95, 95) in the 512 x 512 photo.
 FACE_CENTRE = (224.0, 113.0)
 
