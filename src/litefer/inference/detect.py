@@ -13,11 +13,11 @@ searched whole on a copy downscaled to ``max_side`` for its large faces, and in 
 most ``max_side`` at the scale ``min_size`` needs for the small ones, so the time grows with the image's
 area: a 12-MP photo took 3.6x the single copy's time with Haar (``results/detect_scale.md``).
 
-Faces turned in the image plane (issue 25, ``results/hard_photos.md``): ``turned="empty"`` (YuNet's
-default) searches copies of the image turned by ``TURN_ANGLES`` when the upright search finds no face,
-and maps their boxes and landmarks back; a face whose landmarks' eye line tilts more than
-``LEVEL_LANDMARKS_ABOVE`` degrees is found again on an upright copy of its neighbourhood, where YuNet
-places its landmarks better than on the tilted face.
+Faces turned in the image plane (issue 25, ``results/hard_photos.md``): ``turned="empty"`` searches
+copies of the image turned by ``TURN_ANGLES`` when the upright search finds no face (``"always"``: on
+every image; ``"none"``, the default: never), and maps their boxes and landmarks back; a face whose landmarks tilt more than
+``LEVEL_LANDMARKS_ABOVE`` degrees (or, with YuNet, that scores under 0.88) is found again on upright
+copies of its neighbourhood, where YuNet places its landmarks better than on the tilted face.
 """
 from __future__ import annotations
 
@@ -574,9 +574,9 @@ class YuNetDetector(FaceDetector):
     # It finds faces of 16 px (tests/test_detect.py::test_yunet_finds_every_face_of_its_smallest_reliable_size),
     # so its tiles are searched at half the scale min_size would need at full size.
     smallest_reliable = 16
-    # Turned copies only where the upright search found nothing: about 2x a faceless photo's search,
-    # nothing on a photo with a face (results/hard_photos.md).
-    default_turned = "empty"
+    # No turned copies by default: YuNet finds faces turned by up to 45 degrees without them (all 36 of
+    # results/hard_photos.md), and "empty" costs a faceless photo 2.3-4x its search. Its landmarks on
+    # them are placed again instead (only on faces that tilt or score low).
     level_landmarks = True
     # JAFFE's and Yale's upright faces score 0.91 and more; turned by 45 degrees, 0.81 and more.
     level_below_score = 0.88
