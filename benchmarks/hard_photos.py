@@ -514,6 +514,18 @@ def markdown(r: dict) -> str:
         n = max(1, x["found"])
         cells = " | ".join(f"{x.get(f, 0)} ({100 * x.get(f, 0) / n:.0f} %)" for f in ("turned", "occluded", "partial", "any"))
         L.append(f"| {x['detector']}: {x['set']} | {x['photos']} | {x['found']} | {cells} |")
+    L += ["", "## Limits of these figures", "",
+          "* The truth is YuNet's own detection on the upright photo, so YuNet's point error at 0° is a floor of "
+          "0.02 eye distances, not 0, and Haar's eye error is measured against YuNet's eye landmarks.",
+          "* Turned faces are turned in the image plane only; the flags' `turned` is for faces turned away "
+          "(yaw), which JAFFE and Yale do not have: the squeezed and perspective composites only imitate it, "
+          "flatly. A flat perspective warp and a mild squeeze (0.8) are not caught; real profiles, where the "
+          "nose leaves the face's midline, were not available to measure.",
+          "* A covered mouth (lower half) mostly goes unflagged: YuNet places plausible mouth corners on the "
+          "background patch.",
+          "* Yale's `sad` photos are read as neutral by the packaged model on both detectors' crops alike: a "
+          "matter of the model (or of Yale's mild `sad`), not of the crop.",
+          "* ms columns were timed on a shared 2-core machine: compare within a table."]
     return "\n".join(L)
 
 

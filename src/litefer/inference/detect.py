@@ -16,8 +16,7 @@ area: a 12-MP photo took 3.6x the single copy's time with Haar (``results/detect
 Faces turned in the image plane (issue 25, ``results/hard_photos.md``): ``turned="empty"`` searches
 copies of the image turned by ``TURN_ANGLES`` when the upright search finds no face (``"always"``: on
 every image; ``"none"``, the default: never), and maps their boxes and landmarks back; a face whose landmarks tilt more than
-``LEVEL_LANDMARKS_ABOVE`` degrees (or, with YuNet, that scores under 0.88) is found again on upright
-copies of its neighbourhood, where YuNet places its landmarks better than on the tilted face.
+``LEVEL_LANDMARKS_ABOVE`` degrees is found again on upright copies of its neighbourhood, where YuNet places its landmarks better than on the tilted face.
 """
 from __future__ import annotations
 
@@ -165,10 +164,8 @@ class FaceDetector:
     # When copies turned by TURN_ANGLES are searched: "none", "empty" (when the upright search finds
     # no face) or "always".
     default_turned = "none"
-    # Whether tilted faces' landmarks are placed again on an upright copy (detectors with landmarks),
-    # and the detector score under which a face is looked at upright whatever its landmarks' tilt.
+    # Whether tilted faces' landmarks are placed again on upright copies (detectors with landmarks).
     level_landmarks = False
-    level_below_score = 0.0
 
     def __init__(self, min_size: int | None = None, max_side: int = 1280, turned: str | None = None):
         self.min_size = positive_int("min_size", self.default_min_size if min_size is None else min_size)
@@ -218,17 +215,16 @@ class FaceDetector:
         return out
 
     def _level(self, bgr: np.ndarray, det: Detection) -> Detection:
-        """``det`` with its landmarks placed again on an upright copy of the face where it may be turned:
-        its landmarks tilt over ``LEVEL_LANDMARKS_ABOVE`` degrees or its score is under
-        ``level_below_score``. The landmarks of a turned face are pulled towards upright (at 45 degrees
-        JAFFE faces read 15 to 36), so copies turned by the tilt read and by 30 degrees more either way
-        are searched, the surest face of the three kept, and its copy turned by what its landmarks still
-        tilt, up to ``LEVEL_STEPS`` copies in all. The box and score stay; so do the landmarks when the
+        """``det`` with its landmarks placed again on upright copies of the face where they tilt over
+        ``LEVEL_LANDMARKS_ABOVE`` degrees (upright faces cost nothing more). A turned face's landmarks
+        are pulled towards upright (at 45 degrees JAFFE faces read 15 to 36), so copies turned by the
+        tilt read and by 30 degrees more either way are searched, the surest face of the three kept, and
+        its copy turned by what its landmarks still tilt, up to ``LEVEL_STEPS`` copies in all. The box and score stay; so do the landmarks when the
         face comes out upright (within ``LEVEL_LANDMARKS_ABOVE``) or no copy shows it."""
         if det.landmarks is None:
             return det
         tilt = _face_tilt(det.landmarks)
-        if abs(tilt) <= LEVEL_LANDMARKS_ABOVE and det.score >= self.level_below_score:
+        if abs(tilt) <= LEVEL_LANDMARKS_ABOVE:
             return det
         looks = [(a, self._upright_look(bgr, det, a)) for a in (tilt, tilt + TURN_ANGLES[0], tilt - TURN_ANGLES[0])]
         looks = [(a, got) for a, got in looks if got is not None]
@@ -575,11 +571,9 @@ class YuNetDetector(FaceDetector):
     # so its tiles are searched at half the scale min_size would need at full size.
     smallest_reliable = 16
     # No turned copies by default: YuNet finds faces turned by up to 45 degrees without them (all 36 of
-    # results/hard_photos.md), and "empty" costs a faceless photo 2.3-4x its search. Its landmarks on
+    # results/hard_photos.md), and "empty" costs a faceless photo 2-7x its search. Its landmarks on
     # them are placed again instead (only on faces that tilt or score low).
     level_landmarks = True
-    # JAFFE's and Yale's upright faces score 0.91 and more; turned by 45 degrees, 0.81 and more.
-    level_below_score = 0.88
 
     def __init__(self, model_path: str | os.PathLike, min_size: int | None = None, max_side: int = 1280,
                  score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 5000,
