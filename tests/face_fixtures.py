@@ -14,20 +14,15 @@ from PIL import Image
 
 
 def shared_dir() -> Path:
-    """``../shared`` beside the repository: beside this checkout, or, in a git worktree (whose ``.git``
-    file names ``<main checkout>/.git/worktrees/<name>``), beside the main checkout."""
-    repo = Path(__file__).resolve().parents[1]
-    beside = repo.parent / "shared"
-    dot_git = repo / ".git"
-    if beside.is_dir() or not dot_git.is_file():
-        return beside
-    gitdir = Path(dot_git.read_text().partition("gitdir:")[2].strip())
-    main = gitdir.parents[2] if gitdir.parent.name == "worktrees" else None
-    return main.parent / "shared" if main is not None and (main.parent / "shared").is_dir() else beside
+    """``shared`` beside the checkout, or beside a folder above it (a git worktree kept in a folder of
+    worktrees); the one beside the checkout when there is none."""
+    here = Path(__file__).resolve().parents[1]
+    return next((d / "shared" for d in here.parents if (d / "shared").is_dir()), here.parent / "shared")
 
 
-YUNET = shared_dir() / "models" / "face_detection_yunet.onnx"
-JAFFE = shared_dir() / "data" / "jaffe"
+SHARED = shared_dir()
+YUNET = SHARED / "models" / "face_detection_yunet.onnx"
+JAFFE = SHARED / "data" / "jaffe"
 # The astronaut's face: Haar finds it at about (177, 67, 95, 95) in the 512 x 512 photo.
 FACE_CENTRE = (224.0, 113.0)
 

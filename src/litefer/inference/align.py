@@ -51,6 +51,46 @@ DARK_MEAN, BRIGHT_MEAN = 50.0, 205.0
 LOW_CONTRAST_STD = 25.0
 BLURRY_LAPLACIAN_VAR = 400.0
 CLIPPED_FRACTION = 0.05
+# Pose and visibility flags from the five landmarks (``landmark_cues``), set where none of the 377 real
+# frontal faces of JAFFE and Yale is flagged (their largest yaw 0.12, smallest width 0.84, largest
+# misfit 0.05); what they catch on composited hard cases is in results/hard_photos.md.
+TURNED_YAW, TURNED_WIDTH = 0.18, 0.80
+OCCLUDED_MISFIT = 0.07
+# A face with over this share of its crop beyond the image's edges is cut, not just near an edge.
+PARTIAL_FRACTION = 0.2
+
+
+def landmark_cues(det: Detection, shape: tuple[int, int]) -> dict | None:
+    """What the five landmarks say about the face's pose and visibility (None without landmarks):
+
+    * ``yaw``: the nose tip's distance from the line through the eyes' and the mouth corners' midpoints,
+      over the eye distance (0 on a frontal face; the nose moves off that line as the head turns away);
+    * ``width``: the eye distance over the distance from the eyes' to the mouth's midpoint (1.03 on
+      FER2013's template; a face turned away looks narrower);
+    * ``misfit``: the landmarks' RMS distance from the template once fitted to it by an affine map (which
+      absorbs a turned face's narrowing), over the eye distance: landmarks guessed on a covered face
+      are out of place;
+    * ``outside``: the share of the face box beyond the image's edges.
+    """
+    if det.landmarks is None or len(det.landmarks) != 5:
+        return None
+    lm = np.asarray(det.landmarks, np.float64)
+    re, le, nose, rm, lmth = lm
+    eyes, mouth = (re + le) / 2, (rm + lmth) / 2
+    iod = max(float(np.linalg.norm(le - re)), 1e-6)
+    axis = mouth - eyes
+    length = max(float(np.linalg.norm(axis)), 1e-6)
+    to_nose = nose - eyes
+    off = abs(float(axis[0] * to_nose[1] - axis[1] * to_nose[0])) / length
+    # the template mapped onto the landmarks by least squares: residuals in image px
+    T = np.hstack([FER2013_TEMPLATE.astype(np.float64), np.ones((5, 1))])
+    fitted = T @ np.linalg.lstsq(T, lm, rcond=None)[0]
+    misfit = float(np.sqrt(np.mean(np.sum((fitted - lm) ** 2, 1)))) / iod
+    h, w = shape
+    x, y, bw, bh = det.box
+    inside = max(0.0, min(x + bw, w) - max(x, 0.0)) * max(0.0, min(y + bh, h) - max(y, 0.0))
+    return {"yaw": off / iod, "width": iod / length, "misfit": misfit,
+            "outside": 1.0 - inside / max(bw * bh, 1e-6)}
 
 
 @dataclass(frozen=True)
@@ -176,27 +216,39 @@ def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> t
     Quality: ``face_px`` (face side in image pixels), ``aligned`` (eyes or landmarks found), ``angle``
     (degrees of rotation applied; 0 for tilts within ``spec.level_above``), and flags ``small`` (face smaller than the crop, so upsampled), ``clipped``
     (over 5 % of the crop lies outside the image, filled by edge replication), ``dark``, ``bright``,
-    ``low_contrast`` and ``blurry`` (outside the range of 98 % of FER2013 training faces).
+    ``low_contrast`` and ``blurry`` (outside the range of 98 % of FER2013 training faces); from the
+    landmarks, when the detector gives them (YuNet; False for Haar): ``turned`` (the face looks turned
+    away: its nose is off the line from the eyes' to the mouth's midpoint by over 0.18 eye distances, or
+    its eye distance is under 0.8 of the eyes-to-mouth distance), ``occluded`` (the landmarks are out of
+    place for a face: their RMS distance from the template fitted to them by an affine map exceeds 0.07
+    eye distances, as where a covered part's landmarks were guessed); and ``partial`` (the face is cut
+    by the image's edge: over 20 % of the crop, or a landmark, lies outside the image). None of these
+    three is raised on the 377 frontal faces of JAFFE and Yale (``results/hard_photos.md``).
     """
     if spec.framing != "fer2013":
         raise ValueError(f"unknown framing {spec.framing!r}; only 'fer2013' is implemented")
     M, aligned, angle = frame_transform(det, spec.size, spec.rotate, spec.level_above)
     crop, outside = warp_crop(bgr, M, spec.size, spec.grayscale, det.box)
-    size = spec.size
+    size, (h, w) = spec.size, bgr.shape[:2]
     grey = crop[..., 0] if crop.shape[2] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     g48 = grey if size == FER_SIZE else cv2.resize(grey, (FER_SIZE, FER_SIZE), interpolation=cv2.INTER_AREA)
     g48 = g48.astype(np.float32)
     mean, std = float(g48.mean()), float(g48.std())
     lap = float(cv2.Laplacian(g48, cv2.CV_32F).var())
     face_px = float(min(det.box[2], det.box[3]))
+    cues = landmark_cues(det, (h, w))
+    off_image = cues is not None and bool(np.any((det.landmarks < -0.5) | (det.landmarks > [w - 0.5, h - 0.5])))
     quality = {"face_px": int(round(face_px)), "aligned": aligned, "angle": round(angle, 1),
                "small": face_px < size, "clipped": outside > CLIPPED_FRACTION,
                "dark": mean < DARK_MEAN, "bright": mean > BRIGHT_MEAN,
-               "low_contrast": std < LOW_CONTRAST_STD, "blurry": lap < BLURRY_LAPLACIAN_VAR}
+               "low_contrast": std < LOW_CONTRAST_STD, "blurry": lap < BLURRY_LAPLACIAN_VAR,
+               "turned": cues is not None and (cues["yaw"] > TURNED_YAW or cues["width"] < TURNED_WIDTH),
+               "occluded": cues is not None and cues["misfit"] > OCCLUDED_MISFIT,
+               "partial": outside > PARTIAL_FRACTION or off_image}
     return crop, quality
 
 
-QUALITY_FLAGS = ("small", "clipped", "dark", "bright", "low_contrast", "blurry")
+QUALITY_FLAGS = ("small", "clipped", "dark", "bright", "low_contrast", "blurry", "turned", "occluded", "partial")
 
 
 def quality_issues(quality: dict) -> list[str]:

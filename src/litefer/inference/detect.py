@@ -16,6 +16,11 @@ whatever the image's size. ``max_side`` is the largest side searched at once: a 
 searched whole on a copy downscaled to ``max_side`` for its large faces, and in overlapping tiles of at
 most ``max_side`` at the scale ``min_size`` needs for the small ones, so the time grows with the image's
 area: a 12-MP photo took 3.6x the single copy's time with Haar (``results/detect_scale.md``).
+
+Faces turned in the image plane (issue 25, ``results/hard_photos.md``): ``turned="empty"`` searches
+copies of the image turned by ``TURN_ANGLES`` when the upright search finds no face (``"always"``: on
+every image; ``"none"``, the default: never), and maps their boxes and landmarks back; a face whose landmarks tilt more than
+``LEVEL_LANDMARKS_ABOVE`` degrees is found again on upright copies of its neighbourhood, where YuNet places its landmarks better than on the tilted face.
 """
 from __future__ import annotations
 
@@ -93,6 +98,51 @@ def valid_max_side(value) -> int:
     return value
 
 
+# The turns of the copies searched for turned faces: the upright search finds faces up to about 15
+# degrees (Haar) or 30 (YuNet), so copies at +-30 cover +-45 (results/hard_photos.md).
+TURN_ANGLES = (30.0, -30.0)
+TURNED_SEARCHES = ("none", "empty", "always")
+# Landmarks that tilt more than this (``_face_tilt``) are placed again on upright copies of the face
+# (``FaceDetector._level``), at most LEVEL_STEPS copies, the last ones until the face tilts within
+# LEVEL_DONE degrees there; the copies show the face LEVEL_FACE px wide.
+LEVEL_LANDMARKS_ABOVE = 10.0
+LEVEL_STEPS, LEVEL_DONE, LEVEL_FACE = 5, 5.0, 112
+
+
+def valid_turned(value) -> str:
+    """``value`` as a detector's ``turned``, or a one-line ValueError naming it."""
+    if value not in TURNED_SEARCHES:
+        raise ValueError(f"turned must be one of {TURNED_SEARCHES}, got {value!r}")
+    return value
+
+
+def turn_matrix(h: int, w: int, angle: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """The 2 x 3 map of an h x w image onto the canvas (returned as (width, height)) that holds it
+    whole once turned by ``angle`` degrees counter-clockwise."""
+    c, s = abs(np.cos(np.radians(angle))), abs(np.sin(np.radians(angle)))
+    cw, ch = int(np.ceil(w * c + h * s)), int(np.ceil(w * s + h * c))
+    M = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
+    M[:, 2] += ((cw - w) / 2.0, (ch - h) / 2.0)
+    return M, (cw, ch)
+
+
+def turned_back(d: Detection, M: np.ndarray) -> Detection:
+    """A detection on a copy warped by the similarity ``M`` in the original image's coordinates: the
+    landmarks and eyes mapped exactly; the box the axis-aligned one around the ellipse inscribed in the
+    copy's box (a face is oval: the box's turned corners hold background), centred where its centre maps."""
+    inv = cv2.invertAffineTransform(M)
+    A, t = inv[:, :2], inv[:, 2]
+    x, y, w, h = d.box
+    cx, cy = A @ np.array([x + w / 2.0, y + h / 2.0]) + t
+    k = float(np.sqrt(abs(np.linalg.det(A))))
+    cos, sin = A[0, 0] / k, A[1, 0] / k
+    hw = k * np.hypot(w / 2.0 * cos, h / 2.0 * sin)
+    hh = k * np.hypot(w / 2.0 * sin, h / 2.0 * cos)
+    back = (lambda p: None if p is None else (np.asarray(p, np.float64) @ A.T + t).astype(np.float32))
+    return Detection((float(cx - hw), float(cy - hh), float(2 * hw), float(2 * hh)), d.score,
+                     back(d.landmarks), back(d.eyes))
+
+
 class FaceDetector:
     """Base class: subclasses implement ``_detect(bgr, min_size, max_size)`` on an image of at most
     ``max_side``; ``detect`` decides which copies and tiles of the image they search."""
@@ -116,10 +166,16 @@ class FaceDetector:
     # of 2 that comes closest to ``min_size`` from below, so that the copy (and every box) stays the
     # same while ``min_size`` moves within an octave; a larger ``min_size`` then only skips sizes.
     search_base: int | None = None
+    # When copies turned by TURN_ANGLES are searched: "none", "empty" (when the upright search finds
+    # no face) or "always".
+    default_turned = "none"
+    # Whether tilted faces' landmarks are placed again on upright copies (detectors with landmarks).
+    level_landmarks = False
 
-    def __init__(self, min_size: int | None = None, max_side: int = 1280):
+    def __init__(self, min_size: int | None = None, max_side: int = 1280, turned: str | None = None):
         self.min_size = positive_int("min_size", self.default_min_size if min_size is None else min_size)
         self.max_side = valid_max_side(max_side)
+        self.turned = valid_turned(self.default_turned if turned is None else turned)
 
     def detect(self, bgr: np.ndarray, scale: float = 1.0) -> list[Detection]:
         """Faces in a BGR uint8 image, largest first; boxes in this image's coordinates.
@@ -138,8 +194,75 @@ class FaceDetector:
             for level in levels:
                 ranked += self._search_tiles(bgr, level)
             found = merge_duplicates(ranked)
+        if self.turned == "always" or (self.turned == "empty" and not found):
+            found = merge_duplicates([(0, d) for d in found] + [(1, d) for d in self._search_turned(bgr, scale)])
+        if self.level_landmarks:
+            found = [self._level(bgr, d) for d in found]
         found = [d for d in found if min(d.box[2], d.box[3]) >= self.min_size * 0.95]
         return sorted(found, key=lambda d: -d.box[2] * d.box[3])
+
+    def _search_turned(self, bgr: np.ndarray, scale: float) -> list[Detection]:
+        """Faces on copies of the image turned by ``TURN_ANGLES``, in the image's coordinates. Each copy
+        is made from the whole-image search's copy (at most ``max_side``), untiled: a turned face needs
+        the size that copy shows (in a 12-MP photo, ``smallest_reliable`` x 3.15 px)."""
+        h, w = bgr.shape[:2]
+        s = self.search_plan(h, w, scale)[0]
+        small = bgr if s == 1.0 else cv2.resize(bgr, (max(1, round(w * s)), max(1, round(h * s))),
+                                                 interpolation=cv2.INTER_AREA)
+        grey = tuple(float(v) for v in small.reshape(-1, 3).mean(0))
+        out = []
+        for angle in TURN_ANGLES:
+            M, size = turn_matrix(*small.shape[:2], angle)
+            copy = cv2.warpAffine(small, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                  borderValue=grey)
+            for d in self._detect(copy, self.min_size * s):
+                out.append(turned_back(d, M).scaled(1.0 / s) if s != 1.0 else turned_back(d, M))
+        return out
+
+    def _level(self, bgr: np.ndarray, det: Detection) -> Detection:
+        """``det`` with its landmarks placed again on upright copies of the face where they tilt over
+        ``LEVEL_LANDMARKS_ABOVE`` degrees (upright faces cost nothing more). A turned face's landmarks
+        are pulled towards upright (at 45 degrees JAFFE faces read 15 to 36), so copies turned by the
+        tilt read and by 30 degrees more either way are searched, the surest face of the three kept, and
+        its copy turned by what its landmarks still tilt, up to ``LEVEL_STEPS`` copies in all. The box and score stay; so do the landmarks when the
+        face comes out upright (within ``LEVEL_LANDMARKS_ABOVE``) or no copy shows it."""
+        if det.landmarks is None:
+            return det
+        tilt = _face_tilt(det.landmarks)
+        if abs(tilt) <= LEVEL_LANDMARKS_ABOVE:
+            return det
+        looks = [(a, self._upright_look(bgr, det, a)) for a in (tilt, tilt + TURN_ANGLES[0], tilt - TURN_ANGLES[0])]
+        looks = [(a, got) for a, got in looks if got is not None]
+        if not looks:
+            return det
+        angle, (score, landmarks, residual) = max(looks, key=lambda x: x[1][0])
+        for _ in range(LEVEL_STEPS - 3):
+            if abs(residual) <= LEVEL_DONE:
+                break
+            got = self._upright_look(bgr, det, angle + residual)
+            if got is None or got[0] < score - 0.02:
+                break
+            angle += residual
+            score, landmarks, residual = got
+        if abs(angle) <= LEVEL_LANDMARKS_ABOVE:
+            return det
+        return Detection(det.box, det.score, landmarks, landmarks[:2].copy())
+
+    def _upright_look(self, bgr: np.ndarray, det: Detection, angle: float):
+        """(score, landmarks in the image, their remaining tilt) of the face ``det`` on a copy of its
+        neighbourhood turned by ``angle`` degrees (counter-clockwise) and scaled to show it
+        ``LEVEL_FACE`` px wide; None when that copy shows no face near its centre."""
+        x, y, w, h = det.box
+        side = 2 * LEVEL_FACE
+        centre = np.array([x + w / 2.0, y + h / 2.0])
+        M = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), float(angle), LEVEL_FACE / max(w, h))
+        M[:, 2] += side / 2.0 - centre
+        faces = [g for g in self._detect(upright_patch(bgr, M, side), 0) if g.landmarks is not None]
+        off = [np.hypot(g.box[0] + g.box[2] / 2 - side / 2, g.box[1] + g.box[3] / 2 - side / 2) for g in faces]
+        if not faces or min(off) >= LEVEL_FACE / 2:
+            return None
+        g = faces[int(np.argmin(off))]
+        return g.score, turned_back(g, M).landmarks, _face_tilt(g.landmarks)
 
     def search_plan(self, h: int, w: int, scale: float = 1.0) -> tuple[float, list[TileLevel]]:
         """The scale of the whole-image search of an h x w image, and the tile levels after it.
@@ -206,6 +329,29 @@ class FaceDetector:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(min_size={self.min_size}, max_side={self.max_side})"
+
+
+def upright_patch(bgr: np.ndarray, M: np.ndarray, side: int) -> np.ndarray:
+    """``bgr`` warped by the similarity ``M`` onto a ``side``-px square (edges replicated); a face shrunk
+    more than 2x is area-averaged first, so the patch is not aliased."""
+    k = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    if k >= 0.5:
+        return cv2.warpAffine(bgr, M, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inv = cv2.invertAffineTransform(M)
+    corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    h, w = bgr.shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int) - 1, 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 2, [x0 + 1, y0 + 1], [w, h])
+    f = max(1, int(1.0 / k / 1.5))                    # shrink to at most 1.5x the patch's scale first
+    roi = bgr[y0:y1, x0:x1]
+    small = cv2.resize(roi, (max(1, round(roi.shape[1] / f)), max(1, round(roi.shape[0] / f))),
+                       interpolation=cv2.INTER_AREA)
+    fx, fy = roi.shape[1] / small.shape[1], roi.shape[0] / small.shape[0]
+    # small pixel (u, v) centre = roi pixel ((u + 0.5) fx - 0.5, ...) + (x0, y0)
+    S = np.array([[fx, 0, x0 + 0.5 * fx - 0.5], [0, fy, y0 + 0.5 * fy - 0.5]])
+    Ms = M[:, :2] @ S[:, :2]
+    Ms = np.hstack([Ms, (M[:, :2] @ S[:, 2] + M[:, 2])[:, None]])
+    return cv2.warpAffine(small, Ms, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def tile_spans(length: int, most: float, overlap: int) -> list[tuple[int, int]]:
@@ -308,8 +454,9 @@ class HaarDetector(FaceDetector):
 
     def __init__(self, min_size: int | None = None, max_side: int = 1280, scale_factor: float = 1.1, min_neighbors: int = 5,
                  find_eyes: bool = True, min_score_without_eyes: int = 8,
-                 cascade: str = "haarcascade_frontalface_default.xml", quick_eyes: bool = True):
-        super().__init__(min_size, max_side)
+                 cascade: str = "haarcascade_frontalface_default.xml", quick_eyes: bool = True,
+                 turned: str | None = None):
+        super().__init__(min_size, max_side, turned)
         self.scale_factor, self.min_neighbors, self.find_eyes = scale_factor, min_neighbors, find_eyes
         self.min_score_without_eyes = min_score_without_eyes if find_eyes else 0
         self.quick_eyes = bool(quick_eyes and find_eyes)
@@ -376,6 +523,14 @@ def _tilt(eyes: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
 
 
+def _face_tilt(landmarks: np.ndarray) -> float:
+    """Degrees of a face from upright by its five landmarks: the mean of the eye line's tilt and the
+    eyes-to-mouth line's from vertical (YuNet reads both short on a turned face, the eye line more)."""
+    lm = np.asarray(landmarks, np.float64)
+    dx, dy = (lm[3] + lm[4] - lm[0] - lm[1]) / 2
+    return (_tilt(lm[:2]) - float(np.degrees(np.arctan2(dx, dy)))) / 2
+
+
 def _eye_pair(found: np.ndarray):
     """The pair of eye boxes (in face widths) most like two eyes: one per half, level within ~27 degrees,
     spaced like FER2013's, alike in size; centres (x, y, size) as (left, right), or None."""
@@ -420,10 +575,15 @@ class YuNetDetector(FaceDetector):
     # It finds faces of 16 px (tests/test_detect.py::test_yunet_finds_every_face_of_its_smallest_reliable_size),
     # so its tiles are searched at half the scale min_size would need at full size.
     smallest_reliable = 16
+    # No turned copies by default: YuNet finds faces turned by up to 45 degrees without them (all 36 of
+    # results/hard_photos.md), and "empty" costs a faceless photo 2-7x its search. Its landmarks on
+    # them are placed again instead (only on faces that tilt or score low).
+    level_landmarks = True
 
     def __init__(self, model_path: str | os.PathLike, min_size: int | None = None, max_side: int = 1280,
-                 score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 5000):
-        super().__init__(min_size, max_side)
+                 score_threshold: float = 0.7, nms_threshold: float = 0.3, top_k: int = 5000,
+                 turned: str | None = None):
+        super().__init__(min_size, max_side, turned)
         # what the net is built with (the page's on-device twin reads them from here, through /v1/model)
         self.score_threshold, self.nms_threshold, self.top_k = float(score_threshold), float(nms_threshold), int(top_k)
         path = Path(model_path)

@@ -57,7 +57,8 @@ class FaceResult:
 
     @property
     def issues(self) -> list[str]:
-        """Raised quality flags (``small``, ``clipped``, ``dark``, ``bright``, ``low_contrast``, ``blurry``)."""
+        """Raised quality flags, in ``QUALITY_FLAGS`` order (``small``, ``clipped``, ``dark``, ``bright``,
+        ``low_contrast``, ``blurry``, ``turned``, ``occluded``, ``partial``; see :func:`crop_face`)."""
         return quality_issues(self.quality)
 
     def to_dict(self) -> dict:

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from ..version import __version__
 from ..utils import release_free_memory, rss_mib
-from ..inference.align import CropSpec
+from ..inference.align import QUALITY_FLAGS, CropSpec
 from ..prior import PriorError, default_prior, describe as describe_prior, log_weights, offered_priors, parse_prior
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
@@ -69,7 +69,7 @@ class FaceOut(BaseModel):
     detection_score: float = Field(description="face detector confidence (YuNet: its score in [0, 1]; Haar: "
                                                "merged detections)")
     quality: dict = Field(description="crop quality measurements and flags")
-    issues: list[str] = Field(description="raised quality flags: small, clipped, dark, bright, low_contrast, blurry")
+    issues: list[str] = Field(description="raised quality flags: " + ", ".join(QUALITY_FLAGS))
     landmarks: list[list[float]] | None = None
     explanation: ExplanationOut | None = Field(None, description="with `explain=1` only: where the network "
                                                                  "looked for the label")
