@@ -23,11 +23,8 @@ found when a box's centre lies within a third of its side from the face's and it
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from results_page import command_line, header, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -198,12 +197,7 @@ def markdown(result: dict) -> str:
 
 
 def report(result: dict, command: str) -> str:
-    from litefer.utils import hardware_summary
-
-    return "\n".join(["# Small faces in a 12-MP photo: the tiled search against one downscaled copy", "",
-                      f"Command: `{command}`  ", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
-                      f"Machine: {hardware_summary()}, Python {platform.python_version()}, load average at the end "
-                      f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())}", "",
+    return "\n".join([*header("Small faces in a 12-MP photo: the tiled search against one downscaled copy", command),
                       f"Before: commit {result['before']} (one copy downscaled to 1280 px). After: this tree "
                       "(that copy for the large faces, tiles at the scale `min_face` needs for the others).", "",
                       markdown(result), ""])
@@ -222,14 +216,9 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.threads, args.repeat, args.yunet or None)))
         return 0
-    from litefer.utils import atomic_write_json, atomic_write_text
-
     result = measure(args.before, args.rounds, args.repeat, args.yunet)
-    command = shlex.join(["python", "benchmarks/detect_scale.py", *(sys.argv[1:] if argv is None else argv)])
-    atomic_write_json(args.out + ".json", {"command": command, **result})
-    text = report(result, command)
-    atomic_write_text(args.out + ".md", text)
-    print(text)
+    command = command_line("detect_scale.py", argv)
+    write(args.out, {"command": command, **result}, report(result, command))
     return 0
 
 

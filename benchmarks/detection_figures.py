@@ -24,10 +24,6 @@ faces instead of all 3,589 (the report says how many).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -37,11 +33,11 @@ import numpy as np
 
 from framing import staged
 from peer_speed import Worker, jaffe
+from results_page import command_line, header, write
 from litefer import Recognizer
 from litefer.data.ferplus import load_arrays
 from litefer.inference.align import crop_face
 from litefer.inference.detect import FULL_EYES, QUICK_EYES, QUICK_LEVEL_DEGREES, HaarDetector, _tilt
-from litefer.utils import atomic_write_json, atomic_write_text, hardware_summary
 
 
 def searched(det: HaarDetector, images) -> tuple[list[list], float]:
@@ -162,10 +158,7 @@ def measure(fer: Path, jaffe_dir: Path, fer_n: int | None, rounds: int) -> dict:
 
 def report(r: dict, command: str) -> str:
     fer, jf = r["FER2013 PublicTest"], r["JAFFE"]
-    lines = ["# Detection and thread figures quoted in the docs", "", f"Command: `{command}`  ",
-             f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
-             f"Machine: {hardware_summary()}, Python {platform.python_version()}, load average at the end "
-             f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())}", "",
+    lines = [*header("Detection and thread figures quoted in the docs", command),
              f"FER2013: the first {fer['octaves']['images']} `PublicTest` faces, upscaled 4x and padded (288 px). "
              f"JAFFE: {jf['octaves']['images']} photos (256 px).", "",
              "## 1. Search by octaves: `min_face=48` against the default 32", "",
@@ -219,11 +212,8 @@ def main(argv=None) -> int:
             print(f"skipped: {d} is absent (the data sets live outside the repository)")
             return 0
     result = measure(Path(args.fer), Path(args.jaffe), args.fer_n, args.rounds)
-    command = shlex.join(["python", "benchmarks/detection_figures.py", *(sys.argv[1:] if argv is None else argv)])
-    atomic_write_json(args.out + ".json", {"command": command, **result})
-    text = report(result, command)
-    atomic_write_text(args.out + ".md", text)
-    print(text)
+    command = command_line("detection_figures.py", argv)
+    write(args.out, {"command": command, **result}, report(result, command))
     return 0
 
 

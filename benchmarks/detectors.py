@@ -27,10 +27,7 @@ YuNet does not is listed by photo and box, and so is each box on no face. Writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -46,6 +43,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests")]       # detect_scale / peer_spee
 
 from detect_scale import SETTINGS, YUNET, make_photo, matches  # noqa: E402
 from peer_speed import accuracy, jaffe  # noqa: E402
+from results_page import command_line, header, write  # noqa: E402
 
 YALE_LABELS = {"happy": "happiness", "sad": "sadness", "surprised": "surprise", "normal": "neutral"}
 PRIORS = ("dataset", "balanced")
@@ -362,14 +360,9 @@ def markdown(result: dict) -> list[str]:
 
 
 def report(result: dict, command: str) -> str:
-    from litefer.utils import hardware_summary
-
-    load = " / ".join(f"{v:.2f}" for v in result["loadavg_start"]) + " at the start, " + \
-        " / ".join(f"{v:.2f}" for v in result["loadavg_end"]) + " at the end"
     sets = ", ".join(f"{k} ({v['photos']} photos, {v['labelled']} labelled)" for k, v in result["sets"].items())
-    head = ["# Haar against YuNet: faces found, ms per photo, accuracy", "",
-            f"Command: `{command}`  ", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
-            f"Machine: {hardware_summary()}, Python {platform.python_version()}; load average {load}", "",
+    head = [*header("Haar against YuNet: faces found, ms per photo, accuracy", command,
+                    load_start=result["loadavg_start"]),
             ("**Quick check: few photos and one round; not figures to quote.**" if result["quick"] else
              f"{result['rounds']} rounds alternating between the detectors."), "",
             f"Sets: {sets}. Detectors: `haar` and YuNet (`{Path(result['yunet']).name}`, what "
@@ -391,16 +384,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="report path without suffix (default: results/detectors, "
                                                "results/detectors_quick with --quick)")
     args = p.parse_args(argv)
-    from litefer.utils import atomic_write_json, atomic_write_text
-
     out = args.out or str(ROOT / "results" / ("detectors_quick" if args.quick else "detectors"))
     result = measure(args.quick, args.rounds, Path(args.jaffe), Path(args.yale), Path(args.yunet))
-    command = shlex.join(["python", "benchmarks/detectors.py", *(sys.argv[1:] if argv is None else argv)])
-    result["command"] = command
-    text = report(result, command)
-    atomic_write_json(out + ".json", result)
-    atomic_write_text(out + ".md", text)
-    print(text)
+    result["command"] = command = command_line("detectors.py", argv)
+    write(out, result, report(result, command))
     return 0
 
 

@@ -28,16 +28,14 @@ for items 2 and 5 (the false-flag rates use all of them). The pieces (``turned_p
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from results_page import command_line, header, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -530,12 +528,7 @@ def markdown(r: dict) -> str:
 
 
 def report(r: dict, command: str) -> str:
-    from litefer.utils import hardware_summary
-
-    return "\n".join(["# Faces in the wild: hard photos (issue 25)", "",
-                      f"Command: `{command}`  ", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
-                      f"Machine: {hardware_summary()}, Python {platform.python_version()}, OpenCV {cv2.__version__}, "
-                      f"load average at the end {' / '.join(f'{v:.2f}' for v in os.getloadavg())}", "",
+    return "\n".join([*header("Faces in the wild: hard photos (issue 25)", command, f"OpenCV {cv2.__version__}"),
                       "Data: JAFFE (213 photos, 10 women) and Yale (164 photos, 15 people), real photos, composited "
                       "as each section says; the truth of a face is YuNet's detection on its upright, whole photo. "
                       "Timings shared the 2-core machine with other work: compare rows within a table.", "",
@@ -551,14 +544,9 @@ def main(argv=None) -> int:
     if not JAFFE.is_dir() or not YALE.is_dir() or not Path(args.yunet).is_file():
         print(f"needs {JAFFE}, {YALE} and {args.yunet}", file=sys.stderr)
         return 2
-    from litefer.utils import atomic_write_json, atomic_write_text
-
     result = measure(args.yunet, args.every)
-    command = shlex.join(["python", "benchmarks/hard_photos.py", *(sys.argv[1:] if argv is None else argv)])
-    atomic_write_json(args.out + ".json", {"command": command, **result})
-    text = report(result, command)
-    atomic_write_text(args.out + ".md", text)
-    print(text)
+    command = command_line("hard_photos.py", argv)
+    write(args.out, {"command": command, **result}, report(result, command))
     return 0
 
 

@@ -44,7 +44,6 @@ import datetime as dt
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -55,10 +54,11 @@ import numpy as np
 
 from framing import PAD, UP, pct, staged, to_frame
 from peer_speed import jaffe
+from results_page import command_line, load_text, write
 from litefer.inference.align import FER2013_TEMPLATE, FER_SIZE, frame_transform, warp_crop
 from litefer.inference.detect import Detection, HaarDetector, YuNetDetector
 from litefer.inference.inputs import load_image
-from litefer.utils import atomic_write_json, atomic_write_text, hardware_summary
+from litefer.utils import hardware_summary
 
 YALE_CODES = {"happy": "happiness", "sad": "sadness", "surprised": "surprise", "normal": "neutral"}
 TURN_DEGREES = 25.0
@@ -417,14 +417,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/landmark_framing", help="output path without suffix")
     args = p.parse_args(argv)
     result = run(args)
-    result.update(command=shlex.join(["python", "benchmarks/landmark_framing.py", *(sys.argv[1:] if argv is None else argv)]),
+    result.update(command=command_line("landmark_framing.py", argv),
                   date=f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
                   machine=f"{hardware_summary()}, Python {platform.python_version()}, OpenCV {cv2.__version__}, "
-                          f"load average at the end {' / '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    atomic_write_json(args.out + ".json", result)
-    text = report(result)
-    atomic_write_text(args.out + ".md", text)
-    print(text)
+                          f"{load_text()}")
+    write(args.out, result, report(result))
     return 0
 
 

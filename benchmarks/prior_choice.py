@@ -22,10 +22,7 @@ beside.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import shlex
 import sys
 from pathlib import Path
 
@@ -36,6 +33,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from detectors import SHARED, YUNET, jaffe_set, largest_scores, recognizers, yale_set  # noqa: E402
+from results_page import command_line, header, write  # noqa: E402
 
 TAUS = [round(0.1 * i, 1) for i in range(11)]
 # Issue 25's figures (prior=dataset -> prior=balanced, accuracy %), on photos this machine does not have.
@@ -188,14 +186,9 @@ def markdown(result: dict) -> list[str]:
 
 
 def report(result: dict, command: str, recommendation: str) -> str:
-    from litefer.utils import hardware_summary
-
-    load = (" / ".join(f"{v:.2f}" for v in result["loadavg_start"]) + " at the start, "
-            + " / ".join(f"{v:.2f}" for v in result["loadavg_end"]) + " at the end")
     prior = ", ".join(f"{c} {100 * v:.1f} %" for c, v in result["class_prior"].items())
-    head = ["# The prior for faces in the wild: accuracy against τ in softmax(logits − τ log prior)", "",
-            f"Command: `{command}`  ", f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
-            f"Machine: {hardware_summary()}, Python {platform.python_version()}; load average {load}", "",
+    head = [*header("The prior for faces in the wild: accuracy against τ in softmax(logits − τ log prior)", command,
+                    load_start=result["loadavg_start"]),
             *(["**Quick check: 12 photos of each set and 300 FERPlus faces; not figures to quote.**", ""]
               if result["quick"] else []),
             "The packaged model through ONNX Runtime (flip averaging on), `prior` adjusted by τ × the training "
@@ -215,16 +208,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="report path without suffix (default: results/prior_choice, "
                                                "results/prior_choice_quick with --quick)")
     args = p.parse_args(argv)
-    from litefer.utils import atomic_write_json, atomic_write_text
-
     out = args.out or str(ROOT / "results" / ("prior_choice_quick" if args.quick else "prior_choice"))
     result = measure(args.quick, Path(args.jaffe), Path(args.yale), Path(args.ferplus), Path(args.yunet))
-    command = shlex.join(["python", "benchmarks/prior_choice.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("prior_choice.py", argv)
     recommendation = "(a check only)" if args.quick else RECOMMENDATION
-    atomic_write_json(out + ".json", {"command": command, **result})
-    text = report(result, command, recommendation)
-    atomic_write_text(out + ".md", text)
-    print(text)
+    write(out, {"command": command, **result}, report(result, command, recommendation))
     return 0
 
 

@@ -577,7 +577,7 @@ class YuNetDetector(FaceDetector):
     smallest_reliable = 16
     # No turned copies by default: YuNet finds faces turned by up to 45 degrees without them (all 36 of
     # results/hard_photos.md), and "empty" costs a faceless photo 2-7x its search. Its landmarks on
-    # them are placed again instead (only on faces that tilt or score low).
+    # them are placed again instead (only on faces whose landmarks tilt over LEVEL_LANDMARKS_ABOVE).
     level_landmarks = True
 
     def __init__(self, model_path: str | os.PathLike, min_size: int | None = None, max_side: int = 1280,
