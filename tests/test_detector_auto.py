@@ -91,3 +91,12 @@ def test_predict_says_which_detector_ran(tmp_path, with_yunet):
     assert f"found by {name}" in out.stderr
     hints = [line for line in out.stderr.splitlines() if "litefer fetch yunet" in line]
     assert len(hints) == (0 if with_yunet else 1)
+
+
+def test_the_table_keeps_its_column_order_when_the_first_image_has_no_face():
+    from litefer.inference.recognizer import COLUMNS, TAIL_COLUMNS, FaceResult, ImageResult, table
+
+    face = FaceResult((1, 2, 3, 4), "happiness", 0.9, {"neutral": 0.1, "happiness": 0.9}, 0.95, {"face_px": 3})
+    columns, rows = table([ImageResult("empty.jpg", detector="yunet"), ImageResult("a.jpg", [face], detector="yunet")])
+    assert columns == [c for c in COLUMNS if c not in ("frame", "time")] + ["neutral", "happiness"] + TAIL_COLUMNS
+    assert [r["detector"] for r in rows] == ["yunet", "yunet"]

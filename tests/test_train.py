@@ -203,7 +203,7 @@ def test_package_run_writes_weights_and_card(tmp_path):
     counts = load_split({"dataset": "ferplus", "root": str(tmp_path / "fer")}, "train").class_counts()
     assert card["class_prior"] == pytest.approx({c: n / sum(counts) for c, n in zip(card["class_names"], counts)},
                                                 abs=1e-6)
-    assert set(card["validation"]["prior"]) == {"dataset", "balanced"}
+    assert set(card["validation"]["prior"]) == {"dataset", "balanced:0.5", "balanced"}
     assert card["val_accuracy"] == card["validation"]["prior"]["dataset"]["accuracy"]
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 8)
 

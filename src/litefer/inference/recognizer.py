@@ -401,7 +401,12 @@ def table(results, include_empty: bool = True, class_names: list[str] | None = N
     rows = list(_rows(results, class_names, include_empty))
     if not rows:
         return COLUMNS + TAIL_COLUMNS, []
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    seen = list(dict.fromkeys(k for row in rows for k in row))
+    fixed = set(COLUMNS) | set(TAIL_COLUMNS)
+    # the fixed columns first and last whatever row comes first (an image without faces has no box),
+    # the class scores between them
+    columns = [c for c in COLUMNS if c in seen] + [c for c in seen if c not in fixed] + \
+        [c for c in TAIL_COLUMNS if c in seen]
     if all(row["frame"] is None for row in rows):
         columns = [c for c in columns if c not in ("frame", "time")]
     return columns, rows
