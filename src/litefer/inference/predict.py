@@ -107,19 +107,19 @@ class Output:
             self.counts["images"] += 1
             self.counts["faces"] += len(r.faces)
             self.counts["images_with_faces"] += bool(r.faces)
-        self.row(r)
         if r.image is not None and not r.error:
             for folder, draw in drawings(self.args):
                 self.save_image(r, folder, draw)
         self.results.append(_stripped(r))
         self.entries.append({"kind": "image", **r.to_dict()})
+        self.row(r)              # last: a row on the screen is a row the CSV and JSON will hold, even if stopped now
 
     def frame(self, r, entry: dict):
         self.counts["frames"] += 1
         self.counts["faces"] += len(r.faces)
-        self.row(r)
         entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
         self.results.append(_stripped(r))
+        self.row(r)
 
     def annotated_path(self, source: str, suffix: str, folder: str | None = None) -> Path:
         """A name in ``folder`` (``--save-annotated``'s by default) from the input's, unique in that folder."""
