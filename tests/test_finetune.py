@@ -228,3 +228,64 @@ def test_explicit_validation_folder(faces_root, base, tmp_path):
     write_crops(val / "bored", 2, 7)
     with pytest.raises(ValueError, match="bored"):
         ft.finetune(faces_root, tmp_path / "out2", weights=base, val=val, overrides=FAST)
+
+
+def test_selection_breaks_ties_toward_the_longer_schedule_and_loss_keeps_moving():
+    def row(stage, epoch, mca, loss):
+        return {"stage": stage, "epoch": epoch, "val_accuracy": mca, "val_mean_class_accuracy": mca, "val_loss": loss}
+
+    # validation is full (every face right) from head epoch 2 on; the loss still falls, then rises
+    history = [row("head", 1, 0.5, 1.0), row("head", 2, 1.0, 0.6), row("head", 3, 1.0, 0.5),
+               row("full", 1, 1.0, 0.40), row("full", 2, 1.0, 0.30), row("full", 3, 1.0, 0.35)]
+    accuracy = ft.finetune_config()
+    assert ft.best_epochs(history, accuracy) == (3, 3)                    # ties: the longer schedule
+    loss = ft.finetune_config(overrides=["select=loss"])
+    assert ft.best_epochs(history, loss) == (3, 2)
+    assert ft.best_epochs(history, ft.finetune_config(overrides=["select=loss", "select_tol=0.06"])) == (3, 3)
+    worse = history[:3] + [row("full", 1, 1.0, 0.9)]
+    assert ft.best_epochs(worse, loss) == (3, 0)                          # the full stage lost to the head
+    with pytest.raises(ValueError, match="select"):
+        ft.finetune_config(overrides=["select=nosuch"])
+
+
+def test_budget_parsing_and_the_clock():
+    assert ft.parse_budget("10m") == 600 and ft.parse_budget("90s") == 90 and ft.parse_budget("1.5h") == 5400
+    assert ft.parse_budget("45") == 45 and ft.parse_budget("none") is None and ft.parse_budget(None) is None
+    for bad in ("ten", "-5m"):
+        with pytest.raises(ValueError, match="budget"):
+            ft.parse_budget(bad)
+    clock = ft.Clock(100.0, refit_ratio=1.25, reserve=10.0)
+    assert clock.fits(0.0, 0) and clock.fits(10.0, 3) and not ft.Clock(5.0, reserve=10.0).fits(0.0, 0)                    # 10 * (1 + 1.25 * 4) + 10 = 70 s
+    assert not clock.fits(10.0, 7)                                        # 10 * (1 + 1.25 * 8) + 10 = 120 s
+    assert ft.Clock(None).fits(1e9, 100) and ft.Clock(None).left() is None
+
+
+def test_layer_decay_l2sp_and_the_schedule():
+    from litefer import create_model
+
+    model = create_model("litefer_cpsca", num_classes=3)
+    cfg = ft.finetune_config(overrides=["full.lr=0.01", "full.layer_decay=0.5", "full.l2sp=0.1"])
+    opt = ft.full_optimizer(model, cfg)
+    n = len(model.features)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(next(model.features[n - 1].parameters()))] == (0.01 * 0.5, 0.0)
+    assert lr_of[id(next(model.features[0].parameters()))] == (0.01 * 0.5 ** n, 0.0)
+    assert lr_of[id(model.classifier[3].weight)] == (0.01, cfg["full"]["weight_decay"])
+    anchor = ft.l2sp_anchor(model, cfg)
+    assert set(anchor) == {k for k, _ in model.named_parameters() if k.startswith("features.")}
+    assert ft.l2sp_anchor(model, ft.finetune_config()) is None
+    fc = ft.finetune_config(overrides=["full.epochs=5", "full.warmup=1", "full.schedule=cosine"])["full"]
+    rates = []
+    for e in range(5):
+        ft.set_epoch_lr(opt, e, fc)
+        rates.append(opt.param_groups[0]["lr"] / opt.param_groups[0]["base_lr"])
+    assert rates[0] == 0.5 and rates[1] == 1.0 and rates[1] > rates[2] > rates[3] > rates[4] > 0
+
+
+def test_budget_stops_the_whole_network_stage_and_the_report_says_so(faces_root, base, tmp_path):
+    report = ft.finetune(faces_root, tmp_path / "out", weights=base, group_by=r"^(s\d)_", budget="1s",
+                         overrides=FAST + ["select=loss"])
+    assert report["budget"] == {"seconds": 1.0, "stopped_whole_network_at": 0}
+    assert report["refit"]["full_epochs"] == 0 and not [h for h in report["history"] if h["stage"] == "full"]
+    assert "time budget" in (tmp_path / "out" / "report.md").read_text()
+    assert "val_loss" in report["history"][0]

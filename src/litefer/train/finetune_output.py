@@ -71,6 +71,10 @@ def markdown(r: dict) -> str:
         lines += ["", f"These figures are the selection run's, on faces it did not train on. The saved model was then "
                   f"trained again the same way on all {r['refit']['faces']} faces (training and validation) for the "
                   f"chosen {r['refit']['head_epochs']} head and {r['refit']['full_epochs']} whole-network epochs."]
+    budget = r.get("budget") or {}
+    if budget.get("stopped_whole_network_at") is not None:
+        lines += ["", f"The time budget ({budget['seconds']:.0f} s) stopped the whole-network stage after "
+                  f"{budget['stopped_whole_network_at']} epochs, to leave time for the refit."]
     lines += [
               "", "![confusion matrix](confusion.png)", "", "## Data", "",
               "| class | train | val |", "|---|---:|---:|"]
