@@ -114,12 +114,16 @@ def test_end_to_end_on_crops_and_photos(faces_root, base, tmp_path):
     assert reasons["s2_blank.jpg"] == "no face found" and "2 faces" in reasons["s1_two.jpg"]
     assert "s0_broken.jpg" in reasons and len(reasons) == 3
     assert report["split"]["how"] == "by group" and "warning" not in report["split"]
+    est = report["estimate"]
+    assert est["folds"] == 3 and sorted(g for f in est["per_fold"] for g in f["groups"]) == ["s0", "s1", "s2"]
+    assert 0 <= est["accuracy"]["mean"] <= 1 and "shipped_accuracy" in est and "groups" not in report["split"]
     card = json.loads((out / "model.json").read_text())
     assert card["class_names"] == ["happiness", "sadness"] and card["finetuned_from"]["weights"] == str(base)
     assert card["data"]["listing_sha256"] == report["data"]["listing_sha256"] and card["recipe"]["seed"] == 0
     assert read_card(out / "model.onnx").class_names == ["happiness", "sadness"]
     md = (out / "report.md").read_text()
     assert "| accuracy |" in md and "s2_blank.jpg" in md and "no face found" in md
+    assert "Grouped 3-fold estimate" in md
     from litefer import Recognizer
 
     for w in ("model.pt", "model.onnx"):
@@ -140,6 +144,7 @@ def test_pick_largest_keeps_the_two_face_photo(faces_root, base, tmp_path):
     assert report["data"]["detector"] == "haar"           # auto, with no YuNet model on disk
     assert "face detector: haar" in (tmp_path / "out" / "report.md").read_text()
     assert "same person" in report["split"]["warning"]
+    assert report["estimate"]["folds"] == 0 and "no groups" in report["estimate"]["reason"]
 
 
 def test_cli_then_predict_and_serve_take_the_output(faces_root, base, tmp_path, capsys):
@@ -289,3 +294,11 @@ def test_budget_stops_the_whole_network_stage_and_the_report_says_so(faces_root,
     assert report["refit"]["full_epochs"] == 0 and not [h for h in report["history"] if h["stage"] == "full"]
     assert "time budget" in (tmp_path / "out" / "report.md").read_text()
     assert "val_loss" in report["history"][0]
+
+
+def test_group_folds_take_whole_groups_and_balance_their_sizes():
+    groups = np.array(["a"] * 6 + ["b"] * 5 + ["c"] * 4 + ["d"] * 3 + ["e"] * 2)
+    folds = ft.group_folds(groups, 3, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))
+    assert all(not set(groups[f]) & set(groups[g]) for i, f in enumerate(folds) for g in folds[i + 1:])
+    assert sorted(len(f) for f in folds) == [6, 7, 7]

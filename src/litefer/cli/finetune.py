@@ -49,6 +49,10 @@ def main(args: argparse.Namespace) -> int:
     b, a = report["before"], report["after"]
     print(f"validation ({a['n']} faces): accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
           f"mean class accuracy {b['mean_class_accuracy']:.3f} -> {a['mean_class_accuracy']:.3f}")
+    est = report.get("estimate") or {}
+    if est.get("accuracy"):
+        print(f"on new people (grouped {est['folds']}-fold): accuracy {est['accuracy']['mean']:.3f} "
+              f"± {est['accuracy']['std']:.3f}, base model {est['shipped_accuracy']['mean']:.3f}")
     if report["split"].get("warning"):
         print(f"warning: {report['split']['warning']}", file=sys.stderr)
     if report["data"]["skipped"]:

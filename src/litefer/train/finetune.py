@@ -32,6 +32,7 @@ from .metrics import classification_report
 DEFAULTS = {
     "seed": 0, "val_fraction": 0.2, "min_per_class": 2, "balance": "loss", "label_smoothing": 0.1,
     "freeze_bn": True, "batch_size": 32, "threads": None, "refit": True, "select": "accuracy", "select_tol": 0.0,
+    "estimate_folds": 5,
     "head": {"epochs": 60, "lr": 0.001, "weight_decay": 0.0001},
     "full": {"epochs": 20, "lr": 0.0001, "weight_decay": 0.0001, "patience": 5, "warmup": 0, "schedule": "constant",
              "l2sp": 0.0, "layer_decay": 1.0},
@@ -290,6 +291,12 @@ def refit(base, card, meta: dict, classes: list[str], data: FaceDataset, cfg: di
     """The final model: the same recipe on training and validation faces together, for the epochs
     the selection run chose (small folders cannot spare a person for validation only)."""
     head, full = best_epochs(history, cfg)
+    return train_for(base, card, meta, classes, data, cfg, head, full), {"head_epochs": head, "full_epochs": full,
+                                                                          "faces": len(data)}
+
+
+def train_for(base, card, meta: dict, classes: list[str], data: FaceDataset, cfg: dict, head: int, full: int):
+    """The recipe without validation: ``head`` head epochs, then ``full`` whole-network epochs, on ``data``."""
     model = adapt_head(base, card.class_names, classes, meta["model_name"], meta.get("model_kwargs") or {})
     weight = class_weights(data.labels.numpy(), data.num_classes) if cfg["balance"] == "loss" else None
     train_head(model, data, None, card.preprocess, cfg, weight, card.tta_flip, epochs=head)
@@ -299,7 +306,58 @@ def refit(base, card, meta: dict, classes: list[str], data: FaceDataset, cfg: di
     for epoch in range(full):
         set_epoch_lr(opt, epoch, cfg["full"])
         full_epoch(model, opt, data, card.preprocess, cfg, weight, gen, anchor)
-    return model.eval(), {"head_epochs": head, "full_epochs": full, "faces": len(data)}
+    return model.eval()
+
+
+def group_folds(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` folds of whole groups (indices of each fold's faces), the largest groups placed first,
+    each into the fold with the fewest faces so far; group order ties are broken by a seeded shuffle."""
+    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
+    sizes = {g: int((groups == g).sum()) for g in names}
+    folds: list[list] = [[] for _ in range(k)]
+    for g in sorted(names, key=lambda g: -sizes[g]):
+        min(folds, key=lambda f: sum(sizes[x] for x in f)).append(g)
+    return [np.flatnonzero(np.isin(groups, f)) for f in folds if f]
+
+
+def fold_estimate(base, card, meta: dict, folder: FaceFolder, groups, cfg: dict, epochs: tuple[int, int],
+                  clock: Clock, fold_seconds: float | None) -> dict:
+    """Grouped k-fold estimate of the recipe on new people: for each fold of whole groups, the
+    recipe for the chosen ``epochs`` on the other groups, scored on the fold's faces, beside the
+    base model on the same faces. Folds stop where the budget would be overrun (``fold_seconds``:
+    one fold's expected time, e.g. the refit's); fewer than two folds gives no estimate."""
+    if groups is None:
+        return {"folds": 0, "reason": "no groups given (--group-by or --groups)"}
+    groups = np.asarray(groups)
+    k = min(cfg["estimate_folds"], len(set(groups)))
+    if k < 2:
+        return {"folds": 0, "reason": "estimate_folds is below 2" if cfg["estimate_folds"] < 2 else "one group only"}
+    classes = folder.class_names
+    columns = [card.class_names.index(c) if c in card.class_names else None for c in classes]
+    rows = []
+    for fold in group_folds(groups, k, cfg["seed"]):
+        if fold_seconds is not None and clock.left() is not None and clock.left() < fold_seconds + clock.reserve:
+            break
+        t = time.perf_counter()
+        train = np.setdiff1d(np.arange(len(groups)), fold)
+        if len(set(folder.labels[train].tolist())) < len(classes):
+            continue                                   # a class only these people show: no fold here
+        model = train_for(base, card, meta, classes, folder.subset(train, "train"), cfg, *epochs)
+        val = folder.subset(fold, "fold")
+        tuned, shipped = score(model, val, card.preprocess, card.tta_flip), score(base, val, card.preprocess,
+                                                                                  card.tta_flip, columns)
+        rows.append({"groups": sorted(map(str, set(groups[fold]))), "n": len(fold), "accuracy": tuned["accuracy"],
+                     "mean_class_accuracy": tuned["mean_class_accuracy"], "shipped_accuracy": shipped["accuracy"],
+                     "shipped_mean_class_accuracy": shipped["mean_class_accuracy"]})
+        fold_seconds = max(fold_seconds or 0.0, time.perf_counter() - t)
+    if len(rows) < 2:
+        return {"folds": len(rows), "reason": "the time budget or the classes left fewer than two folds",
+                "per_fold": rows}
+    out = {"folds": len(rows), "planned_folds": k, "per_fold": rows}
+    for key in ("accuracy", "mean_class_accuracy", "shipped_accuracy", "shipped_mean_class_accuracy"):
+        vals = [r[key] for r in rows]
+        out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    return out
 
 
 # ----------------------------------------------------------------------------- stage 2: whole network
@@ -472,10 +530,10 @@ def prepare(root, val_root, card: Card, detector, args: dict, cfg: dict) -> tupl
         vfolder = frame_folder(val_root, card, detector, args["faces"], args["pick"], classes=folder.class_names,
                                progress=args["progress"])
         return (folder, np.arange(len(folder.labels)), vfolder, np.arange(len(vfolder.labels)),
-                {"how": f"explicit validation folder {val_root}"})
+                {"how": f"explicit validation folder {val_root}", "groups": None})
     groups = read_groups(folder, args["group_by"], args["groups"])
     train, val, info = split(folder, groups, cfg)
-    return folder, train, folder, val, info
+    return folder, train, folder, val, dict(info, groups=groups)
 
 
 def finetune(root, out, weights="default", val=None, group_by: str | None = None, groups: str | None = None,
@@ -501,6 +559,7 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     args = dict(faces=faces, pick=pick, classes_must_exist=classes_must_exist, group_by=group_by, groups=groups,
                 progress=progress)
     folder, tr, vfolder, va, split_info = prepare(root, val, card, det, args, cfg)
+    groups = split_info.pop("groups")
     train, valid = folder.subset(tr, "train"), vfolder.subset(va, "val")
     pp, classes = card.preprocess, folder.class_names
     columns = [card.class_names.index(c) if c in card.class_names else None for c in classes]
@@ -508,14 +567,23 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     model = adapt_head(base, card.class_names, classes, meta["model_name"], meta.get("model_kwargs") or {})
     fingerprint = {"listing": folder.listing_sha256, "val": vfolder.listing_sha256, "base": str(base_path),
                    "recipe": cfg, "classes": classes, "split": split_info}
+    # the budget keeps time after the selection run for the refit and the k-fold estimate's folds
+    # (each fold about a refit on (k - 1) / k of the faces: k - 1 refits in all)
+    folds = min(cfg["estimate_folds"], len(set(groups))) if groups is not None and vfolder is folder else 0
+    refits = (1 if cfg["refit"] and vfolder is folder else 0) + max(0, folds - 1)
     clock = Clock(None if seconds is None else seconds - (time.perf_counter() - t0),
-                  refit_ratio=len(folder.labels) / max(1, len(train)) if cfg["refit"] and vfolder is folder else 0.0)
+                  refit_ratio=refits * len(folder.labels) / max(1, len(train)))
     state = run_stages(model, train, valid, pp, cfg, card.tta_flip, out, fingerprint, resume, progress, clock)
     after = score(model.eval(), valid, pp, card.tta_flip)
     final = {"refit": None}
+    refit_seconds = None
     if cfg["refit"] and vfolder is folder:
+        t = time.perf_counter()
         model, final["refit"] = refit(base, card, meta, classes, folder.subset(np.arange(len(folder.labels)), "all"),
                                       cfg, state["history"])
+        refit_seconds = time.perf_counter() - t
+    final["estimate"] = fold_estimate(base, card, meta, folder, groups if vfolder is folder else None, cfg,
+                                      best_epochs(state["history"], cfg), clock, refit_seconds)
     counts = lambda ds: dict(zip(classes, ds.class_counts()))  # noqa: E731
     report = {"root": str(root), "command": command or f"litefer.train.finetune.finetune({str(root)!r}, {str(out)!r})",
               "base_weights": str(base_path), "split": split_info, "recipe": cfg, "before": before, "after": after,
