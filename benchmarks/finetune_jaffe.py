@@ -113,6 +113,7 @@ def one_split(items, women: list[str], base, card, shipped: dict, detector, args
             "val": {k: report["after"][k] for k in ("n", "accuracy", "mean_class_accuracy")},
             "split": report["split"]["how"], "epochs": len([h for h in report["history"] if h["stage"] == "full"]),
             "refit": report.get("refit"), "detector": report["data"]["detector"],
+            "estimate": (report.get("estimate") or {}).get("accuracy"),
             "shipped": float(np.mean([shipped[p.name] for p, _, _ in test])),
             "finetuned": float(np.mean([tuned[p.name] for p, _, _ in test])), "probe": probe}
 
