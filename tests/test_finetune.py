@@ -229,6 +229,7 @@ def test_explicit_validation_folder(faces_root, base, tmp_path):
     write_crops(val / "sad", 3, 6)
     report = ft.finetune(faces_root, tmp_path / "out", weights=base, val=val, overrides=FAST)
     assert report["after"]["n"] == 6 and report["refit"] is None
+    assert report["estimate"]["folds"] == 0 and "--val" in report["estimate"]["reason"]
     assert report["data"]["train_counts"] == {"happiness": 10, "sadness": 9}
     write_crops(val / "bored", 2, 7)
     with pytest.raises(ValueError, match="bored"):

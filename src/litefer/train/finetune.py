@@ -582,8 +582,9 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
         model, final["refit"] = refit(base, card, meta, classes, folder.subset(np.arange(len(folder.labels)), "all"),
                                       cfg, state["history"])
         refit_seconds = time.perf_counter() - t
-    final["estimate"] = fold_estimate(base, card, meta, folder, groups if vfolder is folder else None, cfg,
-                                      best_epochs(state["history"], cfg), clock, refit_seconds)
+    final["estimate"] = (fold_estimate(base, card, meta, folder, groups, cfg, best_epochs(state["history"], cfg),
+                                       clock, refit_seconds) if vfolder is folder else
+                         {"folds": 0, "reason": "an explicit validation folder was given (--val)"})
     counts = lambda ds: dict(zip(classes, ds.class_counts()))  # noqa: E731
     report = {"root": str(root), "command": command or f"litefer.train.finetune.finetune({str(root)!r}, {str(out)!r})",
               "base_weights": str(base_path), "split": split_info, "recipe": cfg, "before": before, "after": after,
