@@ -303,3 +303,17 @@ def test_group_folds_take_whole_groups_and_balance_their_sizes():
     assert sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))
     assert all(not set(groups[f]) & set(groups[g]) for i, f in enumerate(folds) for g in folds[i + 1:])
     assert sorted(len(f) for f in folds) == [6, 7, 7]
+
+
+def test_mixup_and_l2sp_train_one_epoch():
+    from litefer import create_model
+    from litefer.data import FaceDataset, Preprocess
+
+    torch.manual_seed(0)
+    model = create_model("litefer_cpsca", num_classes=2)
+    ds = FaceDataset(torch.randint(0, 255, (6, 40, 40, 1), dtype=torch.uint8), torch.tensor([0, 1] * 3), ("a", "b"))
+    cfg = ft.finetune_config(overrides=["full.mixup=0.4", "full.l2sp=0.1", "batch_size=4"])
+    anchor = ft.l2sp_anchor(model, cfg)
+    loss = ft.full_epoch(model, ft.full_optimizer(model, cfg), ds, Preprocess(input_size=32), cfg, None,
+                         torch.Generator().manual_seed(0), anchor)
+    assert np.isfinite(loss) and any(not torch.equal(p, anchor[n]) for n, p in model.named_parameters() if n in anchor)

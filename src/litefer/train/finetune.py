@@ -35,7 +35,7 @@ DEFAULTS = {
     "estimate_folds": 5,
     "head": {"epochs": 60, "lr": 0.001, "weight_decay": 0.0001},
     "full": {"epochs": 20, "lr": 0.0001, "weight_decay": 0.0001, "patience": 5, "warmup": 0, "schedule": "constant",
-             "l2sp": 0.0, "layer_decay": 1.0},
+             "l2sp": 0.0, "layer_decay": 1.0, "mixup": 0.0},
     "augment": dict(vars(AugmentConfig())),
 }
 BALANCE = ("loss", "sampler", "none")
@@ -414,8 +414,16 @@ def full_epoch(model, opt, train: FaceDataset, pp: Preprocess, cfg: dict, weight
     params = dict(model.named_parameters())
     total = 0.0
     for idx in batches(train.labels, cfg, gen):
-        x = augment(train.images[idx], pp, aug, generator=gen)
-        loss = F.cross_entropy(model(x), train.labels[idx], weight=weight, label_smoothing=cfg["label_smoothing"])
+        x, y = augment(train.images[idx], pp, aug, generator=gen), train.labels[idx]
+        if cfg["full"]["mixup"] > 0:                   # mixup: a Beta(a, a) blend of the batch and a shuffle of it
+            a = cfg["full"]["mixup"]
+            lam = float(np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=gen))).beta(a, a))
+            perm = torch.randperm(len(idx), generator=gen)
+            out = model(lam * x + (1 - lam) * x[perm])
+            loss = sum(w * F.cross_entropy(out, t, weight=weight, label_smoothing=cfg["label_smoothing"])
+                       for w, t in ((lam, y), (1 - lam, y[perm])))
+        else:
+            loss = F.cross_entropy(model(x), y, weight=weight, label_smoothing=cfg["label_smoothing"])
         if anchor is not None:
             loss = loss + cfg["full"]["l2sp"] / 2 * sum(((params[n] - a) ** 2).sum() for n, a in anchor.items())
         opt.zero_grad()
