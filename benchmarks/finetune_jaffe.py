@@ -6,7 +6,8 @@ For each k and split (seeded draws of k women), the training women's photos are 
 temporary ``ROOT/<class>/`` folder outside the repository (JAFFE never enters it), and
 :func:`litefer.train.finetune.finetune` adapts the shipped model to them (validation by woman when
 k >= 2, stratified for k = 1). The other women's whole photos then go through the full photo
-pipeline, ``Recognizer(weights=model.onnx)`` (Haar detector, FER2013-style crop, flip averaging),
+pipeline, ``Recognizer(weights=model.onnx)`` (``--detector``, default auto: YuNet when its model is on
+disk, else Haar; FER2013-style crop, flip averaging),
 against the shipped model through the same pipeline and a linear probe: multinomial logistic
 regression on the shipped model's frozen 640-d embedding of the same training faces. A photo
 without a face counts as wrong, and so does the shipped model's ``contempt``. Writes
@@ -27,7 +28,7 @@ import torch
 
 from litefer import Recognizer
 from litefer.train.evaluate import predict_embeddings
-from litefer.train.finetune import dataset, finetune, load_base
+from litefer.train.finetune import finetune, load_base
 from litefer.train.faces_folder import frame_folder
 from litefer.inference.detect import create_detector
 from litefer.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, hardware_summary
@@ -66,7 +67,7 @@ def pipeline_accuracy(rec: Recognizer, items) -> dict[str, bool]:
 
 def embed(model, card, folder) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen embedding of each face (mean of the face's and its mirror's) and its label."""
-    ds = dataset(folder, np.arange(len(folder.labels)), "probe")
+    ds = folder.subset(np.arange(len(folder.labels)), "probe")
     return predict_embeddings(model, ds, card.preprocess, tta_flip=True), ds.labels
 
 
@@ -104,13 +105,15 @@ def one_split(items, women: list[str], base, card, shipped: dict, detector, args
         root, test_root = link_folder(train, Path(tmp) / "train"), link_folder(test, Path(tmp) / "test")
         t0 = time.perf_counter()
         report = finetune(root, Path(tmp) / "out", group_by=GROUP_BY if len(women) > 1 else None,
-                          overrides=args.set)
+                          overrides=args.set, detector=args.detector)
         seconds = time.perf_counter() - t0
-        tuned = pipeline_accuracy(Recognizer(weights=Path(tmp) / "out" / "model.onnx"), test)
+        tuned = pipeline_accuracy(Recognizer(weights=Path(tmp) / "out" / "model.onnx", detector=args.detector), test)
         probe = probe_accuracy(base, card, detector, root, test_root, len(test)) if args.probe else None
     return {"women": women, "train_photos": len(train), "test_photos": len(test), "finetune_seconds": round(seconds, 1),
             "val": {k: report["after"][k] for k in ("n", "accuracy", "mean_class_accuracy")},
             "split": report["split"]["how"], "epochs": len([h for h in report["history"] if h["stage"] == "full"]),
+            "refit": report.get("refit"), "detector": report["data"]["detector"],
+            "estimate": (report.get("estimate") or {}).get("accuracy"),
             "shipped": float(np.mean([shipped[p.name] for p, _, _ in test])),
             "finetuned": float(np.mean([tuned[p.name] for p, _, _ in test])), "probe": probe}
 
@@ -133,10 +136,11 @@ def pct(v) -> str:
 
 
 def markdown(rows, runs, command: str, seconds: float) -> str:
+    detector = runs[0]["detector"] if runs else "-"
     lines = ["# Fine-tuning on JAFFE, split by person", "",
              f"Command: `{command}`", "", f"Hardware: {hardware_summary()}; whole benchmark {seconds / 60:.1f} min.", "",
              "Adapt on k of JAFFE's 10 women, score on the other 10 - k women's whole photos through the full "
-             "photo pipeline (Haar detector, FER2013-style crop, flip averaging; no face or `contempt` counts "
+             f"photo pipeline ({detector} detector, FER2013-style crop, flip averaging; no face or `contempt` counts "
              "as wrong). Mean ± std over the splits (seeded draws of women). Probe: logistic regression on the "
              "shipped model's frozen 640-d embedding of the same training faces. Fine-tune time: framing, "
              "both stages, ONNX export and report, on this CPU.", "",
@@ -187,19 +191,24 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--no-probe", dest="probe", action="store_false")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
+    ap.add_argument("--only", type=int, nargs="+", default=None, metavar="I",
+                    help="run only these split indices of each k's seeded draws (the draws stay those of a full run)")
+    ap.add_argument("--detector", default="auto", help="face detector for framing and scoring (default: auto)")
     ap.add_argument("--out", default="results/finetune")
     args = ap.parse_args()
     t0 = time.perf_counter()
     items = photos(Path(args.data))
     women = sorted({s for _, s, _ in items})
     base, _, card, _ = load_base("default")
-    detector = create_detector("haar")
-    shipped = pipeline_accuracy(Recognizer(), items)
+    detector = create_detector(args.detector)
+    shipped = pipeline_accuracy(Recognizer(detector=args.detector), items)
     runs = []
     for k in args.ks:
         rng = np.random.default_rng(k)
         for s in range(args.splits):
             chosen = sorted(rng.choice(women, k, replace=False).tolist())
+            if args.only is not None and s not in args.only:
+                continue
             runs.append(one_split(items, chosen, base, card, shipped, detector, args))
             print(json.dumps(runs[-1]), flush=True)
     rows = summarise(runs)

@@ -114,12 +114,16 @@ def test_end_to_end_on_crops_and_photos(faces_root, base, tmp_path):
     assert reasons["s2_blank.jpg"] == "no face found" and "2 faces" in reasons["s1_two.jpg"]
     assert "s0_broken.jpg" in reasons and len(reasons) == 3
     assert report["split"]["how"] == "by group" and "warning" not in report["split"]
+    est = report["estimate"]
+    assert est["folds"] == 3 and sorted(g for f in est["per_fold"] for g in f["groups"]) == ["s0", "s1", "s2"]
+    assert 0 <= est["accuracy"]["mean"] <= 1 and "shipped_accuracy" in est and "groups" not in report["split"]
     card = json.loads((out / "model.json").read_text())
     assert card["class_names"] == ["happiness", "sadness"] and card["finetuned_from"]["weights"] == str(base)
     assert card["data"]["listing_sha256"] == report["data"]["listing_sha256"] and card["recipe"]["seed"] == 0
     assert read_card(out / "model.onnx").class_names == ["happiness", "sadness"]
     md = (out / "report.md").read_text()
     assert "| accuracy |" in md and "s2_blank.jpg" in md and "no face found" in md
+    assert "Grouped 3-fold estimate" in md
     from litefer import Recognizer
 
     for w in ("model.pt", "model.onnx"):
@@ -140,6 +144,7 @@ def test_pick_largest_keeps_the_two_face_photo(faces_root, base, tmp_path):
     assert report["data"]["detector"] == "haar"           # auto, with no YuNet model on disk
     assert "face detector: haar" in (tmp_path / "out" / "report.md").read_text()
     assert "same person" in report["split"]["warning"]
+    assert report["estimate"]["folds"] == 0 and "no groups" in report["estimate"]["reason"]
 
 
 def test_cli_then_predict_and_serve_take_the_output(faces_root, base, tmp_path, capsys):
@@ -224,7 +229,91 @@ def test_explicit_validation_folder(faces_root, base, tmp_path):
     write_crops(val / "sad", 3, 6)
     report = ft.finetune(faces_root, tmp_path / "out", weights=base, val=val, overrides=FAST)
     assert report["after"]["n"] == 6 and report["refit"] is None
+    assert report["estimate"]["folds"] == 0 and "--val" in report["estimate"]["reason"]
     assert report["data"]["train_counts"] == {"happiness": 10, "sadness": 9}
     write_crops(val / "bored", 2, 7)
     with pytest.raises(ValueError, match="bored"):
         ft.finetune(faces_root, tmp_path / "out2", weights=base, val=val, overrides=FAST)
+
+
+def test_selection_breaks_ties_toward_the_longer_schedule_and_loss_keeps_moving():
+    def row(stage, epoch, mca, loss):
+        return {"stage": stage, "epoch": epoch, "val_accuracy": mca, "val_mean_class_accuracy": mca, "val_loss": loss}
+
+    # validation is full (every face right) from head epoch 2 on; the loss still falls, then rises
+    history = [row("head", 1, 0.5, 1.0), row("head", 2, 1.0, 0.6), row("head", 3, 1.0, 0.5),
+               row("full", 1, 1.0, 0.40), row("full", 2, 1.0, 0.30), row("full", 3, 1.0, 0.35)]
+    accuracy = ft.finetune_config()
+    assert ft.best_epochs(history, accuracy) == (3, 3)                    # ties: the longer schedule
+    loss = ft.finetune_config(overrides=["select=loss"])
+    assert ft.best_epochs(history, loss) == (3, 2)
+    assert ft.best_epochs(history, ft.finetune_config(overrides=["select=loss", "select_tol=0.06"])) == (3, 3)
+    worse = history[:3] + [row("full", 1, 1.0, 0.9)]
+    assert ft.best_epochs(worse, loss) == (3, 0)                          # the full stage lost to the head
+    with pytest.raises(ValueError, match="select"):
+        ft.finetune_config(overrides=["select=nosuch"])
+
+
+def test_budget_parsing_and_the_clock():
+    assert ft.parse_budget("10m") == 600 and ft.parse_budget("90s") == 90 and ft.parse_budget("1.5h") == 5400
+    assert ft.parse_budget("45") == 45 and ft.parse_budget("none") is None and ft.parse_budget(None) is None
+    for bad in ("ten", "-5m"):
+        with pytest.raises(ValueError, match="budget"):
+            ft.parse_budget(bad)
+    clock = ft.Clock(100.0, refit_ratio=1.25, reserve=10.0)
+    assert clock.fits(0.0, 0) and clock.fits(10.0, 3) and not ft.Clock(5.0, reserve=10.0).fits(0.0, 0)                    # 10 * (1 + 1.25 * 4) + 10 = 70 s
+    assert not clock.fits(10.0, 7)                                        # 10 * (1 + 1.25 * 8) + 10 = 120 s
+    assert ft.Clock(None).fits(1e9, 100) and ft.Clock(None).left() is None
+
+
+def test_layer_decay_l2sp_and_the_schedule():
+    from litefer import create_model
+
+    model = create_model("litefer_cpsca", num_classes=3)
+    cfg = ft.finetune_config(overrides=["full.lr=0.01", "full.layer_decay=0.5", "full.l2sp=0.1"])
+    opt = ft.full_optimizer(model, cfg)
+    n = len(model.features)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(next(model.features[n - 1].parameters()))] == (0.01 * 0.5, 0.0)
+    assert lr_of[id(next(model.features[0].parameters()))] == (0.01 * 0.5 ** n, 0.0)
+    assert lr_of[id(model.classifier[3].weight)] == (0.01, cfg["full"]["weight_decay"])
+    anchor = ft.l2sp_anchor(model, cfg)
+    assert set(anchor) == {k for k, _ in model.named_parameters() if k.startswith("features.")}
+    assert ft.l2sp_anchor(model, ft.finetune_config()) is None
+    fc = ft.finetune_config(overrides=["full.epochs=5", "full.warmup=1", "full.schedule=cosine"])["full"]
+    rates = []
+    for e in range(5):
+        ft.set_epoch_lr(opt, e, fc)
+        rates.append(opt.param_groups[0]["lr"] / opt.param_groups[0]["base_lr"])
+    assert rates[0] == 0.5 and rates[1] == 1.0 and rates[1] > rates[2] > rates[3] > rates[4] > 0
+
+
+def test_budget_stops_the_whole_network_stage_and_the_report_says_so(faces_root, base, tmp_path):
+    report = ft.finetune(faces_root, tmp_path / "out", weights=base, group_by=r"^(s\d)_", budget="1s",
+                         overrides=FAST + ["select=loss"])
+    assert report["budget"] == {"seconds": 1.0, "stopped_whole_network_at": 0}
+    assert report["refit"]["full_epochs"] == 0 and not [h for h in report["history"] if h["stage"] == "full"]
+    assert "time budget" in (tmp_path / "out" / "report.md").read_text()
+    assert "val_loss" in report["history"][0]
+
+
+def test_group_folds_take_whole_groups_and_balance_their_sizes():
+    groups = np.array(["a"] * 6 + ["b"] * 5 + ["c"] * 4 + ["d"] * 3 + ["e"] * 2)
+    folds = ft.group_folds(groups, 3, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(len(groups)))
+    assert all(not set(groups[f]) & set(groups[g]) for i, f in enumerate(folds) for g in folds[i + 1:])
+    assert sorted(len(f) for f in folds) == [6, 7, 7]
+
+
+def test_mixup_and_l2sp_train_one_epoch():
+    from litefer import create_model
+    from litefer.data import FaceDataset, Preprocess
+
+    torch.manual_seed(0)
+    model = create_model("litefer_cpsca", num_classes=2)
+    ds = FaceDataset(torch.randint(0, 255, (6, 40, 40, 1), dtype=torch.uint8), torch.tensor([0, 1] * 3), ("a", "b"))
+    cfg = ft.finetune_config(overrides=["full.mixup=0.4", "full.l2sp=0.1", "batch_size=4"])
+    anchor = ft.l2sp_anchor(model, cfg)
+    loss = ft.full_epoch(model, ft.full_optimizer(model, cfg), ds, Preprocess(input_size=32), cfg, None,
+                         torch.Generator().manual_seed(0), anchor)
+    assert np.isfinite(loss) and any(not torch.equal(p, anchor[n]) for n, p in model.named_parameters() if n in anchor)

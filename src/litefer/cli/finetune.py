@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refuse class folders that name none of the model's classes (default: they become new classes)")
     p.add_argument("--config", default=None, metavar="YAML", help="recipe file (default: configs/finetune.yaml's values)")
     options.add_overrides(p, "override a recipe key, e.g. --set full.epochs=4 (repeatable)")
+    p.add_argument("--budget", default="10m", metavar="TIME",
+                   help="time for the whole run, e.g. 10m, 90s, 1.5h, or none; the whole-network stage stops "
+                        "where the refit would no longer fit (default: 10m)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR's checkpoint")
     options.add_detector(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -41,10 +44,15 @@ def main(args: argparse.Namespace) -> int:
                       groups=args.groups, faces=args.faces, pick=args.pick, config=args.config,
                       overrides=args.overrides, resume=args.resume, classes_must_exist=args.classes_must_exist,
                       detector=args.detector, min_face=args.min_face, yunet_model=args.yunet_model, progress=not args.no_progress,
+                      budget=args.budget,
                       command="litefer " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["finetune"] else None)
     b, a = report["before"], report["after"]
     print(f"validation ({a['n']} faces): accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
           f"mean class accuracy {b['mean_class_accuracy']:.3f} -> {a['mean_class_accuracy']:.3f}")
+    est = report.get("estimate") or {}
+    if est.get("accuracy"):
+        print(f"on new people (grouped {est['folds']}-fold): accuracy {est['accuracy']['mean']:.3f} "
+              f"± {est['accuracy']['std']:.3f}, base model {est['shipped_accuracy']['mean']:.3f}")
     if report["split"].get("warning"):
         print(f"warning: {report['split']['warning']}", file=sys.stderr)
     if report["data"]["skipped"]:

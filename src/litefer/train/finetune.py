@@ -31,12 +31,16 @@ from .metrics import classification_report
 
 DEFAULTS = {
     "seed": 0, "val_fraction": 0.2, "min_per_class": 2, "balance": "loss", "label_smoothing": 0.1,
-    "freeze_bn": True, "batch_size": 32, "threads": None, "refit": True,
+    "freeze_bn": True, "batch_size": 32, "threads": None, "refit": True, "select": "accuracy", "select_tol": 0.0,
+    "estimate_folds": 5,
     "head": {"epochs": 60, "lr": 0.001, "weight_decay": 0.0001},
-    "full": {"epochs": 20, "lr": 0.0001, "weight_decay": 0.0001, "patience": 5},
+    "full": {"epochs": 20, "lr": 0.0001, "weight_decay": 0.0001, "patience": 5, "warmup": 0, "schedule": "constant",
+             "l2sp": 0.0, "layer_decay": 1.0, "mixup": 0.0},
     "augment": dict(vars(AugmentConfig())),
 }
 BALANCE = ("loss", "sampler", "none")
+SELECT = ("accuracy", "loss")
+SCHEDULES = ("constant", "cosine")
 CHECKPOINT = Path(".finetune") / "checkpoint.pt"
 MIXED_WARNING = ("no groups given (--group-by, --groups or --val): validation images were drawn per class "
                  "at random, so the same person is likely on both sides and the figures are inflated")
@@ -49,9 +53,51 @@ def finetune_config(path=None, overrides=()) -> dict:
         cfg = _merge(cfg, parse_override(item) if isinstance(item, str) else item, "")
     if cfg["balance"] not in BALANCE:
         raise ValueError(f"config key 'balance' must be one of {BALANCE}, got {cfg['balance']!r}")
+    for key, allowed in (("select", SELECT), ("full.schedule", SCHEDULES)):
+        value = cfg[key] if "." not in key else cfg["full"][key.split(".")[1]]
+        if value not in allowed:
+            raise ValueError(f"config key {key!r} must be one of {allowed}, got {value!r}")
     if not 0 < cfg["val_fraction"] < 1:
         raise ValueError(f"config key 'val_fraction' must be in (0, 1), got {cfg['val_fraction']}")
     return cfg
+
+
+def parse_budget(text) -> float | None:
+    """Seconds of a budget: ``10m``, ``90s``, ``1.5h``, a bare number of seconds; None or ``none``: no limit."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none", "0")):
+        return None
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        t = text.strip().lower()
+        unit = {"s": 1, "m": 60, "h": 3600}.get(t[-1])
+        try:
+            seconds = float(t[:-1] if unit else t) * (unit or 1)
+        except ValueError:
+            raise ValueError(f"budget {text!r}: give seconds, or a number with s, m or h (10m, 90s, 1.5h)") from None
+    if seconds <= 0:
+        raise ValueError(f"budget {text!r} must be positive")
+    return seconds
+
+
+class Clock:
+    """The run's time budget: seconds left, and whether one more whole-network epoch still fits with
+    the refit after it (``refit_ratio`` faces per training face, for as many epochs as ran)."""
+
+    def __init__(self, budget: float | None, refit_ratio: float = 0.0, reserve: float = 15.0):
+        self.t0, self.budget, self.refit_ratio, self.reserve = time.perf_counter(), budget, refit_ratio, reserve
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float | None:
+        return None if self.budget is None else self.budget - self.elapsed()
+
+    def fits(self, epoch_seconds: float, epochs_done: int) -> bool:
+        if self.budget is None:
+            return True
+        # before the first epoch its time is unknown: it runs when more than the reserve is left
+        return self.left() >= epoch_seconds * (1 + self.refit_ratio * (epochs_done + 1)) + self.reserve
 
 
 def resolve_base(weights) -> Path:
@@ -133,8 +179,35 @@ def score(model, ds: FaceDataset, pp: Preprocess, tta: bool, columns: list[int |
     logits = predict_logits(model, ds, pp, tta_flip=tta, batch_size=64)
     if columns is not None:
         cols = [logits[:, c] if c is not None else torch.full((len(ds),), -float("inf")) for c in columns]
-        logits = torch.stack(cols, 1)
-    return classification_report(ds.labels.numpy(), logits.argmax(1).numpy(), ds.class_names)
+        return classification_report(ds.labels.numpy(), torch.stack(cols, 1).argmax(1).numpy(), ds.class_names)
+    return logits_report(logits, ds)
+
+
+def logits_report(logits: torch.Tensor, ds: FaceDataset) -> dict:
+    """Classification report with ``loss``: the class-balanced log-loss (the mean over classes of
+    each class's mean negative log-likelihood), a selection score that keeps moving when every
+    validation face is already right."""
+    rep = classification_report(ds.labels.numpy(), logits.argmax(1).numpy(), ds.class_names)
+    nll = F.cross_entropy(logits.float(), ds.labels.long(), reduction="none")
+    per = [nll[ds.labels == c].mean() for c in range(len(ds.class_names)) if (ds.labels == c).any()]
+    rep["loss"] = round(float(torch.stack(per).mean()), 5)
+    return rep
+
+
+def history_row(stage: str, epoch: int, rep: dict, **extra) -> dict:
+    return {"stage": stage, "epoch": epoch, **extra, "val_accuracy": rep["accuracy"],
+            "val_mean_class_accuracy": rep["mean_class_accuracy"], "val_loss": rep["loss"]}
+
+
+def selection_score(row: dict, cfg: dict) -> float:
+    """Higher is better: minus the validation log-loss (``select: loss``) or the mean class accuracy."""
+    return -row["val_loss"] if cfg["select"] == "loss" else row["val_mean_class_accuracy"]
+
+
+def accepts(value: float, best: float, cfg: dict) -> bool:
+    """An epoch is kept when it scores within ``select_tol`` of the best so far: ties (and near
+    ties) go to the longer schedule, so a full validation set never stops training by itself."""
+    return value >= best - cfg["select_tol"]
 
 
 def set_train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
@@ -175,8 +248,7 @@ def head_report(model, vfeats: torch.Tensor, val: FaceDataset, tta: bool) -> dic
     model.classifier.eval()
     n = len(val)
     logits = model.classifier(vfeats)
-    logits = (logits[:n] + logits[n:]) / 2 if tta else logits[:n]
-    return classification_report(val.labels.numpy(), logits.argmax(1).numpy(), val.class_names)
+    return logits_report((logits[:n] + logits[n:]) / 2 if tta else logits[:n], val)
 
 
 def train_head(model, train: FaceDataset, val: FaceDataset | None, pp: Preprocess, cfg: dict, weight, tta: bool,
@@ -188,47 +260,104 @@ def train_head(model, train: FaceDataset, val: FaceDataset | None, pp: Preproces
     vfeats = pooled_features(model, val, pp) if val is not None else None
     opt = torch.optim.AdamW(model.classifier.parameters(), lr=hc["lr"], weight_decay=hc["weight_decay"])
     gen = torch.Generator().manual_seed(cfg["seed"])
-    best, best_state, history = -1.0, None, []
+    best, best_state, history = -float("inf"), None, []
     for epoch in range(hc["epochs"] if epochs is None else epochs):
         head_epoch(model, feats, labels, opt, gen, cfg, weight)
         if vfeats is None:
             continue
-        rep = head_report(model, vfeats, val, tta)
-        history.append({"stage": "head", "epoch": epoch + 1, "val_accuracy": rep["accuracy"],
-                        "val_mean_class_accuracy": rep["mean_class_accuracy"]})
-        if rep["mean_class_accuracy"] > best:
-            best, best_state = rep["mean_class_accuracy"], copy.deepcopy(model.classifier.state_dict())
+        history.append(history_row("head", epoch + 1, head_report(model, vfeats, val, tta)))
+        value = selection_score(history[-1], cfg)
+        if accepts(value, best, cfg):
+            best_state = copy.deepcopy(model.classifier.state_dict())
+        best = max(best, value)
     if best_state is not None:
         model.classifier.load_state_dict(best_state)
     return history
 
 
-def best_epochs(history: list[dict]) -> tuple[int, int]:
-    """(head epochs, whole-network epochs) the selection run kept: its best validation epochs."""
-    def best(stage):
-        rows = [h for h in history if h["stage"] == stage]
-        top = max((h["val_mean_class_accuracy"] for h in rows), default=None)
-        return next((h["epoch"] for h in rows if h["val_mean_class_accuracy"] == top), 0)
-    head = best("head")
-    full_rows = [h for h in history if h["stage"] == "full"]
-    head_score = max((h["val_mean_class_accuracy"] for h in history if h["stage"] == "head"), default=-1.0)
-    full = best("full") if full_rows and max(h["val_mean_class_accuracy"] for h in full_rows) > head_score else 0
-    return head, full
+def best_epochs(history: list[dict], cfg: dict) -> tuple[int, int]:
+    """(head epochs, whole-network epochs) the selection run kept: the last epoch of each stage that
+    :func:`accepts` took, in order (a whole-network epoch competes with the best head epoch)."""
+    kept, best = {"head": 0, "full": 0}, -float("inf")
+    for h in history:
+        value = selection_score(h, cfg)
+        if accepts(value, best, cfg):
+            kept[h["stage"]] = h["epoch"]
+        best = max(best, value)
+    return kept["head"], kept["full"]
 
 
 def refit(base, card, meta: dict, classes: list[str], data: FaceDataset, cfg: dict, history: list[dict]):
     """The final model: the same recipe on training and validation faces together, for the epochs
     the selection run chose (small folders cannot spare a person for validation only)."""
-    head, full = best_epochs(history)
+    head, full = best_epochs(history, cfg)
+    return train_for(base, card, meta, classes, data, cfg, head, full), {"head_epochs": head, "full_epochs": full,
+                                                                          "faces": len(data)}
+
+
+def train_for(base, card, meta: dict, classes: list[str], data: FaceDataset, cfg: dict, head: int, full: int):
+    """The recipe without validation: ``head`` head epochs, then ``full`` whole-network epochs, on ``data``."""
     model = adapt_head(base, card.class_names, classes, meta["model_name"], meta.get("model_kwargs") or {})
     weight = class_weights(data.labels.numpy(), data.num_classes) if cfg["balance"] == "loss" else None
     train_head(model, data, None, card.preprocess, cfg, weight, card.tta_flip, epochs=head)
-    fc = cfg["full"]
-    opt = torch.optim.AdamW(model.parameters(), lr=fc["lr"], weight_decay=fc["weight_decay"])
+    anchor = l2sp_anchor(model, cfg)
+    opt = full_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg["seed"] + 1)
-    for _ in range(full):
-        full_epoch(model, opt, data, card.preprocess, cfg, weight, gen)
-    return model.eval(), {"head_epochs": head, "full_epochs": full, "faces": len(data)}
+    for epoch in range(full):
+        set_epoch_lr(opt, epoch, cfg["full"])
+        full_epoch(model, opt, data, card.preprocess, cfg, weight, gen, anchor)
+    return model.eval()
+
+
+def group_folds(groups: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` folds of whole groups (indices of each fold's faces), the largest groups placed first,
+    each into the fold with the fewest faces so far; group order ties are broken by a seeded shuffle."""
+    names = np.random.default_rng(seed).permutation(sorted(set(groups)))
+    sizes = {g: int((groups == g).sum()) for g in names}
+    folds: list[list] = [[] for _ in range(k)]
+    for g in sorted(names, key=lambda g: -sizes[g]):
+        min(folds, key=lambda f: sum(sizes[x] for x in f)).append(g)
+    return [np.flatnonzero(np.isin(groups, f)) for f in folds if f]
+
+
+def fold_estimate(base, card, meta: dict, folder: FaceFolder, groups, cfg: dict, epochs: tuple[int, int],
+                  clock: Clock, fold_seconds: float | None) -> dict:
+    """Grouped k-fold estimate of the recipe on new people: for each fold of whole groups, the
+    recipe for the chosen ``epochs`` on the other groups, scored on the fold's faces, beside the
+    base model on the same faces. Folds stop where the budget would be overrun (``fold_seconds``:
+    one fold's expected time, e.g. the refit's); fewer than two folds gives no estimate."""
+    if groups is None:
+        return {"folds": 0, "reason": "no groups given (--group-by or --groups)"}
+    groups = np.asarray(groups)
+    k = min(cfg["estimate_folds"], len(set(groups)))
+    if k < 2:
+        return {"folds": 0, "reason": "estimate_folds is below 2" if cfg["estimate_folds"] < 2 else "one group only"}
+    classes = folder.class_names
+    columns = [card.class_names.index(c) if c in card.class_names else None for c in classes]
+    rows = []
+    for fold in group_folds(groups, k, cfg["seed"]):
+        if fold_seconds is not None and clock.left() is not None and clock.left() < fold_seconds + clock.reserve:
+            break
+        t = time.perf_counter()
+        train = np.setdiff1d(np.arange(len(groups)), fold)
+        if len(set(folder.labels[train].tolist())) < len(classes):
+            continue                                   # a class only these people show: no fold here
+        model = train_for(base, card, meta, classes, folder.subset(train, "train"), cfg, *epochs)
+        val = folder.subset(fold, "fold")
+        tuned, shipped = score(model, val, card.preprocess, card.tta_flip), score(base, val, card.preprocess,
+                                                                                  card.tta_flip, columns)
+        rows.append({"groups": sorted(map(str, set(groups[fold]))), "n": len(fold), "accuracy": tuned["accuracy"],
+                     "mean_class_accuracy": tuned["mean_class_accuracy"], "shipped_accuracy": shipped["accuracy"],
+                     "shipped_mean_class_accuracy": shipped["mean_class_accuracy"]})
+        fold_seconds = max(fold_seconds or 0.0, time.perf_counter() - t)
+    if len(rows) < 2:
+        return {"folds": len(rows), "reason": "the time budget or the classes left fewer than two folds",
+                "per_fold": rows}
+    out = {"folds": len(rows), "planned_folds": k, "per_fold": rows}
+    for key in ("accuracy", "mean_class_accuracy", "shipped_accuracy", "shipped_mean_class_accuracy"):
+        vals = [r[key] for r in rows]
+        out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    return out
 
 
 # ----------------------------------------------------------------------------- stage 2: whole network
@@ -243,13 +372,60 @@ def batches(labels: torch.Tensor, cfg: dict, gen: torch.Generator) -> list[torch
     return list(order.split(cfg["batch_size"]))
 
 
-def full_epoch(model, opt, train: FaceDataset, pp: Preprocess, cfg: dict, weight, gen) -> float:
+def full_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
+    """AdamW over every layer: block i of ``features`` (of n) at ``lr * layer_decay ** (n - i)``, the
+    head at ``lr``; with ``l2sp`` the backbone has no weight decay (the pull is toward the base weights)."""
+    fc, n = cfg["full"], len(model.features)
+    groups: dict[tuple, list] = {}
+    for name, param in model.named_parameters():
+        if name.startswith("features."):
+            key = (fc["lr"] * fc["layer_decay"] ** (n - int(name.split(".")[1])), 0.0 if fc["l2sp"] else fc["weight_decay"])
+        else:
+            key = (fc["lr"], fc["weight_decay"])
+        groups.setdefault(key, []).append(param)
+    return torch.optim.AdamW([{"params": ps, "lr": lr, "base_lr": lr, "weight_decay": wd}
+                              for (lr, wd), ps in groups.items()])
+
+
+def set_epoch_lr(opt, epoch: int, fc: dict) -> None:
+    """Epoch ``epoch``'s (0-based) rates: a linear warm-up over ``warmup`` epochs, then constant or a
+    cosine decay to zero at ``epochs`` (the refit follows the same rates for its shorter run)."""
+    warm = fc["warmup"]
+    if epoch < warm:
+        factor = (epoch + 1) / (warm + 1)
+    elif fc["schedule"] == "cosine":
+        factor = 0.5 * (1 + np.cos(np.pi * (epoch - warm) / max(1, fc["epochs"] - warm)))
+    else:
+        factor = 1.0
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * factor
+
+
+def l2sp_anchor(model, cfg: dict) -> dict | None:
+    """The backbone's starting weights that ``l2sp`` pulls toward (None when it is 0)."""
+    if not cfg["full"]["l2sp"]:
+        return None
+    return {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith("features.")}
+
+
+def full_epoch(model, opt, train: FaceDataset, pp: Preprocess, cfg: dict, weight, gen, anchor=None) -> float:
     aug = AugmentConfig(**cfg["augment"])
     set_train_mode(model, cfg["freeze_bn"])
+    params = dict(model.named_parameters())
     total = 0.0
     for idx in batches(train.labels, cfg, gen):
-        x = augment(train.images[idx], pp, aug, generator=gen)
-        loss = F.cross_entropy(model(x), train.labels[idx], weight=weight, label_smoothing=cfg["label_smoothing"])
+        x, y = augment(train.images[idx], pp, aug, generator=gen), train.labels[idx]
+        if cfg["full"]["mixup"] > 0:                   # mixup: a Beta(a, a) blend of the batch and a shuffle of it
+            a = cfg["full"]["mixup"]
+            lam = float(np.random.default_rng(int(torch.randint(2 ** 31, (1,), generator=gen))).beta(a, a))
+            perm = torch.randperm(len(idx), generator=gen)
+            out = model(lam * x + (1 - lam) * x[perm])
+            loss = sum(w * F.cross_entropy(out, t, weight=weight, label_smoothing=cfg["label_smoothing"])
+                       for w, t in ((lam, y), (1 - lam, y[perm])))
+        else:
+            loss = F.cross_entropy(model(x), y, weight=weight, label_smoothing=cfg["label_smoothing"])
+        if anchor is not None:
+            loss = loss + cfg["full"]["l2sp"] / 2 * sum(((params[n] - a) ** 2).sum() for n, a in anchor.items())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -257,29 +433,39 @@ def full_epoch(model, opt, train: FaceDataset, pp: Preprocess, cfg: dict, weight
     return total / len(train)
 
 
-def train_full(model, train, val, pp, cfg, weight, tta, state: dict, save, bar=None) -> None:
-    """Fine-tune every layer; ``state`` (resumable) holds the epoch, the best weights and history."""
+def train_full(model, train, val, pp, cfg, weight, tta, state: dict, save, bar=None, anchor=None,
+               clock: Clock | None = None) -> None:
+    """Fine-tune every layer; ``state`` (resumable) holds the epoch, the best weights and history.
+    With ``clock``, the stage stops before an epoch that would leave no time for the refit."""
     fc = cfg["full"]
-    opt = torch.optim.AdamW(model.parameters(), lr=fc["lr"], weight_decay=fc["weight_decay"])
+    opt = full_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg["seed"] + 1)
     if state.get("optimizer"):
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
+    epoch_seconds = 0.0
     while state["epoch"] < fc["epochs"] and state["stale"] < fc["patience"]:
-        loss = full_epoch(model, opt, train, pp, cfg, weight, gen)
+        if clock is not None and not clock.fits(epoch_seconds, state["epoch"]):
+            state["stopped_by_budget"] = state["epoch"]
+            break
+        t = time.perf_counter()
+        set_epoch_lr(opt, state["epoch"], fc)
+        loss = full_epoch(model, opt, train, pp, cfg, weight, gen, anchor)
         rep = score(model, val, pp, tta)
         state["epoch"] += 1
-        better = rep["mean_class_accuracy"] > state["best_score"]
+        state["history"].append(history_row("full", state["epoch"], rep, train_loss=round(loss, 4)))
+        value = selection_score(state["history"][-1], cfg)
+        better = accepts(value, state["best_score"], cfg)
         if better:
-            state.update(best_score=rep["mean_class_accuracy"], best=copy.deepcopy(model.state_dict()))
-        state["stale"] = 0 if better else state["stale"] + 1
-        state["history"].append({"stage": "full", "epoch": state["epoch"], "train_loss": round(loss, 4),
-                                 "val_accuracy": rep["accuracy"], "val_mean_class_accuracy": rep["mean_class_accuracy"]})
+            state["best"] = copy.deepcopy(model.state_dict())
+        state.update(best_score=max(value, state["best_score"]), stale=0 if better else state["stale"] + 1)
+        epoch_seconds = max(epoch_seconds, time.perf_counter() - t)
         state.update(model=model.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state())
         save(state)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(val_mca=f"{rep['mean_class_accuracy']:.3f}", loss=f"{loss:.3f}")
+            left = {} if clock is None or clock.left() is None else {"left": f"{clock.left():.0f}s"}
+            bar.set_postfix(val_loss=f"{rep['loss']:.3f}", val_mca=f"{rep['mean_class_accuracy']:.3f}", **left)
     model.load_state_dict(state["best"])
 
 
@@ -317,15 +503,17 @@ def set_threads(cfg: dict) -> None:
         torch.set_num_threads(int(cfg["threads"]))
 
 
-def run_stages(model, train, val, pp, cfg, tta, out: Path, fingerprint: dict, resume: bool, progress: bool) -> dict:
+def run_stages(model, train, val, pp, cfg, tta, out: Path, fingerprint: dict, resume: bool, progress: bool,
+               clock: Clock | None = None) -> dict:
     """Head then whole network, resuming from ``out``'s checkpoint when asked; returns the state."""
     weight = class_weights(train.labels.numpy(), train.num_classes) if cfg["balance"] == "loss" else None
     state = load_state(out, fingerprint, resume)
+    anchor = l2sp_anchor(model, cfg)                   # the base's backbone (the head stage leaves it as it is)
     if state is None:
         history = train_head(model, train, val, pp, cfg, weight, tta)
-        head = score(model, val, pp, tta)
         state = {"fingerprint": fingerprint, "epoch": 0, "stale": 0, "history": history,
-                 "best_score": head["mean_class_accuracy"], "best": copy.deepcopy(model.state_dict()),
+                 "best_score": max((selection_score(h, cfg) for h in history), default=-float("inf")),
+                 "best": copy.deepcopy(model.state_dict()),
                  "model": model.state_dict(), "optimizer": None, "generator": None}
         save_checkpoint(out, state)
     else:
@@ -335,7 +523,7 @@ def run_stages(model, train, val, pp, cfg, tta, out: Path, fingerprint: dict, re
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg["full"]["epochs"], initial=state["epoch"], desc="fine-tune", unit="epoch")
     try:
-        train_full(model, train, val, pp, cfg, weight, tta, state, lambda s: save_checkpoint(out, s), bar)
+        train_full(model, train, val, pp, cfg, weight, tta, state, lambda s: save_checkpoint(out, s), bar, anchor, clock)
     finally:
         if bar is not None:
             bar.close()
@@ -350,23 +538,26 @@ def prepare(root, val_root, card: Card, detector, args: dict, cfg: dict) -> tupl
         vfolder = frame_folder(val_root, card, detector, args["faces"], args["pick"], classes=folder.class_names,
                                progress=args["progress"])
         return (folder, np.arange(len(folder.labels)), vfolder, np.arange(len(vfolder.labels)),
-                {"how": f"explicit validation folder {val_root}"})
+                {"how": f"explicit validation folder {val_root}", "groups": None})
     groups = read_groups(folder, args["group_by"], args["groups"])
     train, val, info = split(folder, groups, cfg)
-    return folder, train, folder, val, info
+    return folder, train, folder, val, dict(info, groups=groups)
 
 
 def finetune(root, out, weights="default", val=None, group_by: str | None = None, groups: str | None = None,
              faces: str = "auto", pick: str = "none", config=None, overrides=(), resume: bool = False,
              classes_must_exist: bool = False, detector="auto", min_face: int | None = None,
-             yunet_model=None, progress: bool = False, command: str | None = None) -> dict:
+             yunet_model=None, progress: bool = False, command: str | None = None, budget="10m") -> dict:
     """Fine-tune ``weights`` on ``root/<class>/*`` and write model.pt/.onnx/.json and report.md/.json
-    with confusion.png into ``out``; returns the report (a dict). See :mod:`litefer.train.finetune`."""
+    with confusion.png into ``out``; returns the report (a dict). ``budget`` (``10m``, ``90s``, None:
+    no limit) caps the whole run: the whole-network stage stops where the refit would no longer fit.
+    See :mod:`litefer.train.finetune`."""
     from ..inference.detect import create_detector
     from ..utils import hardware_summary
     from .finetune_output import make_card, write_outputs
 
     t0 = time.perf_counter()
+    seconds = parse_budget(budget)
     cfg = finetune_config(config, overrides)
     set_threads(cfg)
     torch.manual_seed(cfg["seed"])
@@ -376,6 +567,7 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     args = dict(faces=faces, pick=pick, classes_must_exist=classes_must_exist, group_by=group_by, groups=groups,
                 progress=progress)
     folder, tr, vfolder, va, split_info = prepare(root, val, card, det, args, cfg)
+    groups = split_info.pop("groups")
     train, valid = folder.subset(tr, "train"), vfolder.subset(va, "val")
     pp, classes = card.preprocess, folder.class_names
     columns = [card.class_names.index(c) if c in card.class_names else None for c in classes]
@@ -383,16 +575,29 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     model = adapt_head(base, card.class_names, classes, meta["model_name"], meta.get("model_kwargs") or {})
     fingerprint = {"listing": folder.listing_sha256, "val": vfolder.listing_sha256, "base": str(base_path),
                    "recipe": cfg, "classes": classes, "split": split_info}
-    state = run_stages(model, train, valid, pp, cfg, card.tta_flip, out, fingerprint, resume, progress)
+    # the budget keeps time after the selection run for the refit and the k-fold estimate's folds
+    # (each fold about a refit on (k - 1) / k of the faces: k - 1 refits in all)
+    folds = min(cfg["estimate_folds"], len(set(groups))) if groups is not None and vfolder is folder else 0
+    refits = (1 if cfg["refit"] and vfolder is folder else 0) + max(0, folds - 1)
+    clock = Clock(None if seconds is None else seconds - (time.perf_counter() - t0),
+                  refit_ratio=refits * len(folder.labels) / max(1, len(train)))
+    state = run_stages(model, train, valid, pp, cfg, card.tta_flip, out, fingerprint, resume, progress, clock)
     after = score(model.eval(), valid, pp, card.tta_flip)
     final = {"refit": None}
+    refit_seconds = None
     if cfg["refit"] and vfolder is folder:
+        t = time.perf_counter()
         model, final["refit"] = refit(base, card, meta, classes, folder.subset(np.arange(len(folder.labels)), "all"),
                                       cfg, state["history"])
+        refit_seconds = time.perf_counter() - t
+    final["estimate"] = (fold_estimate(base, card, meta, folder, groups, cfg, best_epochs(state["history"], cfg),
+                                       clock, refit_seconds) if vfolder is folder else
+                         {"folds": 0, "reason": "an explicit validation folder was given (--val)"})
     counts = lambda ds: dict(zip(classes, ds.class_counts()))  # noqa: E731
     report = {"root": str(root), "command": command or f"litefer.train.finetune.finetune({str(root)!r}, {str(out)!r})",
               "base_weights": str(base_path), "split": split_info, "recipe": cfg, "before": before, "after": after,
               "history": state["history"], **final, "hardware": hardware_summary(),
+              "budget": {"seconds": seconds, "stopped_whole_network_at": state.get("stopped_by_budget")},
               "data": {"faces": faces, "detector": det.name, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
                        "val_counts": counts(valid), "listing_sha256": folder.listing_sha256,
                        "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else [])}}

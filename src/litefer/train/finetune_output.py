@@ -52,6 +52,19 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def estimate_text(e: dict | None) -> str:
+    """The grouped k-fold estimate as a sentence (or why there is none)."""
+    if not e or not e.get("accuracy"):
+        why = (e or {}).get("reason", "not computed")
+        return f"No grouped k-fold estimate: {why}. The validation figures above are all there is."
+    pm = lambda d: f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f} %"  # noqa: E731
+    return (f"Grouped {e['folds']}-fold estimate of accuracy on people the model has not seen: "
+            f"**{pm(e['accuracy'])}** (mean class accuracy {pm(e['mean_class_accuracy'])}; ± is the spread "
+            f"between folds), against the base model's {pm(e['shipped_accuracy'])} on the same faces. Each fold "
+            f"trains the same recipe, for the chosen epochs, on the other people only; the epochs were chosen on "
+            f"a split that shares people with the folds, so the estimate may be a little optimistic.")
+
+
 def markdown(r: dict) -> str:
     """The report as Markdown: figures before/after, per-class recall, data, skipped files, time."""
     b, a = r["before"], r["after"]
@@ -71,6 +84,11 @@ def markdown(r: dict) -> str:
         lines += ["", f"These figures are the selection run's, on faces it did not train on. The saved model was then "
                   f"trained again the same way on all {r['refit']['faces']} faces (training and validation) for the "
                   f"chosen {r['refit']['head_epochs']} head and {r['refit']['full_epochs']} whole-network epochs."]
+    lines += ["", "## On new people", "", estimate_text(r.get("estimate"))]
+    budget = r.get("budget") or {}
+    if budget.get("stopped_whole_network_at") is not None:
+        lines += ["", f"The time budget ({budget['seconds']:.0f} s) stopped the whole-network stage after "
+                  f"{budget['stopped_whole_network_at']} epochs, to leave time for the refit."]
     lines += [
               "", "![confusion matrix](confusion.png)", "", "## Data", "",
               "| class | train | val |", "|---|---:|---:|"]
