@@ -61,8 +61,10 @@ def estimate_text(e: dict | None) -> str:
     return (f"Grouped {e['folds']}-fold estimate of accuracy on people the model has not seen: "
             f"**{pm(e['accuracy'])}** (mean class accuracy {pm(e['mean_class_accuracy'])}; ± is the spread "
             f"between folds), against the base model's {pm(e['shipped_accuracy'])} on the same faces. Each fold "
-            f"trains the same recipe, for the chosen epochs, on the other people only; the epochs were chosen on "
-            f"a split that shares people with the folds, so the estimate may be a little optimistic.")
+            f"trains the same recipe, for the chosen epochs, on the other people only. It may err either way: "
+            f"the epochs were chosen on a split that shares people with the folds (optimistic), and each fold "
+            f"learns from fewer people than the saved model (pessimistic: on two JAFFE splits it came out 10 to "
+            f"15 points below the accuracy then measured on the held-out women, results/finetune_candidates.md).")
 
 
 def markdown(r: dict) -> str:
