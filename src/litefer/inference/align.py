@@ -70,7 +70,7 @@ def landmark_cues(det: Detection, shape: tuple[int, int]) -> dict | None:
     * ``misfit``: the landmarks' RMS distance from the template once fitted to it by an affine map (which
       absorbs a turned face's narrowing), over the eye distance: landmarks guessed on a covered face
       are out of place;
-    * ``outside``: the share of the face box beyond the image's edges.
+    * ``off_image``: whether a landmark lies outside the image (``shape``: its height and width).
     """
     if det.landmarks is None or len(det.landmarks) != 5:
         return None
@@ -87,10 +87,8 @@ def landmark_cues(det: Detection, shape: tuple[int, int]) -> dict | None:
     fitted = T @ np.linalg.lstsq(T, lm, rcond=None)[0]
     misfit = float(np.sqrt(np.mean(np.sum((fitted - lm) ** 2, 1)))) / iod
     h, w = shape
-    x, y, bw, bh = det.box
-    inside = max(0.0, min(x + bw, w) - max(x, 0.0)) * max(0.0, min(y + bh, h) - max(y, 0.0))
-    return {"yaw": off / iod, "width": iod / length, "misfit": misfit,
-            "outside": 1.0 - inside / max(bw * bh, 1e-6)}
+    off_image = bool(np.any((lm < -0.5) | (lm > [w - 0.5, h - 0.5])))
+    return {"yaw": off / iod, "width": iod / length, "misfit": misfit, "off_image": off_image}
 
 
 @dataclass(frozen=True)
@@ -237,14 +235,13 @@ def crop_face(bgr: np.ndarray, det: Detection, spec: CropSpec = CropSpec()) -> t
     lap = float(cv2.Laplacian(g48, cv2.CV_32F).var())
     face_px = float(min(det.box[2], det.box[3]))
     cues = landmark_cues(det, (h, w))
-    off_image = cues is not None and bool(np.any((det.landmarks < -0.5) | (det.landmarks > [w - 0.5, h - 0.5])))
     quality = {"face_px": int(round(face_px)), "aligned": aligned, "angle": round(angle, 1),
                "small": face_px < size, "clipped": outside > CLIPPED_FRACTION,
                "dark": mean < DARK_MEAN, "bright": mean > BRIGHT_MEAN,
                "low_contrast": std < LOW_CONTRAST_STD, "blurry": lap < BLURRY_LAPLACIAN_VAR,
                "turned": cues is not None and (cues["yaw"] > TURNED_YAW or cues["width"] < TURNED_WIDTH),
                "occluded": cues is not None and cues["misfit"] > OCCLUDED_MISFIT,
-               "partial": outside > PARTIAL_FRACTION or off_image}
+               "partial": outside > PARTIAL_FRACTION or (cues is not None and cues["off_image"])}
     return crop, quality
 
 

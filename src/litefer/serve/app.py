@@ -346,7 +346,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     started = time.time()
     model_name = model.name
     detector = detector_settings(cfg, pool.detector)  # once: building a HaarDetector per poll blocked the event loop
-    yunet_file = model.yunet if detector["name"] == "yunet" else None
+    yunet_file = model.yunet          # None on a Haar server, whose detector block is then Haar's
     explains = explain_support(model)
     cascades = {Path(detector.get("fallback", detector)["face_cascade"]).name, EYE_CASCADE}
     if vendor_manifest() is None:
