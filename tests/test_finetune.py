@@ -243,13 +243,14 @@ def test_selection_breaks_ties_toward_the_longer_schedule_and_loss_keeps_moving(
     # validation is full (every face right) from head epoch 2 on; the loss still falls, then rises
     history = [row("head", 1, 0.5, 1.0), row("head", 2, 1.0, 0.6), row("head", 3, 1.0, 0.5),
                row("full", 1, 1.0, 0.40), row("full", 2, 1.0, 0.30), row("full", 3, 1.0, 0.35)]
-    accuracy = ft.finetune_config()
+    accuracy = ft.finetune_config(overrides=["select=accuracy"])
     assert ft.best_epochs(history, accuracy) == (3, 3)                    # ties: the longer schedule
     loss = ft.finetune_config(overrides=["select=loss"])
     assert ft.best_epochs(history, loss) == (3, 2)
     assert ft.best_epochs(history, ft.finetune_config(overrides=["select=loss", "select_tol=0.06"])) == (3, 3)
     worse = history[:3] + [row("full", 1, 1.0, 0.9)]
     assert ft.best_epochs(worse, loss) == (3, 0)                          # the full stage lost to the head
+    assert ft.best_epochs(worse, ft.finetune_config()) == (3, 1)          # fixed (the default): the whole schedule
     with pytest.raises(ValueError, match="select"):
         ft.finetune_config(overrides=["select=nosuch"])
 
@@ -279,7 +280,7 @@ def test_layer_decay_l2sp_and_the_schedule():
     assert lr_of[id(model.classifier[3].weight)] == (0.01, cfg["full"]["weight_decay"])
     anchor = ft.l2sp_anchor(model, cfg)
     assert set(anchor) == {k for k, _ in model.named_parameters() if k.startswith("features.")}
-    assert ft.l2sp_anchor(model, ft.finetune_config()) is None
+    assert ft.l2sp_anchor(model, ft.finetune_config(overrides=["full.l2sp=0"])) is None
     fc = ft.finetune_config(overrides=["full.epochs=5", "full.warmup=1", "full.schedule=cosine"])["full"]
     rates = []
     for e in range(5):
