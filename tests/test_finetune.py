@@ -292,7 +292,7 @@ def test_layer_decay_l2sp_and_the_schedule():
 def test_budget_stops_the_whole_network_stage_and_the_report_says_so(faces_root, base, tmp_path):
     report = ft.finetune(faces_root, tmp_path / "out", weights=base, group_by=r"^(s\d)_", budget="1s",
                          overrides=FAST + ["select=loss"])
-    assert report["budget"] == {"seconds": 1.0, "stopped_whole_network_at": 0}
+    assert report["budget"] == {"seconds": 1.0, "stopped_whole_network_at": 0, "planned_whole_network_epochs": 2}
     assert report["refit"]["full_epochs"] == 0 and not [h for h in report["history"] if h["stage"] == "full"]
     assert "time budget" in (tmp_path / "out" / "report.md").read_text()
     assert "val_loss" in report["history"][0]
@@ -318,3 +318,11 @@ def test_mixup_and_l2sp_train_one_epoch():
     loss = ft.full_epoch(model, ft.full_optimizer(model, cfg), ds, Preprocess(input_size=32), cfg, None,
                          torch.Generator().manual_seed(0), anchor)
     assert np.isfinite(loss) and any(not torch.equal(p, anchor[n]) for n, p in model.named_parameters() if n in anchor)
+
+
+def test_the_clock_plans_a_schedule_that_ends_within_the_budget():
+    clock = ft.Clock(100.0, refit_ratio=1.0, reserve=10.0)
+    # 5 s an epoch, one done: n - 1 more and a refit of n must fit in ~90 s: 5 (n - 1) + 5 n <= 90 -> n = 9
+    assert clock.plan(5.0, 1, 20) == 9
+    assert clock.plan(5.0, 1, 4) == 4 and ft.Clock(None).plan(5.0, 1, 20) == 20
+    assert ft.Clock(1.0, reserve=10.0).plan(5.0, 1, 20) == 1        # nothing more fits: the epoch done stays

@@ -102,6 +102,16 @@ class Clock:
         # before the first epoch its time is unknown: it runs when more than the reserve is left
         return self.left() >= epoch_seconds * (1 + self.refit_ratio * (epochs_done + 1)) + self.reserve
 
+    def plan(self, epoch_seconds: float, epochs_done: int, wanted: int) -> int:
+        """The most whole-network epochs (at most ``wanted``, at least those done) whose rest, with the
+        refit of as many, fits the budget: the schedule is planned to end, not cut mid-decay."""
+        if self.budget is None or epoch_seconds <= 0:
+            return wanted
+        n = wanted
+        while n > epochs_done and self.left() < epoch_seconds * (n - epochs_done + self.refit_ratio * n) + self.reserve:
+            n -= 1
+        return n
+
 
 def resolve_base(weights) -> Path:
     """A ``.pt`` to start from: "default" is the shipped model's torch weights."""
@@ -449,12 +459,13 @@ def train_full(model, train, val, pp, cfg, weight, tta, state: dict, save, bar=N
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
     epoch_seconds = 0.0
-    while state["epoch"] < fc["epochs"] and state["stale"] < fc["patience"]:
+    state.setdefault("horizon", fc["epochs"])
+    while state["epoch"] < state["horizon"] and state["stale"] < fc["patience"]:
         if clock is not None and not clock.fits(epoch_seconds, state["epoch"]):
             state["stopped_by_budget"] = state["epoch"]
             break
         t = time.perf_counter()
-        set_epoch_lr(opt, state["epoch"], fc)
+        set_epoch_lr(opt, state["epoch"], dict(fc, epochs=state["horizon"]))
         loss = full_epoch(model, opt, train, pp, cfg, weight, gen, anchor)
         rep = score(model, val, pp, tta)
         state["epoch"] += 1
@@ -465,6 +476,8 @@ def train_full(model, train, val, pp, cfg, weight, tta, state: dict, save, bar=N
             state["best"] = copy.deepcopy(model.state_dict())
         state.update(best_score=max(value, state["best_score"]), stale=0 if better else state["stale"] + 1)
         epoch_seconds = max(epoch_seconds, time.perf_counter() - t)
+        if clock is not None and state["epoch"] == 1:     # the first epoch's time plans the schedule's length
+            state["horizon"] = clock.plan(epoch_seconds, 1, state["horizon"])
         state.update(model=model.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state())
         save(state)
         if bar is not None:
@@ -588,21 +601,24 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
                   refit_ratio=refits * len(folder.labels) / max(1, len(train)))
     state = run_stages(model, train, valid, pp, cfg, card.tta_flip, out, fingerprint, resume, progress, clock)
     after = score(model.eval(), valid, pp, card.tta_flip)
+    # the refit and the folds follow the schedule as the budget planned it (its cosine ends where theirs does)
+    planned = dict(cfg, full=dict(cfg["full"], epochs=state.get("horizon", cfg["full"]["epochs"])))
     final = {"refit": None}
     refit_seconds = None
     if cfg["refit"] and vfolder is folder:
         t = time.perf_counter()
         model, final["refit"] = refit(base, card, meta, classes, folder.subset(np.arange(len(folder.labels)), "all"),
-                                      cfg, state["history"])
+                                      planned, state["history"])
         refit_seconds = time.perf_counter() - t
-    final["estimate"] = (fold_estimate(base, card, meta, folder, groups, cfg, best_epochs(state["history"], cfg),
+    final["estimate"] = (fold_estimate(base, card, meta, folder, groups, planned, best_epochs(state["history"], cfg),
                                        clock, refit_seconds) if vfolder is folder else
                          {"folds": 0, "reason": "an explicit validation folder was given (--val)"})
     counts = lambda ds: dict(zip(classes, ds.class_counts()))  # noqa: E731
     report = {"root": str(root), "command": command or f"litefer.train.finetune.finetune({str(root)!r}, {str(out)!r})",
               "base_weights": str(base_path), "split": split_info, "recipe": cfg, "before": before, "after": after,
               "history": state["history"], **final, "hardware": hardware_summary(),
-              "budget": {"seconds": seconds, "stopped_whole_network_at": state.get("stopped_by_budget")},
+              "budget": {"seconds": seconds, "stopped_whole_network_at": state.get("stopped_by_budget"),
+                         "planned_whole_network_epochs": planned["full"]["epochs"]},
               "data": {"faces": faces, "detector": det.name, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
                        "val_counts": counts(valid), "listing_sha256": folder.listing_sha256,
                        "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else [])}}

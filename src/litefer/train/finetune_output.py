@@ -88,6 +88,10 @@ def markdown(r: dict) -> str:
                   f"chosen {r['refit']['head_epochs']} head and {r['refit']['full_epochs']} whole-network epochs."]
     lines += ["", "## On new people", "", estimate_text(r.get("estimate"))]
     budget = r.get("budget") or {}
+    planned, wanted = budget.get("planned_whole_network_epochs"), r["recipe"]["full"]["epochs"]
+    if planned is not None and planned < wanted:
+        lines += ["", f"The time budget ({budget['seconds']:.0f} s) fitted {planned} of the recipe's {wanted} "
+                  "whole-network epochs (the schedule planned to end there, the refit's too)."]
     if budget.get("stopped_whole_network_at") is not None:
         lines += ["", f"The time budget ({budget['seconds']:.0f} s) stopped the whole-network stage after "
                   f"{budget['stopped_whole_network_at']} epochs, to leave time for the refit."]
