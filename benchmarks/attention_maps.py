@@ -50,7 +50,8 @@ from litefer.inference.session import ort_session
 from litefer.models.attention import CoordAttention
 from litefer.models.explain import ExplainedNet, attention_gates, feature_resolution, gradcam_autograd
 from litefer.preprocess import Preprocess
-from litefer.profile import environment, publish, torch_threads
+from litefer.profile import environment, torch_threads
+from results_page import command_line, header, write
 from litefer.utils import atomic_write_bytes, hardware_summary
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -768,9 +769,7 @@ def resolution_section(r: dict) -> list[str]:
 
 
 def report(r: dict, png: dict) -> str:
-    head = ["# Explain: where the shipped model looks, faithfulness, sanity and cost", "",
-            f"Command: `{r['command']}`", "",
-            f"Date: {r['date']}. Machine: {r['machine']}; torch {r['torch']}, onnxruntime {r['onnxruntime']}. "
+    head = [*header("Explain: where the shipped model looks, faithfulness, sanity and cost", r["command"]),
             f"Weights: `{r['weights']}` ({r['model']}, {r['input_size']} px). Data: FERPlus validation "
             f"(`{r['data']}`, PublicTest rows with a majority label). Wall time {r['seconds']:.0f} s.", ""]
     return "\n".join(head + maps_section(r, png) + deletion_section(r, png) + sanity_section(r)
@@ -931,7 +930,7 @@ def main(argv=None) -> int:
     runs = dict(args.runs) or found
     png["runs"] = run_subjects(runs, crops, labels, out, names)
     measured = measurements(subject, crops, labels, res, args, fine_layer, fine_label, out.parent / png["deletion"])
-    result = {"command": "python benchmarks/attention_maps.py " + " ".join(argv), "date": env["date"],
+    result = {"command": command_line("attention_maps.py", argv), "date": env["date"],
               "machine": hardware_summary(), "torch": env["torch"], "onnxruntime": env["onnxruntime"],
               "weights": str(args.weights), "model": subject.meta["model_name"], "input_size": size,
               "data": args.data, "class_names": names, "n_faces": len(crops),
@@ -945,7 +944,7 @@ def main(argv=None) -> int:
               "shared_runs": shared_runs(Path(args.shared_runs), subject.model), **measured,
               "seconds": time.time() - start}
     result = finite(result)
-    publish(str(out), report(result, png), {**result, "figures": png})
+    write(out, {**result, "figures": png}, report(result, png))
     return 0
 
 
