@@ -29,7 +29,8 @@ import numpy as np
 from litefer.inference.align import FER2013_TEMPLATE, HAAR_FRAME_SCALE, CropSpec, crop_face, frame_transform
 from litefer.data.ferplus import load_arrays, majority_labels
 from litefer.inference.detect import HaarDetector, YuNetDetector
-from litefer.utils import atomic_write_bytes, atomic_write_text, hardware_summary
+from litefer.utils import atomic_write_bytes
+from results_page import command_line, header, write
 
 UP, PAD = 4, 48          # FER faces are measured at 4x (192 px) with a 48 px replicated border
 
@@ -155,11 +156,10 @@ def main(argv=None) -> int:
 
     m = measure(train, haar_full, yunet)
     hb = m["haar_boxes"]
-    lines = ["# FER2013 framing: measured, and reproduced by litefer's crops", "",
-             f"Command: `.venv/bin/python benchmarks/framing.py --data {args.data} --yunet {args.yunet} "
-             f"--n {args.n} --n-check {args.n_check}{f' --weights {args.weights}' if args.weights else ''}`", "",
-             f"Hardware: {hardware_summary()}" + (f"; weights `{args.weights}` ({rec.card.model_name}, "
-                                                  f"{rec.card.preprocess.input_size} px input)" if rec else ""), "",
+    command = command_line("framing.py", argv)
+    lines = [*header("FER2013 framing: measured, and reproduced by litefer's crops", command),
+             (f"Weights `{args.weights}` ({rec.card.model_name}, {rec.card.preprocess.input_size} px input)."
+              if rec else "No weights: the accuracy comparison is left out."), "",
              f"## 1. FER2013 training faces ({args.n} random `Training` rows, upscaled {UP}x, padded)", "",
              f"- Haar cascade finds a face in {len(hb)} ({100 * len(hb) / args.n:.0f} %); its box in 48-px frame units: "
              f"median x, y, w, h = {', '.join(f'{v:.2f}' for v in np.median(hb, 0))} "
@@ -262,8 +262,10 @@ def main(argv=None) -> int:
               "", "![FER2013 faces and litefer crops](framing.png)", ""]
     out = Path(args.out)
     figure(train[:12], train.astype(np.float32).mean(0), crops, out / "framing.png")
-    atomic_write_text(out / "framing.md", "\n".join(lines))
-    print("\n".join(lines))
+    measured = {"haar_found": len(hb), "haar_box_median": np.median(hb, 0).round(3).tolist(),
+                "landmarks_median": np.median(m["landmarks"], 0).round(3).tolist() if len(m["landmarks"]) else None}
+    write(out / "framing", {"command": command, "n": args.n, "n_check": args.n_check, "weights": args.weights,
+                            **measured}, "\n".join(lines))
     return 0
 
 
