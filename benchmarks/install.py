@@ -32,6 +32,7 @@ from lean_install import (
     source_files,
     tree_bytes,
 )
+from results_page import command_line, header, table, write
 
 TORCH = "torch==2.13.0"
 MB = 1e6
@@ -289,17 +290,14 @@ def time_section(t: dict) -> list[str]:
 
 def report(res: dict, command: str) -> str:
     m, st = res["machine"], res["setup_s"]
-    lines = ["# Lean install against `litefer[all]`", "", f"Command: `{command}`", "",
-             (f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['memory_mib']} MiB memory, Python "
-             f"{m['python']}, {m['os']}; {m['date_utc']}, load average at start "
-             f"{' / '.join(f'{x:.2f}' for x in m['load_average'])} (other jobs shared the CPUs). Both installs come "
-             f"from the wheel of the working tree ({res['commit']}), each in a fresh venv; packages came from this "
+    lines = [*header("Lean install against `litefer[all]`", command, f"{m['memory_mib']} MiB memory, {m['os']}",
+                     load_start=m["load_average"]),
+             (f"Both installs come from the wheel of the working tree ({res['commit']}), each in a fresh venv; packages came from this "
              "machine's local package index and pip cache."), ""]
     lines += size_section(res["sizes"])
     lines += ["## Setup from a fresh clone", "",
-              "| install | command | wall time |", "|---|---|---:|",
-              f"| lean | `{st['lean']['command']}` | {st['lean']['s']:.0f} s |",
-              f"| `[all]` | `{st['all']['command']}` | {st['all']['s']:.0f} s |", ""]
+              *table(["install", "command", "wall time"], [[name, f"`{st[key]['command']}`", f"{st[key]['s']:.0f} s"]
+                                                          for name, key in (("lean", "lean"), ("`[all]`", "all"))], "llr"), ""]
     lines += time_section(res["timings"])
     cpu = res["timing_cpu"]
     lines += [(f"During these {cpu['seconds']:.0f} s, other processes kept {cpu['other_processes_cores']:.2f} of the "
@@ -343,15 +341,11 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=5, help="new processes per first-result figure (default 5)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "install.md")
     args = p.parse_args(argv)
-    from litefer.utils import atomic_write_json, atomic_write_text
-
-    command = "python benchmarks/install.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("install.py", argv)
     with tempfile.TemporaryDirectory(prefix="litefer-install-") as tmp:
         res = measure(args.workdir or Path(tmp), args.runs)
-    res["command"] = command.strip()
-    atomic_write_json(args.out.with_suffix(".json"), res)
-    atomic_write_text(args.out, report(res, res["command"]))
-    print(args.out.read_text())
+    res["command"] = command
+    write(args.out, res, report(res, command))
     return 0
 
 
