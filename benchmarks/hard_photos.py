@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from results_page import command_line, header, write
+from results_page import command_line, header, table, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -441,9 +441,9 @@ def measure(yunet_path=YUNET, every: int = 6) -> dict:
 
 def found_table(rows: dict) -> list[str]:
     """The lines of a table of ``scored`` rows, one per detector."""
-    return ["| detector | faces | found | each once | other boxes | ms | missed (px) |", "|---|---:|---:|---:|---:|---:|---|",
-            *(f"| {name} | {x['faces']} | {x['found']} | {x['once']} | {x['other_boxes']} | {x['ms']:.0f} | "
-              f"{', '.join(map(str, x['missed_px'])) or '-'} |" for name, x in rows.items())]
+    return table(["detector", "faces", "found", "each once", "other boxes", "ms", "missed (px)"],
+                 [[name, x["faces"], x["found"], x["once"], x["other_boxes"], f"{x['ms']:.0f}",
+                   ", ".join(map(str, x["missed_px"])) or "-"] for name, x in rows.items()], "lrrrrrl")
 
 
 def markdown(r: dict) -> str:

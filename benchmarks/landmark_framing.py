@@ -54,7 +54,7 @@ import numpy as np
 
 from framing import PAD, UP, pct, staged, to_frame
 from peer_speed import jaffe
-from results_page import command_line, load_text, write
+from results_page import command_line, header, load_text, write
 from litefer.inference.align import FER2013_TEMPLATE, FER_SIZE, frame_transform, warp_crop
 from litefer.inference.detect import Detection, HaarDetector, YuNetDetector
 from litefer.inference.inputs import load_image
@@ -329,10 +329,8 @@ def f1(v, digits=1) -> str:
 
 
 def report(result: dict) -> str:
-    lines = ["# Framing from YuNet's landmarks against today's framing (issue 25)", "",
-             f"Command: `{result['command']}`  ", f"Date: {result['date']}  ",
-             f"Machine: {result['machine']}; {result['seconds']:.0f} s  ",
-             f"Model: the packaged default ({result['model']}), flip averaging: {result['tta']}", "",
+    lines = [*header("Framing from YuNet's landmarks against today's framing (issue 25)", result["command"]),
+             f"Whole benchmark {result['seconds']:.0f} s. Model: the packaged default ({result['model']}), flip averaging: {result['tta']}", "",
              "Framings: `haar` = Haar box x 48/47 + eye-cascade levelling beyond 10° (default path); `yunet box` = "
              "YuNet's box framed like a Haar box, no landmarks; `+ eyes` = levelled by YuNet's eye landmarks beyond "
              "10°; `5 points` = similarity of the 5 landmarks onto `FER2013_TEMPLATE`, rotation kept beyond 10° "

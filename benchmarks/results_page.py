@@ -52,7 +52,7 @@ def header(title: str, command: str, machine_extra: str = "", load_start=None) -
 def table(head, rows, align: str = "") -> list[str]:
     """A markdown table's lines: ``head`` the column titles, ``rows`` lists of cells (``|`` in a cell is
     escaped), ``align`` one letter per column, ``l`` or ``r`` (default ``l``)."""
-    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align.ljust(len(head), "l"))
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in (align + "l" * len(head))[:len(head)])
     body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
     return ["| " + " | ".join(head) + " |", rule, *body]
 
