@@ -1,4 +1,4 @@
-"""The figures that docs/recognition.md (Detection, Speed) and the detector's and Recognizer's
+"""The figures that docs/guides/pipeline.md (Detection) and docs/guides/export.md (Speed) and the detector's and Recognizer's
 docstrings quote about the face search and the threads, measured on FER2013 and JAFFE.
 
     python benchmarks/detection_figures.py --fer ../shared/data/fer2013 --jaffe ../shared/data/jaffe
