@@ -233,14 +233,14 @@ def size_section(s: dict) -> list[str]:
     lines = ["## Installed size", "",
              ("site-packages of a fresh venv after the install, on disk (as `du` counts it), pip and setuptools as "
              "`python -m venv` ships them included; MB = 10^6 bytes."), "",
-             "| install | site-packages | largest entries |", "|---|---:|---|",
-             (f"| `pip install litefer`, wheel without the page's vendor files | **{mb(s['lean_no_vendor']['bytes'])}** | "
-             f"{largest(s['lean_no_vendor'])} |"),
-             (f"| `pip install litefer`, wheel with them (`make web` before the build) | **{mb(s['lean']['bytes'])}** | "
-             f"{largest(s['lean'])} |"),
-             (f"| `pip install litefer[serve]` (wheel with vendor files) | {mb(s['lean_serve']['bytes'])} | "
-             f"serve stack +{mb(serve)} |"),
-             f"| `pip install litefer[all]` (`{TORCH}` first) | {mb(s['all']['bytes'])} | {largest(s['all'])} |", ""]
+             *table(["install", "site-packages", "largest entries"], [
+                 ["`pip install litefer`, wheel without the page's vendor files", f"**{mb(s['lean_no_vendor']['bytes'])}**",
+                  largest(s["lean_no_vendor"])],
+                 ["`pip install litefer`, wheel with them (`make web` before the build)", f"**{mb(s['lean']['bytes'])}**",
+                  largest(s["lean"])],
+                 ["`pip install litefer[serve]` (wheel with vendor files)", mb(s["lean_serve"]["bytes"]),
+                  f"serve stack +{mb(serve)}"],
+                 [f"`pip install litefer[all]` (`{TORCH}` first)", mb(s["all"]["bytes"]), largest(s["all"])]], "lrl"), ""]
     lean = s["lean_no_vendor"]["bytes"]
     lines += [(f"Target: lean <= 400 MB. The lean wheel without vendor files takes {mb(lean)} "
               f"({'met' if lean <= 400 * MB else 'missed'}); the page's vendor files (onnxruntime-web, opencv.js, "
@@ -265,7 +265,6 @@ def steady_cell(r: dict, key: str) -> str:
 
 def time_section(t: dict) -> list[str]:
     cols = list(t)
-    head = "| | " + " | ".join(cols) + " |"
     rows = [("backend", lambda r: r["backend"]), ("torch imported", lambda r: "yes" if r["torch_imported"] else "no"),
             ("`import litefer`", lambda r: ms(r["import_litefer_s"])),
             ("**first result**, new process: median (min-max)", lambda r: "**{}** ({}-{})".format(
@@ -283,8 +282,7 @@ def time_section(t: dict) -> list[str]:
              "threads; flip TTA on, as the model card says (64 crops = 128 network passes). Steady: in each of "
              f"{STEADY_PROCESSES} processes per configuration, the median of 30 photos and of 15 batches of 64 crops "
              "after the first; the table gives the median of those and their range."), "",
-             head, "|---|" + "---:|" * len(cols)]
-    lines += ["| " + name + " | " + " | ".join(f(t[c]) for c in cols) + " |" for name, f in rows]
+             *table(["", *cols], [[name, *(f(t[c]) for c in cols)] for name, f in rows], "l" + "r" * len(cols))]
     return lines + [""]
 
 
@@ -305,8 +303,7 @@ def report(res: dict, command: str) -> str:
               "those of a shared machine; compare the columns, measured in turns, rather than with other files."), ""]
     lines += ["## Where a lean first result's imports go", "",
               "Top-level imports of one lean first-result process, cumulative (`python -X importtime`):", "",
-              "| module | s |", "|---|---:|"]
-    lines += [f"| {name} | {s:.3f} |" for name, s in res["import_profile"]]
+              *table(["module", "s"], [[name, f"{s:.3f}"] for name, s in res["import_profile"]], "lr")]
     return "\n".join(lines) + "\n"
 
 
