@@ -50,7 +50,8 @@ from litefer.inference.session import ort_session
 from litefer.models.attention import CoordAttention
 from litefer.models.explain import ExplainedNet, attention_gates, feature_resolution, gradcam_autograd
 from litefer.preprocess import Preprocess
-from litefer.profile import environment, publish, torch_threads
+from litefer.profile import environment, torch_threads
+from results_page import command_line, header, table, write
 from litefer.utils import atomic_write_bytes, hardware_summary
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -595,13 +596,12 @@ def maps_section(r: dict, png: dict) -> list[str]:
              f"![mean maps per class]({png['maps']})", "",
              "Share of each class's mean map in the upper half of the crop (eyes, brows) and in its "
              f"outer {m['border_px']}-pixel frame (of {m['crop']} px: background, hair, chin):", "",
-             "| class | faces (true / predicted) | upper half, in-graph by true | by predicted | "
-             f"{m['fine_label']} by predicted | frame, in-graph by predicted | frame, {m['fine_label']} |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for k, name in enumerate(names):
-        lines.append(f"| {name} | {m['n_true'][k]} / {m['n_pred'][k]} | {fmt(m['true']['upper_half'][k], '.0%')} | "
-                     f"{fmt(m['pred']['upper_half'][k], '.0%')} | {fmt(m['fine']['upper_half'][k], '.0%')} | "
-                     f"{fmt(m['pred']['border'][k], '.0%')} | {fmt(m['fine']['border'][k], '.0%')} |")
+             *table(["class", "faces (true / predicted)", "upper half, in-graph by true", "by predicted",
+                     f"{m['fine_label']} by predicted", "frame, in-graph by predicted", f"frame, {m['fine_label']}"],
+                    [[name, f"{m['n_true'][k]} / {m['n_pred'][k]}", fmt(m["true"]["upper_half"][k], ".0%"),
+                      fmt(m["pred"]["upper_half"][k], ".0%"), fmt(m["fine"]["upper_half"][k], ".0%"),
+                      fmt(m["pred"]["border"][k], ".0%"), fmt(m["fine"]["border"][k], ".0%")]
+                     for k, name in enumerate(names)], "llrrrrr")]
     lines += ["", "A uniform map would put 50 % in the upper half and "
               f"{m['uniform_border']:.0%} in the frame.", ""]
     return lines + gates_section(r, png) + runs_section(r, png) + [
@@ -614,12 +614,11 @@ def gates_section(r: dict, png: dict) -> list[str]:
              "multiplies its input by), mean per true class and over all faces (last column); nearest-neighbour "
              "display at the block's own resolution, colour scale per row.", "",
              f"![attention gates per class]({png['gates']})", "",
-             "| block | pooling | resolution | mean gate | spatial range of the all-faces mean | largest "
-             f"deviation of a class mean from it (classes with ≥ {MIN_FACES} faces) |",
-             "|---|---|---|---:|---:|---:|"]
-    for g in r["gates"]:
-        lines.append(f"| {g['block']} | {g['pooling']} | {g['resolution']} | {g['mean']:.3f} | "
-                     f"{g['spatial_min']:.3f} … {g['spatial_max']:.3f} | {fmt(g['class_deviation'])} |")
+             *table(["block", "pooling", "resolution", "mean gate", "spatial range of the all-faces mean",
+                     f"largest deviation of a class mean from it (classes with ≥ {MIN_FACES} faces)"],
+                    [[g["block"], g["pooling"], g["resolution"], f"{g['mean']:.3f}",
+                      f"{g['spatial_min']:.3f} … {g['spatial_max']:.3f}", fmt(g["class_deviation"])] for g in r["gates"]],
+                    "lllrrr")]
     spread = max(g["spatial_max"] / g["spatial_min"] - 1 for g in r["gates"])
     deviation = max((g["class_deviation"] for g in r["gates"] if g["class_deviation"] is not None), default=None)
     level = float(np.mean([g["mean"] for g in r["gates"]]))
@@ -663,12 +662,9 @@ def deletion_section(r: dict, png: dict) -> list[str]:
              "order. AUC = area under the curve over 0-100 % deleted, divided by 100 % (lower = the map finds "
              "what the decision rests on sooner).", "",
              f"![deletion curves]({png['deletion']})", "",
-             "| order | AUC accuracy | AUC prediction unchanged | " +
-             " | ".join(f"{f:.0%}" for f in FRACTIONS) + " |",
-             "|---|---:|---:|" + "---:|" * len(FRACTIONS)]
-    for key, c in d["curves"].items():
-        lines.append(f"| {key} | {c['auc']:.3f} | {c['auc_kept']:.3f} | " +
-                     " | ".join(f"{v:.1%}" for v in c["accuracy"]) + " |")
+             *table(["order", "AUC accuracy", "AUC prediction unchanged", *(f"{f:.0%}" for f in FRACTIONS)],
+                    [[key, f"{c['auc']:.3f}", f"{c['auc_kept']:.3f}", *(f"{v:.1%}" for v in c["accuracy"])]
+                     for key, c in d["curves"].items()], "l" + "r" * (2 + len(FRACTIONS)))]
     centre = d["curves"]["centre-out"]["auc"]
     return lines + ["", f"**The in-graph Grad-CAM curve {verdict}**: AUC {gc['auc']:.3f} vs {rnd['auc']:.3f} "
                     f"(centre-out {centre:.3f}, {r['fine_label']} {d['curves'][r['fine_label']]['auc']:.3f}). "
@@ -677,6 +673,10 @@ def deletion_section(r: dict, png: dict) -> list[str]:
                     f"{'below' if gc['auc'] < centre else 'not below'} it. At 100 % every input is the same grey "
                     f"square, which the model calls *{d['grey_label']}*: every curve ends at that class's share of "
                     f"the faces ({gc['accuracy'][-1]:.1%}).", ""]
+
+
+def _rho(c: dict) -> str:
+    return f"{fmt(c['mean'])} ({fmt(c['median'])}, {fmt(c['q25'])}…{fmt(c['q75'])})"
 
 
 def sanity_section(r: dict) -> list[str]:
@@ -688,13 +688,10 @@ def sanity_section(r: dict) -> list[str]:
              "stage at a time; Spearman rank correlation over the map's cells, per face (the in-graph map has "
              f"{r['cam_cells']} cells, "
              f"{r['fine_label']} {r['fine_cells']}); *undefined*: faces where either map is constant (all zero).", "",
-             "| re-initialised down to | accuracy | ρ in-graph mean (median, IQR) | undefined | "
-             f"ρ {r['fine_label']} mean (median, IQR) | undefined |", "|---|---:|---:|---:|---:|---:|"]
-    for row in s["rows"]:
-        c, f = row["spearman_cam"], row["spearman_fine"]
-        lines.append(f"| {row['down_to']} | {row['accuracy']:.1%} | {fmt(c['mean'])} ({fmt(c['median'])}, "
-                     f"{fmt(c['q25'])}…{fmt(c['q75'])}) | {c['undefined']} | {fmt(f['mean'])} ({fmt(f['median'])}, "
-                     f"{fmt(f['q25'])}…{fmt(f['q75'])}) | {f['undefined']} |")
+             *table(["re-initialised down to", "accuracy", "ρ in-graph mean (median, IQR)", "undefined",
+                     f"ρ {r['fine_label']} mean (median, IQR)", "undefined"],
+                    [[row["down_to"], f"{row['accuracy']:.1%}", _rho(row["spearman_cam"]), row["spearman_cam"]["undefined"],
+                      _rho(row["spearman_fine"]), row["spearman_fine"]["undefined"]] for row in s["rows"]], "lrrrrr")]
     full = s["rows"][-1]
     rho = [full[k]["mean"] for k in ("spearman_cam", "spearman_fine")]
     unrelated = all(v is not None and abs(v) < SANITY_RHO for v in rho)
@@ -720,17 +717,18 @@ def cost_section(r: dict) -> list[str]:
              f"ONNX Runtime: `litefer export` graphs (plain: output logits; explain: logits and cam, both read). "
              f"Load average (1/5/15 min) at start {c['loadavg'][0]}, at end {c['loadavg'][1]}. ONNX cam vs torch "
              f"cam: max difference {c['onnx_parity']:.1e} of the largest value.", "",
-             "| runtime | variant | batch | ms / face | ratio | paired | fastest | extra (paired) | target ≤ 25 % | "
-             "calls |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
-    for row in c["rows"]:
-        extra = row["paired_ratio"] - 1
-        target = "–" if row["variant"] == "plain" else ("met" if extra <= 0.25 else "missed")
-        if row["variant"].startswith("autograd"):
-            target = "(not a target)"
-        lines.append(f"| {row['runtime']} | {row['variant']} | {row['batch']} | {row['ms_per_face']:.3f} | "
-                     f"{row['ratio']:.3f} | {row['paired_ratio']:.3f} | {row['fastest_ratio']:.3f} | {extra:+.1%} | "
-                     f"{target} | {row['calls']} |")
+             *table(["runtime", "variant", "batch", "ms / face", "ratio", "paired", "fastest", "extra (paired)",
+                     "target ≤ 25 %", "calls"], [_cost_row(row) for row in c["rows"]], "llrrrrrrlr")]
     return lines + [""]
+
+
+def _cost_row(row: dict) -> list:
+    extra = row["paired_ratio"] - 1
+    target = "–" if row["variant"] == "plain" else ("met" if extra <= 0.25 else "missed")
+    if row["variant"].startswith("autograd"):
+        target = "(not a target)"
+    return [row["runtime"], row["variant"], row["batch"], f"{row['ms_per_face']:.3f}", f"{row['ratio']:.3f}",
+            f"{row['paired_ratio']:.3f}", f"{row['fastest_ratio']:.3f}", f"{extra:+.1%}", target, row["calls"]]
 
 
 def resolution_section(r: dict) -> list[str]:
@@ -768,9 +766,7 @@ def resolution_section(r: dict) -> list[str]:
 
 
 def report(r: dict, png: dict) -> str:
-    head = ["# Explain: where the shipped model looks, faithfulness, sanity and cost", "",
-            f"Command: `{r['command']}`", "",
-            f"Date: {r['date']}. Machine: {r['machine']}; torch {r['torch']}, onnxruntime {r['onnxruntime']}. "
+    head = [*header("Explain: where the shipped model looks, faithfulness, sanity and cost", r["command"]),
             f"Weights: `{r['weights']}` ({r['model']}, {r['input_size']} px). Data: FERPlus validation "
             f"(`{r['data']}`, PublicTest rows with a majority label). Wall time {r['seconds']:.0f} s.", ""]
     return "\n".join(head + maps_section(r, png) + deletion_section(r, png) + sanity_section(r)
@@ -931,7 +927,7 @@ def main(argv=None) -> int:
     runs = dict(args.runs) or found
     png["runs"] = run_subjects(runs, crops, labels, out, names)
     measured = measurements(subject, crops, labels, res, args, fine_layer, fine_label, out.parent / png["deletion"])
-    result = {"command": "python benchmarks/attention_maps.py " + " ".join(argv), "date": env["date"],
+    result = {"command": command_line("attention_maps.py", argv), "date": env["date"],
               "machine": hardware_summary(), "torch": env["torch"], "onnxruntime": env["onnxruntime"],
               "weights": str(args.weights), "model": subject.meta["model_name"], "input_size": size,
               "data": args.data, "class_names": names, "n_faces": len(crops),
@@ -945,7 +941,7 @@ def main(argv=None) -> int:
               "shared_runs": shared_runs(Path(args.shared_runs), subject.model), **measured,
               "seconds": time.time() - start}
     result = finite(result)
-    publish(str(out), report(result, png), {**result, "figures": png})
+    write(out, {**result, "figures": png}, report(result, png))
     return 0
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from results_page import command_line, header, write
+from results_page import command_line, header, table, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -181,12 +181,10 @@ def markdown(result: dict) -> str:
     """The table of ``measure``'s rows, with the after / before time ratio."""
     rows = result["rows"]
     base = {(r["threads"], r["search"]): r["ms_per_photo"] for r in rows if r["version"].startswith("before")}
-    lines = ["| threads | search | version | ms / photo | × before | faces found | other boxes | peak MiB |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        ratio = r["ms_per_photo"] / base[(r["threads"], r["search"])]
-        lines.append(f"| {r['threads']} | {r['search']} | {r['version']} | {r['ms_per_photo']:.0f} | {ratio:.2f} | "
-                     f"{r['faces_found']} / {r['faces']} | {r['other_boxes']} | {r['peak_mib']:.0f} |")
+    lines = table(["threads", "search", "version", "ms / photo", "× before", "faces found", "other boxes", "peak MiB"],
+                  [[r["threads"], r["search"], r["version"], f"{r['ms_per_photo']:.0f}",
+                    f"{r['ms_per_photo'] / base[(r['threads'], r['search'])]:.2f}", f"{r['faces_found']} / {r['faces']}",
+                    r["other_boxes"], f"{r['peak_mib']:.0f}"] for r in rows], "lllrrrrr")
     sizes = ", ".join(str(s) for s, _ in PASTED)
     lines += ["", f"The photo: 4032 x 3024 px, {len(result['photo']['faces'])} faces: one of about 570 px and pasted "
               f"ones of {sizes} px. \"Other boxes\" match no face (false detections on the upscaled photo). Peak MiB: "

@@ -1,4 +1,4 @@
-"""The figures that docs/recognition.md (Detection, Speed) and the detector's and Recognizer's
+"""The figures that docs/guides/pipeline.md (Detection) and docs/guides/export.md (Speed) and the detector's and Recognizer's
 docstrings quote about the face search and the threads, measured on FER2013 and JAFFE.
 
     python benchmarks/detection_figures.py --fer ../shared/data/fer2013 --jaffe ../shared/data/jaffe
@@ -33,7 +33,7 @@ import numpy as np
 
 from framing import staged
 from peer_speed import Worker, jaffe
-from results_page import command_line, header, write
+from results_page import command_line, header, table, write
 from litefer import Recognizer
 from litefer.data.ferplus import load_arrays
 from litefer.inference.align import crop_face
@@ -156,27 +156,25 @@ def measure(fer: Path, jaffe_dir: Path, fer_n: int | None, rounds: int) -> dict:
     return out
 
 
+SETS = ("FER2013 PublicTest", "JAFFE")
+
+
 def report(r: dict, command: str) -> str:
     fer, jf = r["FER2013 PublicTest"], r["JAFFE"]
     lines = [*header("Detection and thread figures quoted in the docs", command),
              f"FER2013: the first {fer['octaves']['images']} `PublicTest` faces, upscaled 4x and padded (288 px). "
              f"JAFFE: {jf['octaves']['images']} photos (256 px).", "",
              "## 1. Search by octaves: `min_face=48` against the default 32", "",
-             "| images | default boxes >= 48 px | unchanged at 48 | search s at 32 | at 48 | time saved |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for name in ("FER2013 PublicTest", "JAFFE"):
-        o = r[name]["octaves"]
-        lines.append(f"| {name} | {o['default_boxes_48_up']:,} | {o['unchanged_at_48']:,} | {o['search_s_32']} | "
-                     f"{o['search_s_48']} | {100 * o['time_saved']:.0f} % |")
+             *table(["images", "default boxes >= 48 px", "unchanged at 48", "search s at 32", "at 48", "time saved"],
+                    [[name, f"{o['default_boxes_48_up']:,}", f"{o['unchanged_at_48']:,}", o["search_s_32"], o["search_s_48"],
+                      f"{100 * o['time_saved']:.0f} %"] for name, o in ((n, r[n]["octaves"]) for n in SETS)], "lrrrrr")]
     lines += ["", "Changed boxes (default detector): " + (", ".join(
         f"image {c['image']} {c['box']}" for c in fer["octaves"]["changed"] + jf["octaves"]["changed"]) or "none"), "",
               "## 2. Quick eye look against the full search", "",
-              "| images | faces | same box | same crop | levelled by one only | `aligned` only with the quick look |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for name in ("FER2013 PublicTest", "JAFFE"):
-        q = r[name]["quick_eyes"]
-        lines.append(f"| {name} | {q['faces_quick']:,} | {q['same_box']:,} | {q['same_crop']:,} | "
-                     f"{q['levelled_by_one_only']} | {q['aligned_only_with_quick']} |")
+              *table(["images", "faces", "same box", "same crop", "levelled by one only",
+                      "`aligned` only with the quick look"],
+                     [[name, f"{q['faces_quick']:,}", f"{q['same_box']:,}", f"{q['same_crop']:,}", q["levelled_by_one_only"],
+                       q["aligned_only_with_quick"]] for name, q in ((n, r[n]["quick_eyes"]) for n in SETS)], "lrrrrr")]
     e, m, t = jf["eye_looks"], r["mirrored_pass"], r["two_threads"]
     lines += ["", f"On JAFFE's {e['faces']} faces the quick look finds a pair within {QUICK_LEVEL_DEGREES:g} degrees "
               f"on {e['quick_pair_level']}, {e['quick_pair_kept']} of them on faces kept with or without eyes, where the "
@@ -186,9 +184,8 @@ def report(r: dict, command: str) -> str:
               "## 3. The mirrored pass of flip averaging beside the plain one", "",
               f"{m['faces']} JAFFE crops, packaged model, ONNX Runtime, best of {len(m['alone']['rounds_ms']['beside'])} rounds; "
               f"largest logit difference between the two ways: {m['max_logit_difference']:.1e}.", "",
-              "| faces per call | beside (default), ms / face | one call (`threads=1`), ms / face |", "|---|---:|---:|"]
-    for name in ("alone", "batch 64"):
-        lines.append(f"| {name} | {m[name]['beside']} | {m[name]['one call']} |")
+              *table(["faces per call", "beside (default), ms / face", "one call (`threads=1`), ms / face"],
+                     [[name, m[name]["beside"], m[name]["one call"]] for name in ("alone", "batch 64")], "lrr")]
     ms = t["ms_per_photo"]
     lines += ["", "## 4. ONNX Runtime on two threads, per JAFFE photo", "",
               f"`Recognizer(backend=\"onnxruntime\", threads=2)` with OpenCV on 2 threads: {ms['threads=2']:.1f} ms per "

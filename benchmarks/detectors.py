@@ -43,7 +43,7 @@ sys.path[:0] = [str(HERE), str(ROOT / "tests")]       # detect_scale / peer_spee
 
 from detect_scale import SETTINGS, YUNET, make_photo, matches  # noqa: E402
 from peer_speed import accuracy, jaffe  # noqa: E402
-from results_page import command_line, header, write  # noqa: E402
+from results_page import command_line, header, table, write  # noqa: E402
 
 YALE_LABELS = {"happy": "happiness", "sad": "sadness", "surprised": "surprise", "normal": "neutral"}
 PRIORS = ("dataset", "balanced")
@@ -316,18 +316,22 @@ def photos_lost(result: dict, set_name: str) -> list[str] | None:
     return [n for n, h, y in zip(names, found["haar"], found["yunet"]) if h and not y]
 
 
+def _photo_row(r: dict) -> list:
+    other = {d: ", ".join(str(tuple(round(v) for v in b)) for b in r[f"{d}_other_boxes"]) or "none" for d in ("haar", "yunet")}
+    return [r["photo"], r["size"], r["faces"], r["haar"], r["yunet"], ", ".join(str(b) for b in r["lost_by_yunet"]) or "none",
+            other["haar"], other["yunet"]]
+
+
 def markdown(result: dict) -> list[str]:
     t = result["timing"]
-    lines = ["## Faces found and ms per photo", "",
-             "| set | detector | photos with a face | faces | threads | recognize ms (best / median) "
-             "| detect ms (best / median) |", "|---|---|---:|---:|---|---:|---:|"]
-    for r in t:
-        if r["timed"] != "recognize":
-            continue
+    timed = []
+    for r in (r for r in t if r["timed"] == "recognize"):
         d = next(x for x in t if x["timed"] == "detect" and all(x[k] == r[k] for k in ("set", "threads", "detector")))
-        lines.append(f"| {r['set']} | {r['detector']} | {r['photos_with_face']} / {r['photos']} | {r['faces']} | "
-                     f"{r['threads']} | {r['ms_best']:.1f} / {r['ms_median']:.1f} | "
-                     f"{d['ms_best']:.1f} / {d['ms_median']:.1f} |")
+        timed.append([r["set"], r["detector"], f"{r['photos_with_face']} / {r['photos']}", r["faces"], r["threads"],
+                      f"{r['ms_best']:.1f} / {r['ms_median']:.1f}", f"{d['ms_best']:.1f} / {d['ms_median']:.1f}"])
+    lines = ["## Faces found and ms per photo", "",
+             *table(["set", "detector", "photos with a face", "faces", "threads", "recognize ms (best / median)",
+                     "detect ms (best / median)"], timed, "llrrlrr")]
     for s in result["sets"]:
         lost = photos_lost(result, s)
         if lost is not None:
@@ -336,20 +340,14 @@ def markdown(result: dict) -> list[str]:
         lines.append("")
         lines.append(f"{c['set']}, {c['detector']}: {c['found']} of its {c['of']} faces found, "
                      f"{c['other_boxes']} other boxes.")
-    lines += ["", "## Accuracy (largest face)", "", "| set | detector | labelled photos | prior=dataset "
-              "| prior=balanced |", "|---|---|---:|---:|---:|"]
-    for a in result["accuracy"]:
-        lines.append(f"| {a['set']} | {a['detector']} | {a['labelled']} | {100 * a['dataset']:.1f} % | "
-                     f"{100 * a['balanced']:.1f} % |")
-    lines += ["", "## The project's test photos: Haar's faces and YuNet's", "",
-              "| photo | size | faces | Haar finds | YuNet finds | Haar finds, YuNet misses (x, y, w, h) "
-              "| Haar boxes on no face | YuNet boxes on no face |", "|---|---|---:|---:|---:|---|---|---|"]
-    for r in result["test_photos"]:
-        lost = ", ".join(str(b) for b in r["lost_by_yunet"]) or "none"
-        other = {d: ", ".join(str(tuple(round(v) for v in b)) for b in r[f"{d}_other_boxes"]) or "none"
-                 for d in ("haar", "yunet")}
-        lines.append(f"| {r['photo']} | {r['size']} | {r['faces']} | {r['haar']} | {r['yunet']} | {lost} | "
-                     f"{other['haar']} | {other['yunet']} |")
+    lines += ["", "## Accuracy (largest face)", "",
+              *table(["set", "detector", "labelled photos", "prior=dataset", "prior=balanced"],
+                     [[a["set"], a["detector"], a["labelled"], f"{100 * a['dataset']:.1f} %", f"{100 * a['balanced']:.1f} %"]
+                      for a in result["accuracy"]], "llrrr"),
+              "", "## The project's test photos: Haar's faces and YuNet's", "",
+              *table(["photo", "size", "faces", "Haar finds", "YuNet finds", "Haar finds, YuNet misses (x, y, w, h)",
+                      "Haar boxes on no face", "YuNet boxes on no face"],
+                     [_photo_row(r) for r in result["test_photos"]], "llrrr")]
     lost = [r for r in result["test_photos"] if r["lost_by_yunet"]]
     lines += ["", "A face is found when a box's centre lies within half the smaller side of the face's box and "
               "the sides are within a factor of 1.6. " +

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_page import command_line, header, table, write
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -50,24 +52,20 @@ def per_face(data: str) -> dict:
             "max_abs_logit_diff": (torch_logits - ort_logits).abs().max().item()}
 
 
-def markdown(runs: dict, faces: dict, hardware: str, versions: str) -> str:
-    rows = ["| backend | command | accuracy (prior=dataset) | prior=balanced | loss | wall time (load before) |",
-            "|---|---|---:|---:|---:|---:|"]
-    for name, r in runs.items():
-        rep = r["report"]
-        rows.append(f"| {name} | `{r['command']}` | **{100 * rep['accuracy']:.2f} %** | "
-                    f"{100 * rep['priors']['balanced']['accuracy']:.2f} % | {rep['loss']:.5f} | {r['seconds']:.0f} s "
-                    f"({r['load_before']:.1f}) |")
+def markdown(runs: dict, faces: dict, command: str) -> str:
+    rows = [[name, f"`{r['command']}`", f"**{100 * r['report']['accuracy']:.2f} %**",
+             f"{100 * r['report']['priors']['balanced']['accuracy']:.2f} %", f"{r['report']['loss']:.5f}",
+             f"{r['seconds']:.0f} s ({r['load_before']:.1f})"] for name, r in runs.items()]
     a, b = (runs[k]["report"] for k in ("onnxruntime", "torch"))
     same = a["confusion"] == b["confusion"] and a["priors"]["balanced"]["confusion"] == b["priors"]["balanced"]["confusion"]
     return "\n".join([
-        "# `litefer eval` through ONNX Runtime and through torch", "",
+        *header("`litefer eval` through ONNX Runtime and through torch", command),
         f"The packaged model on the FERPlus validation split ({a['n']} majority-label faces, flip TTA "
         f"{'on' if a['tta_flip'] else 'off'} as its card says). ONNX Runtime is the default backend for "
         "the packaged model; it scores the data set's uint8 faces with the ONNX backend's NumPy "
         "preprocessing, as `litefer predict` runs the model.", "",
-        f"- hardware: {hardware}", f"- software: {versions}",
-        "- made by: `.venv/bin/python benchmarks/eval_onnx.py --data ../shared/data/fer2013`", "", *rows, "",
+        *table(["backend", "command", "accuracy (prior=dataset)", "prior=balanced", "loss", "wall time (load before)"],
+               rows, "llrrrr"), "",
         "Wall time is the whole command in a new process (imports, data loading, scoring) on a machine "
         "other jobs shared (1-minute load average before each run in brackets).", "",
         f"Confusion matrices (both priors) {'identical' if same else 'DIFFERENT'}. Face by face: "
@@ -75,26 +73,17 @@ def markdown(runs: dict, faces: dict, hardware: str, versions: str) -> str:
         f"difference {faces['max_abs_logit_diff']:.1e}.", ""])
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="FERPlus root")
     p.add_argument("--out", default=str(REPO / "results" / "eval_onnx"), help="output stem (.md and .json)")
-    args = p.parse_args()
-    import onnxruntime
-    import torch
-
-    from litefer.utils import atomic_write_json, atomic_write_text, hardware_summary
-
+    args = p.parse_args(argv)
+    command = command_line("eval_onnx.py", argv)
     with tempfile.TemporaryDirectory() as tmp:
         runs = {b: run_eval(args.data, b if b == "torch" else None, Path(tmp) / f"{b}.json")
                 for b in ("onnxruntime", "torch")}
     faces = per_face(args.data)
-    versions = f"Python {sys.version.split()[0]}, ONNX Runtime {onnxruntime.__version__}, torch {torch.__version__}"
-    text = markdown(runs, faces, hardware_summary(), versions)
-    atomic_write_text(f"{args.out}.md", text)
-    atomic_write_json(f"{args.out}.json", {"runs": runs, "per_face": faces, "hardware": hardware_summary(),
-                                           "software": versions})
-    print(text)
+    write(args.out, {"command": command, "runs": runs, "per_face": faces}, markdown(runs, faces, command))
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from litefer.export import export_with_metadata
 from litefer.inference.backends import DEFAULT_FILES, OnnxBackend, packaged_file
 from litefer.inference.samples import sample_bgr
 from litefer.inference.session import ort_session
-from litefer.profile import environment, publish
+from results_page import command_line, header, table, write
 
 
 def calls(tmp: Path, crop: np.ndarray) -> dict[str, callable]:
@@ -59,33 +58,29 @@ def call_times(rows: dict, calls: int, warmup: int = 50) -> dict[str, np.ndarray
     return times
 
 
-def main() -> int:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--calls", type=int, default=3000, help="timed calls per row")
     p.add_argument("--out", default="results/explain_overhead")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    command = command_line("explain_overhead.py", argv)
     rec = litefer.Recognizer(threads=1)
     crop = np.stack(rec.detect_and_crop(sample_bgr())[1][:1])
-    load = os.getloadavg()[0]
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         times = call_times(calls(Path(tmp), crop), args.calls)
     low = {k: float(np.percentile(v, 10)) for k, v in times.items()}
     mid = {k: float(np.median(v)) for k, v in times.items()}
     base = low[next(iter(low))]
-    env = environment()
-    lines = ["# What carrying the map costs plain recognition", "",
-             f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`", "",
-             f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), onnxruntime {env['onnxruntime']}, "
-             f"{env['date']}; load average at start {load:.2f}. ONNX Runtime on 1 thread, one face per call "
-             f"(the packaged photo's crop, NumPy preprocessing included); {args.calls} calls per row, the rows "
-             "taking turns call by call.", "",
-             "| model and call | ms per face, 10th percentile | vs without the map | median ms |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {label} | {ms:.3f} | {ms / base:.3f}x | {mid[label]:.3f} |" for label, ms in low.items()]
-    lines.append("")
-    publish(args.out, "\n".join(lines), {"env": env, "loadavg": load, "calls": args.calls,
-                                         "ms_per_face_p10": {k: round(v, 4) for k, v in low.items()},
-                                         "ms_per_face_median": {k: round(v, 4) for k, v in mid.items()}})
+    lines = [*header("What carrying the map costs plain recognition", command, load_start=load),
+             f"ONNX Runtime on 1 thread, one face per call (the packaged photo's crop, NumPy preprocessing "
+             f"included); {args.calls} calls per row, the rows taking turns call by call.", "",
+             *table(["model and call", "ms per face, 10th percentile", "vs without the map", "median ms"],
+                    [[label, f"{ms:.3f}", f"{ms / base:.3f}x", f"{mid[label]:.3f}"] for label, ms in low.items()],
+                    "lrrr"), ""]
+    write(args.out, {"command": command, "calls": args.calls,
+                     "ms_per_face_p10": {k: round(v, 4) for k, v in low.items()},
+                     "ms_per_face_median": {k: round(v, 4) for k, v in mid.items()}}, "\n".join(lines), load)
     return 0
 
 

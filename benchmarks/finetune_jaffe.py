@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +29,8 @@ from litefer.train.evaluate import predict_embeddings
 from litefer.train.finetune import finetune, load_base
 from litefer.train.faces_folder import frame_folder
 from litefer.inference.detect import create_detector
-from litefer.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, hardware_summary
+from litefer.utils import atomic_write_bytes
+from results_page import command_line, header, table, write
 
 CLASSES = {"AN": "anger", "DI": "disgust", "FE": "fear", "HA": "happiness", "NE": "neutral", "SA": "sadness",
            "SU": "surprise"}
@@ -137,24 +136,22 @@ def pct(v) -> str:
 
 def markdown(rows, runs, command: str, seconds: float) -> str:
     detector = runs[0]["detector"] if runs else "-"
-    lines = ["# Fine-tuning on JAFFE, split by person", "",
-             f"Command: `{command}`", "", f"Hardware: {hardware_summary()}; whole benchmark {seconds / 60:.1f} min.", "",
+    summary = [[r["k"], r["splits"], f"{r['train_photos']:.0f}", pct(r["shipped"]), pct(r["probe"]), pct(r["finetuned"]),
+                f"{r['finetune_seconds']:.0f}"] for r in rows]
+    each = [[" ".join(r["women"]), f"{100 * r['shipped']:.1f}", "-" if r["probe"] is None else f"{100 * r['probe']:.1f}",
+             f"{100 * r['finetuned']:.1f}", f"{100 * r['val']['mean_class_accuracy']:.1f} ({r['split']})", r["epochs"],
+             f"{r['finetune_seconds']:.0f}"] for r in runs]
+    lines = [*header("Fine-tuning on JAFFE, split by person", command), f"Whole benchmark {seconds / 60:.1f} min.", "",
              "Adapt on k of JAFFE's 10 women, score on the other 10 - k women's whole photos through the full "
              f"photo pipeline ({detector} detector, FER2013-style crop, flip averaging; no face or `contempt` counts "
              "as wrong). Mean ± std over the splits (seeded draws of women). Probe: logistic regression on the "
              "shipped model's frozen 640-d embedding of the same training faces. Fine-tune time: framing, "
              "both stages, ONNX export and report, on this CPU.", "",
-             "| k women | splits | training photos | shipped | probe | fine-tuned | fine-tune time (s) |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['k']} | {r['splits']} | {r['train_photos']:.0f} | {pct(r['shipped'])} | {pct(r['probe'])} "
-                     f"| {pct(r['finetuned'])} | {r['finetune_seconds']:.0f} |")
-    lines += ["", "![accuracy on other women against k](finetune.png)", "", "## Runs", "",
-              "| women | shipped | probe | fine-tuned | val (mean class acc.) | full epochs | s |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in runs:
-        probe = "-" if r["probe"] is None else f"{100 * r['probe']:.1f}"
-        lines.append(f"| {' '.join(r['women'])} | {100 * r['shipped']:.1f} | {probe} | {100 * r['finetuned']:.1f} "
-                     f"| {100 * r['val']['mean_class_accuracy']:.1f} ({r['split']}) | {r['epochs']} | {r['finetune_seconds']:.0f} |")
+             *table(["k women", "splits", "training photos", "shipped", "probe", "fine-tuned", "fine-tune time (s)"],
+                    summary, "rrrrrrr"),
+             "", "![accuracy on other women against k](finetune.png)", "", "## Runs", "",
+             *table(["women", "shipped", "probe", "fine-tuned", "val (mean class acc.)", "full epochs", "s"], each,
+                    "lrrrrrr")]
     return "\n".join(lines) + "\n"
 
 
@@ -184,7 +181,7 @@ def plot(rows, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/jaffe")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 5, 8])
@@ -195,7 +192,7 @@ def main() -> None:
                     help="run only these split indices of each k's seeded draws (the draws stay those of a full run)")
     ap.add_argument("--detector", default="auto", help="face detector for framing and scoring (default: auto)")
     ap.add_argument("--out", default="results/finetune")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     t0 = time.perf_counter()
     items = photos(Path(args.data))
     women = sorted({s for _, s, _ in items})
@@ -212,13 +209,12 @@ def main() -> None:
             runs.append(one_split(items, chosen, base, card, shipped, detector, args))
             print(json.dumps(runs[-1]), flush=True)
     rows = summarise(runs)
-    command = "python " + shlex.join(sys.argv)
+    command = command_line("finetune_jaffe.py", argv)
     out = Path(args.out)
     seconds = time.perf_counter() - t0
-    atomic_write_json(out.with_suffix(".json"), {"command": command, "hardware": hardware_summary(), "rows": rows,
-                                                 "runs": runs, "seconds": round(seconds, 1)})
     plot(rows, out.with_suffix(".png"))
-    atomic_write_text(out.with_suffix(".md"), markdown(rows, runs, command, seconds))
+    write(out, {"command": command, "rows": rows, "runs": runs, "seconds": round(seconds, 1)},
+          markdown(rows, runs, command, seconds))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ import numpy as np
 from litefer.inference.align import FER2013_TEMPLATE, HAAR_FRAME_SCALE, CropSpec, crop_face, frame_transform
 from litefer.data.ferplus import load_arrays, majority_labels
 from litefer.inference.detect import HaarDetector, YuNetDetector
-from litefer.utils import atomic_write_bytes, atomic_write_text, hardware_summary
+from litefer.utils import atomic_write_bytes
+from results_page import command_line, header, table, write
 
 UP, PAD = 4, 48          # FER faces are measured at 4x (192 px) with a 48 px replicated border
 
@@ -155,11 +156,10 @@ def main(argv=None) -> int:
 
     m = measure(train, haar_full, yunet)
     hb = m["haar_boxes"]
-    lines = ["# FER2013 framing: measured, and reproduced by litefer's crops", "",
-             f"Command: `.venv/bin/python benchmarks/framing.py --data {args.data} --yunet {args.yunet} "
-             f"--n {args.n} --n-check {args.n_check}{f' --weights {args.weights}' if args.weights else ''}`", "",
-             f"Hardware: {hardware_summary()}" + (f"; weights `{args.weights}` ({rec.card.model_name}, "
-                                                  f"{rec.card.preprocess.input_size} px input)" if rec else ""), "",
+    command = command_line("framing.py", argv)
+    lines = [*header("FER2013 framing: measured, and reproduced by litefer's crops", command),
+             (f"Weights `{args.weights}` ({rec.card.model_name}, {rec.card.preprocess.input_size} px input)."
+              if rec else "No weights: the accuracy comparison is left out."), "",
              f"## 1. FER2013 training faces ({args.n} random `Training` rows, upscaled {UP}x, padded)", "",
              f"- Haar cascade finds a face in {len(hb)} ({100 * len(hb) / args.n:.0f} %); its box in 48-px frame units: "
              f"median x, y, w, h = {', '.join(f'{v:.2f}' for v in np.median(hb, 0))} "
@@ -180,12 +180,12 @@ def main(argv=None) -> int:
         iod = np.linalg.norm(d, axis=1)
         names = ["right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner"]
         lines += [f"- YuNet finds landmarks in {len(lm)} ({100 * len(lm) / args.n:.0f} %). Median positions "
-                  "(48-px frame, pixel i spans [i, i+1)), the mirrored template, and litefer's `FER2013_TEMPLATE`:", "",
-                  "| landmark | median | interquartile range x / y | symmetric | litefer |", "|---|---|---|---|---|"]
-        for i, n in enumerate(names):
-            iqr = np.percentile(lm[:, i], 75, 0) - np.percentile(lm[:, i], 25, 0)
-            lines.append(f"| {n} | {med[i, 0]:.1f}, {med[i, 1]:.1f} | {iqr[0]:.1f} / {iqr[1]:.1f} | "
-                         f"{sym[i, 0]:.1f}, {sym[i, 1]:.1f} | {FER2013_TEMPLATE[i, 0]:.1f}, {FER2013_TEMPLATE[i, 1]:.1f} |")
+                  "(48-px frame, pixel i spans [i, i+1)), the mirrored template, and litefer's `FER2013_TEMPLATE`:", ""]
+        iqr = np.percentile(lm, 75, 0) - np.percentile(lm, 25, 0)
+        lines += table(["landmark", "median", "interquartile range x / y", "symmetric", "litefer"],
+                       [[n, f"{med[i, 0]:.1f}, {med[i, 1]:.1f}", f"{iqr[i, 0]:.1f} / {iqr[i, 1]:.1f}",
+                         f"{sym[i, 0]:.1f}, {sym[i, 1]:.1f}", f"{FER2013_TEMPLATE[i, 0]:.1f}, {FER2013_TEMPLATE[i, 1]:.1f}"]
+                        for i, n in enumerate(names)])
         lines += ["", f"- Eye line: median {np.median(angle):.1f} degrees, standard deviation {angle.std():.1f}: "
                   "FER2013 faces are upright on average but keep their tilt; litefer keeps tilts up to 10 degrees "
                   "(this spread plus the training rotations) and levels larger ones. "
@@ -199,11 +199,8 @@ def main(argv=None) -> int:
     lines += [f"## 2. Round trip on {args.n_check} validation faces (`PublicTest`, not used above)", "",
               "Each stored face, upscaled and padded, is cropped again by litefer; the recovered frame is "
               "compared with the true one" + (f", and both crops are classified by `{args.weights}` "
-                                              "(FERPlus majority labels)." if rec else "."), "",
-              "| detector | faces found | centre offset, median / 90th pct (px of 48) | scale, median (IQR) | "
-              "pixel correlation with the original, median |" + (" accuracy: stored crops / litefer crops "
-                                                                  "(agreement) |" if rec else ""),
-              "|---|---|---|---|---|" + ("---|" if rec else "")]
+                                              "(FERPlus majority labels)." if rec else "."), ""]
+    trips = []
     spec = CropSpec()
     variants = (("haar (litefer: levelled beyond 10°)", haar, CropSpec()),
                 ("haar, never levelled", haar, CropSpec(rotate=False)),
@@ -215,23 +212,27 @@ def main(argv=None) -> int:
         if det is None:
             continue
         r = round_trip(val, det, variant)
-        acc = ""
-        if rec is not None and r["found"]:
-            y = val_labels[r["kept"]]
-            stored = rec.classify_crops(val[r["kept"]][..., None]).argmax(1)
-            ours = rec.classify_crops(r["crops"]).argmax(1)
-            acc = (f" {100 * np.mean(stored == y):.1f} % / {100 * np.mean(ours == y):.1f} % "
-                   f"({100 * np.mean(stored == ours):.0f} %) |")
-        lines.append(f"| {name} | {r['found']} / {r['n']} | {pct(r['offset'], 50):.2f} / {pct(r['offset'], 90):.2f} | "
-                     f"{pct(r['scale'], 50):.3f} ({pct(r['scale'], 25):.3f}-{pct(r['scale'], 75):.3f}) | "
-                     f"{pct(r['corr'], 50):.3f} |{acc}")
+        acc = []
+        if rec is not None:
+            acc = [""]
+            if r["found"]:
+                y = val_labels[r["kept"]]
+                stored = rec.classify_crops(val[r["kept"]][..., None]).argmax(1)
+                ours = rec.classify_crops(r["crops"]).argmax(1)
+                acc = [f"{100 * np.mean(stored == y):.1f} % / {100 * np.mean(ours == y):.1f} % "
+                       f"({100 * np.mean(stored == ours):.0f} %)"]
+        trips.append([name, f"{r['found']} / {r['n']}", f"{pct(r['offset'], 50):.2f} / {pct(r['offset'], 90):.2f}",
+                      f"{pct(r['scale'], 50):.3f} ({pct(r['scale'], 25):.3f}-{pct(r['scale'], 75):.3f})",
+                      f"{pct(r['corr'], 50):.3f}", *acc])
+    lines += table(["detector", "faces found", "centre offset, median / 90th pct (px of 48)", "scale, median (IQR)",
+                    "pixel correlation with the original, median",
+                    *(["accuracy: stored crops / litefer crops (agreement)"] if rec else [])], trips)
 
     from litefer.inference.samples import sample_bgr
     photo = sample_bgr()
     crops = []
-    lines += ["", "## 3. A real photo: the astronaut (packaged sample photo, public domain)", "",
-              "| crop | eyes at (48-px frame) | mean grey (FER percentile) | std (FER percentile) | "
-              "sharpness (FER percentile) |", "|---|---|---|---|---|"]
+    lines += ["", "## 3. A real photo: the astronaut (packaged sample photo, public domain)", ""]
+    astronaut = []
     yn_on_crop = cv2.FaceDetectorYN.create(args.yunet, "", (288, 288), 0.5, 0.3, 50) if yunet else None
     for name, det in (("haar", HaarDetector()), ("yunet", YuNetDetector(args.yunet) if yunet else None)):
         if det is None:
@@ -247,8 +248,10 @@ def main(argv=None) -> int:
                 eyes = f"({e[0, 0]:.1f}, {e[0, 1]:.1f}), ({e[1, 0]:.1f}, {e[1, 1]:.1f})"
         g = crop.astype(np.float32)
         lap = cv2.Laplacian(g, cv2.CV_32F).var()
-        lines.append(f"| {name} | {eyes} | {g.mean():.0f} ({rank(g.mean(), m['mean']):.0f}) | "
-                     f"{g.std():.0f} ({rank(g.std(), m['std']):.0f}) | {lap:.0f} ({rank(lap, m['lap']):.0f}) |")
+        astronaut.append([name, eyes, f"{g.mean():.0f} ({rank(g.mean(), m['mean']):.0f})",
+                          f"{g.std():.0f} ({rank(g.std(), m['std']):.0f})", f"{lap:.0f} ({rank(lap, m['lap']):.0f})"])
+    lines += table(["crop", "eyes at (48-px frame)", "mean grey (FER percentile)", "std (FER percentile)",
+                    "sharpness (FER percentile)"], astronaut)
     # the same face turned, darker and smaller: what alignment and the flags do
     rot = cv2.warpAffine(photo, cv2.getRotationMatrix2D((224, 113), 15, 1.0), (512, 512), borderMode=cv2.BORDER_REFLECT)
     f = HaarDetector().detect(rot)[0]
@@ -262,8 +265,10 @@ def main(argv=None) -> int:
               "", "![FER2013 faces and litefer crops](framing.png)", ""]
     out = Path(args.out)
     figure(train[:12], train.astype(np.float32).mean(0), crops, out / "framing.png")
-    atomic_write_text(out / "framing.md", "\n".join(lines))
-    print("\n".join(lines))
+    measured = {"haar_found": len(hb), "haar_box_median": np.median(hb, 0).round(3).tolist(),
+                "landmarks_median": np.median(m["landmarks"], 0).round(3).tolist() if len(m["landmarks"]) else None}
+    write(out / "framing", {"command": command, "n": args.n, "n_check": args.n_check, "weights": args.weights,
+                            **measured}, "\n".join(lines))
     return 0
 
 

@@ -335,34 +335,27 @@ def collect(out: Path, work: Path, runs_dir: Path, finished, bench: dict, plan: 
         if run.run_dir.is_dir():
             archive_run(run.run_dir, runs_dir, out / f"run{i}-{run.row.key}.tar.gz")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU (dry run)"
-    report = {"command": "python " + " ".join(sys.argv), "device": device, "torch": torch.__version__,
+    from results_page import command_line, write
+
+    report = {"command": command_line("gpu_suite.py"), "device": device, "torch": torch.__version__,
               "budget_s": args.budget_s, "suite_seconds": round(time.time() - t0, 1), "mode": mode, "plan": plan,
               "data": {k: v for k, v in data_state.items() if k != "manifest"}, "benchmark": bench, "runs": runs,
               "dry_run": bool(args.dry_run)}
-    atomic_write_json(out / "gpu.json", report)
-    atomic_write_text(out / "gpu.md", markdown(report))
+    write(out / "gpu", report, markdown(report))
     return report
 
 
 def markdown(report: dict) -> str:
-    from litefer.utils import hardware_summary
+    from results_page import header, table
+    from train_throughput import throughput_table
 
     bench, plan = report["benchmark"], report["plan"]
-    lines = [f"# GPU suite: {report['device']}" + (" — DRY RUN on the CPU, tiny settings" if report["dry_run"] else ""),
-             "", f"Command: `{report['command']}`  ",
-             f"Device: {report['device']}; torch {report['torch']}; host {hardware_summary()}  ",
+    title = f"GPU suite: {report['device']}" + (" — DRY RUN on the CPU, tiny settings" if report["dry_run"] else "")
+    lines = [*header(title, report["command"], f"device {report['device']}"),
              f"Suite wall time {report['suite_seconds']:.0f} s of a {report['budget_s']:.0f} s budget; "
              f"data unpacked and parsed in {report['data'].get('seconds', float('nan')):.1f} s "
              f"({report['data'].get('rows')} rows), beside the benchmark.", "",
-             "## Training throughput (`benchmarks/train_throughput.py`)", "",
-             "| model | input | batch | mode | images/s | ms/step | one-off set-up s |", "|---|---|---|---|---|---|---|"]
-    for r in bench.get("rows", []):
-        if r.get("error") or not r.get("images_per_s"):
-            lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | failed: "
-                         f"{str(r.get('error'))[:100]} | | |")
-        else:
-            lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['images_per_s']:,.0f} | "
-                         f"{r['step_ms']} | {r['setup_s']} |")
+             "## Training throughput (`benchmarks/train_throughput.py`)", "", *throughput_table(bench.get("rows", []))]
     for c in bench.get("concurrent", []):
         lines.append(f"\n{c['procs']} processes at once ({c['model']}, {c['input']} px, batch {c['batch']}, {c['mode']}): "
                      f"{c['images_per_s']:,.0f} images/s in all ({', '.join(f'{v:,.0f}' for v in c['per_process'])}).")
@@ -379,22 +372,25 @@ def markdown(report: dict) -> str:
               f"{plan['per_process']:,.0f} images/s per process" + (" (truncated to fit the budget)" if plan.get("truncated")
                                                                     else "") + ".", "",
               "## Paper-protocol runs (FERPlus, 224 px, Adam 0.01, batch 64, plateau, dropout 0.4; seed 0)", "",
-              "| table/row | model | loss | epochs | best epoch | val acc | mean class acc | macro-F1 | "
-              "images/s (median, epoch 3+) | first epoch s | median epoch s | process wall s | stopped |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report["runs"]:
-        v = r["val"]
-        loss = " + ".join(f"{w:g}·{k}" for k, w in r["loss"].items() if w)
-        acc = lambda x: f"{100 * x:.2f}" if isinstance(x, (int, float)) else "–"  # noqa: E731
-        lines.append(f"| {r['table']}/{r['row']} | {r['model']} | {loss} | {r['epochs_done']}/{r['epochs_planned']} | "
-                     f"{r['best_epoch']} | {acc(v.get('accuracy'))} | {acc(v.get('mean_class_accuracy'))} | "
-                     f"{v.get('macro_f1') if v.get('macro_f1') is None else round(v['macro_f1'], 3)} | "
-                     f"{r['images_per_s_median_after_epoch_2']} | {r['first_epoch_s']} | {r['median_epoch_s']} | "
-                     f"{r['wall_seconds']} | {r['stopped'] or 'no'} |")
+              *table(["table/row", "model", "loss", "epochs", "best epoch", "val acc", "mean class acc", "macro-F1",
+                      "images/s (median, epoch 3+)", "first epoch s", "median epoch s", "process wall s", "stopped"],
+                     [_run_row(r) for r in report["runs"]])]
     n_val = next((r["val"]["n"] for r in report["runs"] if r["val"].get("n")), None)
     lines += ["", f"Validation = FERPlus PublicTest, majority labels ({n_val} faces); epoch selected on it. "
               "The test split is not on the GPU machine."]
     return "\n".join(lines) + "\n"
+
+
+def _run_row(r: dict) -> list:
+    v = r["val"]
+
+    def acc(x):
+        return f"{100 * x:.2f}" if isinstance(x, (int, float)) else "–"
+    return [f"{r['table']}/{r['row']}", r["model"], " + ".join(f"{w:g}·{k}" for k, w in r["loss"].items() if w),
+            f"{r['epochs_done']}/{r['epochs_planned']}", r["best_epoch"], acc(v.get("accuracy")),
+            acc(v.get("mean_class_accuracy")), v.get("macro_f1") if v.get("macro_f1") is None else round(v["macro_f1"], 3),
+            r["images_per_s_median_after_epoch_2"], r["first_epoch_s"], r["median_epoch_s"], r["wall_seconds"],
+            r["stopped"] or "no"]
 
 
 def main(argv=None) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from results_page import command_line, header, write
+from results_page import command_line, header, table, write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -441,9 +441,23 @@ def measure(yunet_path=YUNET, every: int = 6) -> dict:
 
 def found_table(rows: dict) -> list[str]:
     """The lines of a table of ``scored`` rows, one per detector."""
-    return ["| detector | faces | found | each once | other boxes | ms | missed (px) |", "|---|---:|---:|---:|---:|---:|---|",
-            *(f"| {name} | {x['faces']} | {x['found']} | {x['once']} | {x['other_boxes']} | {x['ms']:.0f} | "
-              f"{', '.join(map(str, x['missed_px'])) or '-'} |" for name, x in rows.items())]
+    return table(["detector", "faces", "found", "each once", "other boxes", "ms", "missed (px)"],
+                 [[name, x["faces"], x["found"], x["once"], x["other_boxes"], f"{x['ms']:.0f}",
+                   ", ".join(map(str, x["missed_px"])) or "-"] for name, x in rows.items()], "lrrrrrl")
+
+
+def _turned_row(x: dict) -> list:
+    err = "-" if x["point_error_median"] is None else f"{x['point_error_median']:.3f} / {x['point_error_p90']:.3f}"
+    tilt = "-" if x["crop_tilt_median"] is None else f"{x['crop_tilt_median']:.1f}"
+    return [x["detector"], f"{x['angle']:+d}°", f"{x['found']} / {x['faces']}", x["other_boxes"], err, tilt,
+            x["crop_level_within_10"], f"{x['ms_median']:.1f}"]
+
+
+def _yale_row(x: dict) -> list:
+    flags = ", ".join(f"{k} {v}" for k, v in sorted(x["flagged"].items())) or "-"
+    right = f"{x['right']} / {x['scored']}" if x["scored"] else "-"
+    given = ", ".join(f"{k} {v}" for k, v in sorted(x.get("labels", {}).items()) if k != YALE_LABELS.get(x["condition"]))
+    return [x["condition"], x["detector"], x["photos"], x["found"], x["one"], flags, right, given or "-"]
 
 
 def markdown(r: dict) -> str:
@@ -459,20 +473,13 @@ def markdown(r: dict) -> str:
           "\"YuNet before\": no landmarks placed again on upright copies (the detector before issue 25); "
           "\"turned=empty\": with the turned copies searched where the upright search finds nothing, which "
           "neither detector does by default.", "",
-          "| detector | angle | found | other boxes | point error | crop tilt | level within 10° | ms (median) |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for x in r["turned"].values():
-        err = "-" if x["point_error_median"] is None else f"{x['point_error_median']:.3f} / {x['point_error_p90']:.3f}"
-        tl = "-" if x["crop_tilt_median"] is None else f"{x['crop_tilt_median']:.1f}"
-        L.append(f"| {x['detector']} | {x['angle']:+d}° | {x['found']} / {x['faces']} | {x['other_boxes']} | {err} | "
-                 f"{tl} | {x['crop_level_within_10']} | {x['ms_median']:.1f} |")
+          *table(["detector", "angle", "found", "other boxes", "point error", "crop tilt", "level within 10°",
+                  "ms (median)"], [_turned_row(x) for x in r["turned"].values()], "lrrrrrrr")]
     L += ["", "What the turned search costs (ms per photo, best of 5 calls, 2 for the 12-MP photo; the faceless "
           "photos are the lower part of litefer's sample photo, resized):", "",
-          "| photo | " + " | ".join(dict.fromkeys(x["detector"] for x in r["costs"]["rows"])) + " |",
-          "|---|" + "---:|" * len(dict.fromkeys(x["detector"] for x in r["costs"]["rows"]))]
-    for pname in dict.fromkeys(x["photo"] for x in r["costs"]["rows"]):
-        cells = [f"{x['ms']:.1f} ({x['faces']} found)" for x in r["costs"]["rows"] if x["photo"] == pname]
-        L.append(f"| {pname} | " + " | ".join(cells) + " |")
+          *table(["photo", *dict.fromkeys(x["detector"] for x in r["costs"]["rows"])],
+                 [[pname, *(f"{x['ms']:.1f} ({x['faces']} found)" for x in r["costs"]["rows"] if x["photo"] == pname)]
+                  for pname in dict.fromkeys(x["photo"] for x in r["costs"]["rows"])], "l" + "r" * 8)]
     L += ["", "## 3. Many faces in one photo", "",
           "32 distinct photos (16 JAFFE, the 10 women first; 16 Yale `normal`, `noglasses` and `happy` photos, the 15 "
           "people first), faces of 48 to 180 px in random order, one per cell of an 8 x 4 grid of a 2400 x 1600 "
@@ -482,14 +489,10 @@ def markdown(r: dict) -> str:
           "the quality flags of the largest face's crop. Right label: the packaged model (ONNX Runtime) on that "
           "crop, for the conditions whose expression is known (the lighting and glasses photos are neutral faces; "
           "`sleepy` and `wink` are not scored).", "",
-          "| condition | detector | photos | found | one | flags raised | right label | labels given where wrong |",
-          "|---|---|---:|---:|---:|---|---:|---|"]
-    for x in sorted(r["yale"].values(), key=lambda x: (x["condition"], x["detector"])):
-        flags = ", ".join(f"{k} {v}" for k, v in sorted(x["flagged"].items())) or "-"
-        right = f"{x['right']} / {x['scored']}" if x["scored"] else "-"
-        given = ", ".join(f"{k} {v}" for k, v in sorted(x.get("labels", {}).items()) if k != YALE_LABELS.get(x["condition"]))
-        L.append(f"| {x['condition']} | {x['detector']} | {x['photos']} | {x['found']} | {x['one']} | {flags} | {right} | "
-                 f"{given or '-'} |")
+          *table(["condition", "detector", "photos", "found", "one", "flags raised", "right label",
+                  "labels given where wrong"],
+                 [_yale_row(x) for x in sorted(r["yale"].values(), key=lambda x: (x["condition"], x["detector"]))],
+                 "llrrrlrl")]
     tot = {}
     for x in r["yale"].values():
         t = tot.setdefault(x["detector"], [0, 0, 0, 0])
@@ -507,11 +510,10 @@ def markdown(r: dict) -> str:
           "perspective (the face's right half squeezed to 0.55 and shortened); cut by the image's edge. The flags "
           "are computed from landmarks, so Haar (no landmarks) raises `turned` and `occluded` never and `partial` "
           "only from its crop's share outside the image.", "",
-          "| detector | photos | found | turned | occluded | partial | any of the three |", "|---|---|---:|---:|---:|---:|---:|"]
-    for x in r["flags"]["rows"]:
-        n = max(1, x["found"])
-        cells = " | ".join(f"{x.get(f, 0)} ({100 * x.get(f, 0) / n:.0f} %)" for f in ("turned", "occluded", "partial", "any"))
-        L.append(f"| {x['detector']}: {x['set']} | {x['photos']} | {x['found']} | {cells} |")
+          *table(["detector", "photos", "found", "turned", "occluded", "partial", "any of the three"],
+                 [[f"{x['detector']}: {x['set']}", x["photos"], x["found"],
+                   *(f"{x.get(f, 0)} ({100 * x.get(f, 0) / max(1, x['found']):.0f} %)"
+                     for f in ("turned", "occluded", "partial", "any"))] for x in r["flags"]["rows"]], "llrrrrr")]
     L += ["", "## Limits of these figures", "",
           "* The truth is YuNet's own detection on the upright photo, so YuNet's point error at 0° is a floor of "
           "0.02 eye distances, not 0, and Haar's eye error is measured against YuNet's eye landmarks.",

@@ -33,7 +33,8 @@ from litefer.inference.session import ort_session
 from litefer.preprocess import Preprocess
 from litefer.export import export_onnx
 from litefer.export import load_faces, quantize_int8
-from litefer.profile import environment, publish, torch_threads
+from litefer.profile import torch_threads
+from results_page import command_line, header, table, write
 
 MODELS = ("litefer_cpsca", "mobilenetv3_large")
 
@@ -114,45 +115,38 @@ def measure(names: list[str], size: int, threads: int, faces: np.ndarray, tmp: P
     return rows
 
 
-def report(rows: list[dict], env: dict, command: str, calib: str) -> str:
-    lines = ["# Model speed on the CPU: PyTorch, ONNX Runtime fp32 and INT8", "",
-             f"Command: `{command}`", "",
-             f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), torch {env['torch']}, onnxruntime "
-             f"{env['onnxruntime']}, {env['date']}. Load average at start: {env['loadavg']}.", "",
+def report(rows: list[dict], command: str, calib: str, load) -> str:
+    lines = [*header("Model speed on the CPU: PyTorch, ONNX Runtime fp32 and INT8", command, load_start=load),
              "Latency: median time of one call at batch 1 (one face). Throughput: faces per second at batch 64. "
              f"Random weights (speed does not depend on them); INT8 = ONNX Runtime static QDQ, per-channel, "
              f"calibrated on real face crops from `{calib}`. Model only: no detection, no preprocessing.", ""]
     for size in sorted({r["input_size"] for r in rows}):
         for threads in sorted({r["threads"] for r in rows}):
             sub = [r for r in rows if r["input_size"] == size and r["threads"] == threads]
-            if not sub:
-                continue
-            lines += [f"## {size}×{size}, {threads} thread{'s' if threads > 1 else ''}", "",
-                      "| model | runtime | latency b1 (ms) | throughput b64 (faces/s) | vs torch fp32 (b64) |"
-                      " litefer_cpsca speed-up over mobilenetv3_large (b1 / b64) |",
-                      "|---|---|---:|---:|---:|---:|"]
-            for r in sub:
-                base = next(q for q in sub if q["model"] == r["model"] and q["runtime"] == "torch fp32")
-                ratio = ""
-                if r["model"] == "litefer_cpsca":
-                    runtime = "ORT fp32" if r["runtime"] == "ORT fp32 training form" else r["runtime"]
-                    other = next((q for q in sub if q["model"] == "mobilenetv3_large" and q["runtime"] == runtime),
-                                 None)
-                    if other:
-                        ratio = (f"{other['latency_ms_b1'] / r['latency_ms_b1']:.2f}× / "
-                                 f"{r['throughput_b64'] / other['throughput_b64']:.2f}×")
-                lines.append(f"| {r['model']} | {r['runtime']} | {r['latency_ms_b1']:.2f} | {r['throughput_b64']:.0f} | "
-                             f"{r['throughput_b64'] / base['throughput_b64']:.2f}× | {ratio} |")
-            lines.append("")
+            if sub:
+                lines += [f"## {size}×{size}, {threads} thread{'s' if threads > 1 else ''}", "",
+                          *table(["model", "runtime", "latency b1 (ms)", "throughput b64 (faces/s)",
+                                  "vs torch fp32 (b64)", "litefer_cpsca speed-up over mobilenetv3_large (b1 / b64)"],
+                                 [_speed_row(r, sub) for r in sub], "llrrrr"), ""]
     return "\n".join(lines + targets(rows))
+
+
+def _speed_row(r: dict, sub: list[dict]) -> list:
+    base = next(q for q in sub if q["model"] == r["model"] and q["runtime"] == "torch fp32")
+    ratio = ""
+    if r["model"] == "litefer_cpsca":
+        runtime = "ORT fp32" if r["runtime"] == "ORT fp32 training form" else r["runtime"]
+        other = next((q for q in sub if q["model"] == "mobilenetv3_large" and q["runtime"] == runtime), None)
+        if other:
+            ratio = f"{other['latency_ms_b1'] / r['latency_ms_b1']:.2f}× / {r['throughput_b64'] / other['throughput_b64']:.2f}×"
+    return [r["model"], r["runtime"], f"{r['latency_ms_b1']:.2f}", f"{r['throughput_b64']:.0f}",
+            f"{r['throughput_b64'] / base['throughput_b64']:.2f}×", ratio]
 
 
 def targets(rows: list[dict]) -> list[str]:
     """Issue 14's targets for ORT fp32 at 1 thread: litefer_cpsca's batch-1 latency at most 0.80x,
     and its batch-64 throughput at least 1.2x, mobilenetv3_large's."""
-    lines = ["## Targets: litefer_cpsca vs mobilenetv3_large, ORT fp32, 1 thread", "",
-             "| input | runtime | latency ratio (target ≤ 0.80) | throughput ratio (target ≥ 1.20) |",
-             "|---|---|---:|---:|"]
+    found = []
     for size in sorted({r["input_size"] for r in rows}):
         def row(model, runtime):
             return next((r for r in rows if r["model"] == model and r["runtime"] == runtime
@@ -163,9 +157,11 @@ def targets(rows: list[dict]) -> list[str]:
             if mb is None or ours is None:
                 continue
             lat, thr = ours["latency_ms_b1"] / mb["latency_ms_b1"], ours["throughput_b64"] / mb["throughput_b64"]
-            lines.append(f"| {size}×{size} | {runtime} | {lat:.2f}× ({'met' if lat <= 0.8 else f'missed by {lat - 0.8:.2f}'}) | "
-                         f"{thr:.2f}× ({'met' if thr >= 1.2 else f'missed by {1.2 - thr:.2f}'}) |")
-    return lines + [""]
+            found.append([f"{size}×{size}", runtime, f"{lat:.2f}× ({'met' if lat <= 0.8 else f'missed by {lat - 0.8:.2f}'})",
+                          f"{thr:.2f}× ({'met' if thr >= 1.2 else f'missed by {1.2 - thr:.2f}'})"])
+    return ["## Targets: litefer_cpsca vs mobilenetv3_large, ORT fp32, 1 thread", "",
+            *table(["input", "runtime", "latency ratio (target ≤ 0.80)", "throughput ratio (target ≥ 1.20)"],
+                   found, "llrr"), ""]
 
 
 def main(argv=None) -> int:
@@ -180,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (the best is kept)")
     p.add_argument("--out", default="results/inference_speed", help="output path without suffix")
     args = p.parse_args(argv)
-    env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    load = os.getloadavg()
     if args.sizes is None:
         args.sizes = [default_input_size(), 224]
     faces = load_faces(args.calib, CropSpec(), "train", args.calib_size, seed=3)
@@ -189,9 +185,8 @@ def main(argv=None) -> int:
         for size in args.sizes:
             for threads in args.threads:
                 rows += measure(args.models, size, threads, faces, Path(tmp), args.seconds, args.rounds)
-    command = "python benchmarks/inference_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = report(rows, env, command.strip(), args.calib)
-    publish(args.out, text, {"environment": env, "command": command, "rows": rows})
+    command = command_line("inference_speed.py", argv)
+    write(args.out, {"command": command, "rows": rows}, report(rows, command, args.calib, load), load)
     return 0
 
 

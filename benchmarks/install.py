@@ -32,6 +32,7 @@ from lean_install import (
     source_files,
     tree_bytes,
 )
+from results_page import command_line, header, table, write
 
 TORCH = "torch==2.13.0"
 MB = 1e6
@@ -232,14 +233,14 @@ def size_section(s: dict) -> list[str]:
     lines = ["## Installed size", "",
              ("site-packages of a fresh venv after the install, on disk (as `du` counts it), pip and setuptools as "
              "`python -m venv` ships them included; MB = 10^6 bytes."), "",
-             "| install | site-packages | largest entries |", "|---|---:|---|",
-             (f"| `pip install litefer`, wheel without the page's vendor files | **{mb(s['lean_no_vendor']['bytes'])}** | "
-             f"{largest(s['lean_no_vendor'])} |"),
-             (f"| `pip install litefer`, wheel with them (`make web` before the build) | **{mb(s['lean']['bytes'])}** | "
-             f"{largest(s['lean'])} |"),
-             (f"| `pip install litefer[serve]` (wheel with vendor files) | {mb(s['lean_serve']['bytes'])} | "
-             f"serve stack +{mb(serve)} |"),
-             f"| `pip install litefer[all]` (`{TORCH}` first) | {mb(s['all']['bytes'])} | {largest(s['all'])} |", ""]
+             *table(["install", "site-packages", "largest entries"], [
+                 ["`pip install litefer`, wheel without the page's vendor files", f"**{mb(s['lean_no_vendor']['bytes'])}**",
+                  largest(s["lean_no_vendor"])],
+                 ["`pip install litefer`, wheel with them (`make web` before the build)", f"**{mb(s['lean']['bytes'])}**",
+                  largest(s["lean"])],
+                 ["`pip install litefer[serve]` (wheel with vendor files)", mb(s["lean_serve"]["bytes"]),
+                  f"serve stack +{mb(serve)}"],
+                 [f"`pip install litefer[all]` (`{TORCH}` first)", mb(s["all"]["bytes"]), largest(s["all"])]], "lrl"), ""]
     lean = s["lean_no_vendor"]["bytes"]
     lines += [(f"Target: lean <= 400 MB. The lean wheel without vendor files takes {mb(lean)} "
               f"({'met' if lean <= 400 * MB else 'missed'}); the page's vendor files (onnxruntime-web, opencv.js, "
@@ -264,7 +265,6 @@ def steady_cell(r: dict, key: str) -> str:
 
 def time_section(t: dict) -> list[str]:
     cols = list(t)
-    head = "| | " + " | ".join(cols) + " |"
     rows = [("backend", lambda r: r["backend"]), ("torch imported", lambda r: "yes" if r["torch_imported"] else "no"),
             ("`import litefer`", lambda r: ms(r["import_litefer_s"])),
             ("**first result**, new process: median (min-max)", lambda r: "**{}** ({}-{})".format(
@@ -282,24 +282,20 @@ def time_section(t: dict) -> list[str]:
              "threads; flip TTA on, as the model card says (64 crops = 128 network passes). Steady: in each of "
              f"{STEADY_PROCESSES} processes per configuration, the median of 30 photos and of 15 batches of 64 crops "
              "after the first; the table gives the median of those and their range."), "",
-             head, "|---|" + "---:|" * len(cols)]
-    lines += ["| " + name + " | " + " | ".join(f(t[c]) for c in cols) + " |" for name, f in rows]
+             *table(["", *cols], [[name, *(f(t[c]) for c in cols)] for name, f in rows], "l" + "r" * len(cols))]
     return lines + [""]
 
 
 def report(res: dict, command: str) -> str:
     m, st = res["machine"], res["setup_s"]
-    lines = ["# Lean install against `litefer[all]`", "", f"Command: `{command}`", "",
-             (f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['memory_mib']} MiB memory, Python "
-             f"{m['python']}, {m['os']}; {m['date_utc']}, load average at start "
-             f"{' / '.join(f'{x:.2f}' for x in m['load_average'])} (other jobs shared the CPUs). Both installs come "
-             f"from the wheel of the working tree ({res['commit']}), each in a fresh venv; packages came from this "
+    lines = [*header("Lean install against `litefer[all]`", command, f"{m['memory_mib']} MiB memory, {m['os']}",
+                     load_start=m["load_average"]),
+             (f"Both installs come from the wheel of the working tree ({res['commit']}), each in a fresh venv; packages came from this "
              "machine's local package index and pip cache."), ""]
     lines += size_section(res["sizes"])
     lines += ["## Setup from a fresh clone", "",
-              "| install | command | wall time |", "|---|---|---:|",
-              f"| lean | `{st['lean']['command']}` | {st['lean']['s']:.0f} s |",
-              f"| `[all]` | `{st['all']['command']}` | {st['all']['s']:.0f} s |", ""]
+              *table(["install", "command", "wall time"], [[name, f"`{st[key]['command']}`", f"{st[key]['s']:.0f} s"]
+                                                          for name, key in (("lean", "lean"), ("`[all]`", "all"))], "llr"), ""]
     lines += time_section(res["timings"])
     cpu = res["timing_cpu"]
     lines += [(f"During these {cpu['seconds']:.0f} s, other processes kept {cpu['other_processes_cores']:.2f} of the "
@@ -307,8 +303,7 @@ def report(res: dict, command: str) -> str:
               "those of a shared machine; compare the columns, measured in turns, rather than with other files."), ""]
     lines += ["## Where a lean first result's imports go", "",
               "Top-level imports of one lean first-result process, cumulative (`python -X importtime`):", "",
-              "| module | s |", "|---|---:|"]
-    lines += [f"| {name} | {s:.3f} |" for name, s in res["import_profile"]]
+              *table(["module", "s"], [[name, f"{s:.3f}"] for name, s in res["import_profile"]], "lr")]
     return "\n".join(lines) + "\n"
 
 
@@ -343,15 +338,11 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=5, help="new processes per first-result figure (default 5)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "install.md")
     args = p.parse_args(argv)
-    from litefer.utils import atomic_write_json, atomic_write_text
-
-    command = "python benchmarks/install.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("install.py", argv)
     with tempfile.TemporaryDirectory(prefix="litefer-install-") as tmp:
         res = measure(args.workdir or Path(tmp), args.runs)
-    res["command"] = command.strip()
-    atomic_write_json(args.out.with_suffix(".json"), res)
-    atomic_write_text(args.out, report(res, res["command"]))
-    print(args.out.read_text())
+    res["command"] = command
+    write(args.out, res, report(res, command))
     return 0
 
 

@@ -54,7 +54,7 @@ import numpy as np
 
 from framing import PAD, UP, pct, staged, to_frame
 from peer_speed import jaffe
-from results_page import command_line, load_text, write
+from results_page import command_line, header, load_text, table, write
 from litefer.inference.align import FER2013_TEMPLATE, FER_SIZE, frame_transform, warp_crop
 from litefer.inference.detect import Detection, HaarDetector, YuNetDetector
 from litefer.inference.inputs import load_image
@@ -328,11 +328,24 @@ def f1(v, digits=1) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
+def _crop_row(name: str, r: dict) -> list:
+    found = r["faces"] if "faces" in r else f"{r['found']} / {r['photos']}"
+    pair = [f1(r[k], 3) if r[k] is not None else "-" for k in ("iou_haar_median", "corr_haar_median")]
+    return [name, found, f"{f1(r['lm_err_median'], 2)} / {f1(r['lm_err_p90'], 2)}", f1(r["tilt_abs_p90"]), r["haar_found"],
+            f1(r["haar_offset_median"], 2), f1(r["haar_side_median"], 3), *pair]
+
+
+def _accuracy_row(name: str, r: dict) -> list:
+    v = r.get("vs_ref") or {}
+    ci = v.get("ci95", [math.nan, math.nan])
+    return [name, f"{r['right']} / {r['scored']}", f"{f1(r['accuracy'])} %", f1(r["per_person_sd"]),
+            f"{f1(v.get('diff'))} (n={v.get('paired', 0)})", f"{v.get('only_this', 0)} / {v.get('only_ref', 0)}",
+            f1(v.get("p"), 2), f"{f1(ci[0])} to {f1(ci[1])}"]
+
+
 def report(result: dict) -> str:
-    lines = ["# Framing from YuNet's landmarks against today's framing (issue 25)", "",
-             f"Command: `{result['command']}`  ", f"Date: {result['date']}  ",
-             f"Machine: {result['machine']}; {result['seconds']:.0f} s  ",
-             f"Model: the packaged default ({result['model']}), flip averaging: {result['tta']}", "",
+    lines = [*header("Framing from YuNet's landmarks against today's framing (issue 25)", result["command"]),
+             f"Whole benchmark {result['seconds']:.0f} s. Model: the packaged default ({result['model']}), flip averaging: {result['tta']}", "",
              "Framings: `haar` = Haar box x 48/47 + eye-cascade levelling beyond 10° (default path); `yunet box` = "
              "YuNet's box framed like a Haar box, no landmarks; `+ eyes` = levelled by YuNet's eye landmarks beyond "
              "10°; `5 points` = similarity of the 5 landmarks onto `FER2013_TEMPLATE`, rotation kept beyond 10° "
@@ -348,27 +361,17 @@ def report(result: dict) -> str:
                   "template, px of 48, median / 90th pct; |eye tilt| 90th pct) and the Haar box (found; centre offset "
                   "from FER2013's median box, px; side / FER2013's); against the `haar` crop of the same photo: "
                   "footprint IoU and pixel correlation (medians).", "",
-                  "| framing | faces | landmark error | abs. tilt p90 (°) | Haar box found | Haar centre offset | "
-                  "Haar side ratio | IoU with haar | corr. with haar |", "|---|---|---|---|---|---|---|---|---|"]
-        if ref:
-            lines.append(f"| *FER2013 stored validation faces* | {ref['faces']} | {f1(ref['lm_err_median'], 2)} / "
-                         f"{f1(ref['lm_err_p90'], 2)} | {f1(ref['tilt_abs_p90'])} | {ref['haar_found']} | "
-                         f"{f1(ref['haar_offset_median'], 2)} | {f1(ref['haar_side_median'], 3)} | - | - |")
-        for name, r in rows.items():
-            lines.append(f"| {name} | {r['found']} / {r['photos']} | {f1(r['lm_err_median'], 2)} / {f1(r['lm_err_p90'], 2)}"
-                         f" | {f1(r['tilt_abs_p90'])} | {r['haar_found']} | {f1(r['haar_offset_median'], 2)} | "
-                         f"{f1(r['haar_side_median'], 3)} | {f1(r['iou_haar_median'], 3)} | {f1(r['corr_haar_median'], 3)} |")
+                  *table(["framing", "faces", "landmark error", "abs. tilt p90 (°)", "Haar box found", "Haar centre offset",
+                          "Haar side ratio", "IoU with haar", "corr. with haar"],
+                         ([_crop_row("*FER2013 stored validation faces*", {**ref, "iou_haar_median": None,
+                                                                             "corr_haar_median": None})] if ref else [])
+                         + [_crop_row(name, r) for name, r in rows.items()])]
         lines += ["", f"Accuracy on the {next(iter(rows.values()))['labelled']} labelled photos ({s['labels']}); "
                   f"paired with `{REFERENCE}` on the photos both framed: photos right only with this framing / only "
                   "with the reference, exact McNemar p, 95 % bootstrap interval over people of the difference.", "",
-                  "| framing | right / framed | accuracy | per-person SD | difference vs 5 points | only this / only 5 points"
-                  " | McNemar p | 95 % interval (people) |", "|---|---|---|---|---|---|---|---|"]
-        for name, r in rows.items():
-            v = r.get("vs_ref") or {}
-            ci = v.get("ci95", [math.nan, math.nan])
-            lines.append(f"| {name} | {r['right']} / {r['scored']} | {f1(r['accuracy'])} % | {f1(r['per_person_sd'])} | "
-                         f"{f1(v.get('diff'))} (n={v.get('paired', 0)}) | {v.get('only_this', 0)} / {v.get('only_ref', 0)}"
-                         f" | {f1(v.get('p'), 2)} | {f1(ci[0])} to {f1(ci[1])} |")
+                  *table(["framing", "right / framed", "accuracy", "per-person SD", "difference vs 5 points",
+                          "only this / only 5 points", "McNemar p", "95 % interval (people)"],
+                         [_accuracy_row(name, r) for name, r in rows.items()])]
         lines.append("")
     lines += ["FERPlus validation (`litefer eval`) classifies the stored 48 x 48 crops: it detects and frames nothing, "
               "so no framing here changes it.", ""]

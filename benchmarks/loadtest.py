@@ -502,10 +502,11 @@ def load_with_faults(url: str, body: bytes, clients: int, requests: int, limits:
 # ----------------------------------------------------------------------------- report
 
 def markdown_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
-    lines = ["| " + " | ".join(title for _, title in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join("" if r.get(k) is None else str(r.get(k)) for k, _ in cols) + " |")
-    return "\n".join(lines)
+    """``rows`` (dicts) as a results_page table: ``cols`` is (key, column title) pairs."""
+    from results_page import table
+
+    return "\n".join(table([title for _, title in cols], [["" if r.get(k) is None else r[k] for k, _ in cols]
+                                                          for r in rows]))
 
 
 LOAD_COLS = [("phase", "phase"), ("clients", "clients"), ("requests", "requests"), ("ok", "200"),

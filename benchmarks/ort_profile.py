@@ -28,7 +28,7 @@ import torch
 
 from litefer import create_model
 from litefer.export import export_onnx
-from litefer.profile import environment, publish
+from results_page import command_line, header, table, write
 
 VARIANTS = (("mobilenetv3_large", "training form (SE)", "train"), ("litefer_cpsca", "training form", "train"),
             ("litefer_cpsca", "inference form", "inference"))
@@ -165,36 +165,28 @@ def measure(name: str, label: str, form: str, size: int, threads: int, runs: int
 def _op_table(rows: list[dict], batch: int) -> list[str]:
     ops = sorted({op for r in rows for op in r[f"b{batch}"]["op_ms"]},
                  key=lambda op: -max(r[f"b{batch}"]["op_ms"].get(op, 0) for r in rows))
-    head = " | ".join(f"{r['model']} {r['form']}" for r in rows)
-    lines = [f"Batch {batch}: kernel ms per run by op type (share of the run)", "",
-             f"| op type | {head} |", "|---|" + "---:|" * len(rows)]
-    for op in ops:
-        cells = []
-        for r in rows:
-            ms, total = r[f"b{batch}"]["op_ms"].get(op), r[f"b{batch}"]["run_ms"]
-            cells.append("" if ms is None else f"{ms:.3f} ({100 * ms / total:.0f} %)")
-        lines.append(f"| {op} | " + " | ".join(cells) + " |")
-    lines.append("| **whole run** | " + " | ".join(f"**{r[f'b{batch}']['run_ms']:.3f}**" for r in rows) + " |")
-    return lines + [""]
+
+    def cell(r, op):
+        ms, total = r[f"b{batch}"]["op_ms"].get(op), r[f"b{batch}"]["run_ms"]
+        return "" if ms is None else f"{ms:.3f} ({100 * ms / total:.0f} %)"
+    body = [[op, *(cell(r, op) for r in rows)] for op in ops]
+    body.append(["**whole run**", *(f"**{r[f'b{batch}']['run_ms']:.3f}**" for r in rows)])
+    return [f"Batch {batch}: kernel ms per run by op type (share of the run)", "",
+            *table(["op type", *(f"{r['model']} {r['form']}" for r in rows)], body, "l" + "r" * len(rows)), ""]
 
 
 def _node_table(rows: list[dict]) -> list[str]:
     ops = sorted({op for r in rows for op in r["optimized_ops"]},
                  key=lambda op: -max(r["optimized_ops"].get(op, 0) for r in rows))
-    lines = ["Nodes in the graph ONNX Runtime runs (after ORT_ENABLE_ALL), per op type", "",
-             "| op type | " + " | ".join(f"{r['model']} {r['form']}" for r in rows) + " |",
-             "|---|" + "---:|" * len(rows)]
-    for op in ops:
-        lines.append(f"| {op} | " + " | ".join(str(r["optimized_ops"].get(op, "")) for r in rows) + " |")
-    lines.append("| **all nodes** | " + " | ".join(f"**{sum(r['optimized_ops'].values())}**" for r in rows) + " |")
-    return lines + [""]
+    body = [[op, *(r["optimized_ops"].get(op, "") for r in rows)] for op in ops]
+    body.append(["**all nodes**", *(f"**{sum(r['optimized_ops'].values())}**" for r in rows)])
+    return ["Nodes in the graph ONNX Runtime runs (after ORT_ENABLE_ALL), per op type", "",
+            *table(["op type", *(f"{r['model']} {r['form']}" for r in rows)], body, "l" + "r" * len(rows)), ""]
 
 
-def report(rows: list[dict], env: dict, command: str, gating: dict) -> str:
-    lines = ["# Where ONNX Runtime's CPU time goes, per op type", "", f"Command: `{command}`", "",
-             f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), onnxruntime {env['onnxruntime']}, "
-             f"torch {env['torch']}, {env['date']}. Load average at start: {env['loadavg']}. Random weights; "
-             "kernel times from ONNX Runtime's profiler (sum of each op type's kernel time per run, "
+def report(rows: list[dict], command: str, gating: dict, load) -> str:
+    lines = [*header("Where ONNX Runtime's CPU time goes, per op type", command, load_start=load),
+             "Random weights; kernel times from ONNX Runtime's profiler (sum of each op type's kernel time per run, "
              "mean over the timed runs after 3 warm-up runs); 'whole run' is the profiler's model_run time.", ""]
     for size in sorted({r["input_size"] for r in rows}):
         for threads in sorted({r["threads"] for r in rows}):
@@ -204,8 +196,7 @@ def report(rows: list[dict], env: dict, command: str, gating: dict) -> str:
     shape, threads, times = gating["shape"], gating["threads"], gating["ms"]
     lines += [f"## Gating an N,C,H,W = {' x '.join(map(str, shape))} map ({threads} thread{'s' if threads > 1 else ''})", "",
               "The last stage's maps at 112 px, batch 64: each way to multiply by attention gates as its own small "
-              "graph (median of 30 runs).", "", "| operation | ms |", "|---|---:|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in times.items()]
+              "graph (median of 30 runs).", "", *table(["operation", "ms"], [[k, f"{v:.3f}"] for k, v in times.items()], "lr")]
     return "\n".join(lines) + "\n"
 
 
@@ -218,7 +209,7 @@ def main(argv=None) -> int:
                    help="also profile litefer_cpsca's static INT8, calibrated on these faces (FERPlus root, folder, astronaut)")
     p.add_argument("--out", default="results/ort_profile", help="output path without suffix")
     args = p.parse_args(argv)
-    env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    load = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory(prefix="litefer-ortprof-") as tmp:
         for size in args.sizes:
@@ -228,9 +219,8 @@ def main(argv=None) -> int:
                          for n, label, form in variants]
     gating = {"shape": [64, 480, 7, 7], "threads": args.threads[0]}
     gating["ms"] = gating_ops(tuple(gating["shape"]), gating["threads"])
-    command = "python benchmarks/ort_profile.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = report(rows, env, command.strip(), gating)
-    publish(args.out, text, {"environment": env, "command": command, "rows": rows, "gating": gating})
+    command = command_line("ort_profile.py", argv)
+    write(args.out, {"command": command, "rows": rows, "gating": gating}, report(rows, command, gating, load), load)
     return 0
 
 

@@ -23,11 +23,8 @@ Writes ``results/peer_speed.md`` and ``.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -37,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from litefer.inference.inputs import load_image
-from litefer.utils import atomic_write_json, atomic_write_text, cpu_model
+from results_page import command_line, header, table, write
 
 HERE = Path(__file__).resolve().parent
 FER_VERSION = "25.10.3"
@@ -140,10 +137,8 @@ def compare(setting: str, peer: Path, photos: Path, truth: list[str], rounds: in
     return row
 
 
-def header(env: dict, n: int) -> list[str]:
+def intro(env: dict, n: int) -> list[str]:
     """The report's title, command, machine, tools and method."""
-    machine = (f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), {env['platform']}, Python {env['python']}, "
-               f"{env['date']}. Load average at start: {env['loadavg']}; at the end: {env['loadavg_end']}.")
     lf, fe = env["litefer"], env["fer"]
     beside = env["litefer_default"].get("mirrored_pass_beside")
     detectors = "; ".join(f"{name.split(' ', 1)[1]}: `{v.get('detector')}`" for name, v in env["litefer_rows"].items())
@@ -161,8 +156,8 @@ def header(env: dict, n: int) -> list[str]:
               "Runtime, TFLite and "
               "TensorFlow pinned to one thread; default threads: each library's own.")
     quick = ["**Quick check: few photos and one round; not figures to quote.**", ""] if env.get("quick") else []
-    return ["# litefer against fer, per photo, on the JAFFE photos", "", f"Command: `{env['command']}`", "",
-            machine, "", *quick, tools, "", method, ""]
+    return [*header("litefer against fer, per photo, on the JAFFE photos", env["command"], load_start=env["load_start"]),
+            *quick, tools, "", method, ""]
 
 
 def target(rows: list[dict], name: str) -> str:
@@ -173,26 +168,20 @@ def target(rows: list[dict], name: str) -> str:
 
 def report(rows: list[dict], env: dict, n: int) -> str:
     tools = [k for k in rows[0] if k.startswith("litefer") or k == "fer"]
-    lines = [*header(env, n),
-             "| threads | litefer: detector, smallest face | litefer ms / photo (best, median) "
-             "| fer ms / photo (best, median) | litefer / fer | litefer rounds | fer rounds |",
-             "|---|---|---:|---:|---:|---|---|"]
-    for r in rows:
-        fe = r["fer"]
-        for name, ratio in r["ratio"].items():
-            lf = r[name]
-            lines.append(f"| {r['setting']} | {name.split(' ', 1)[1]} | {lf['ms_per_photo']:.1f}, "
-                         f"{lf['ms_median']:.1f} | {fe['ms_per_photo']:.1f}, {fe['ms_median']:.1f} | {ratio:.2f}× | "
-                         f"{', '.join(f'{v:.1f}' for v in lf['rounds_ms'])} | "
-                         f"{', '.join(f'{v:.1f}' for v in fe['rounds_ms'])} |")
+    rows_out = [[r["setting"], name.split(" ", 1)[1], f"{r[name]['ms_per_photo']:.1f}, {r[name]['ms_median']:.1f}",
+                 f"{r['fer']['ms_per_photo']:.1f}, {r['fer']['ms_median']:.1f}", f"{ratio:.2f}×",
+                 ", ".join(f"{v:.1f}" for v in r[name]["rounds_ms"]), ", ".join(f"{v:.1f}" for v in r["fer"]["rounds_ms"])]
+                for r in rows for name, ratio in r["ratio"].items()]
+    lines = [*intro(env, n),
+             *table(["threads", "litefer: detector, smallest face", "litefer ms / photo (best, median)",
+                     "fer ms / photo (best, median)", "litefer / fer", "litefer rounds", "fer rounds"], rows_out, "llrrrll")]
     autos = [name for name in rows[0]["ratio"] if " auto " in name]
     if autos:
         lines += ["", "Issue 25's target, litefer with YuNet (`auto`) at most 0.70× fer's time at both thread "
                       "settings: " + "; ".join(target(rows, name) for name in autos) + "."]
-    lines += ["", "| tool | photos with a face | faces | accuracy (7 classes, largest face) |", "|---|---:|---:|---:|"]
-    for name in tools:
-        t = rows[0][name]
-        lines.append(f"| {name} | {t['photos_with_face']} / {n} | {t['faces']} | {100 * t['accuracy']:.1f} % |")
+    lines += ["", *table(["tool", "photos with a face", "faces", "accuracy (7 classes, largest face)"],
+                         [[name, f"{rows[0][name]['photos_with_face']} / {n}", rows[0][name]["faces"],
+                           f"{100 * rows[0][name]['accuracy']:.1f} %"] for name in tools], "lrrr")]
     same = all(r[name]["labels"] == rows[0][name]["labels"] for r in rows for name in tools)
     lines += ["", "Accuracy: the largest face's label against the expression in the file name (AN anger, DI "
               "disgust, FE fear, HA happiness, NE neutral, SA sadness, SU surprise); no face, or litefer's "
@@ -203,7 +192,7 @@ def report(rows: list[dict], env: dict, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/jaffe", help="folder of the 213 JAFFE .tiff photos")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "litefer-peer"),
@@ -219,7 +208,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="20 photos and 1 round: a check of the script, not figures")
     p.add_argument("--out", default=None, help="report path without suffix (.md and .json; default: "
                                                "results/peer_speed, results/peer_speed_quick with --quick)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if "auto" in args.detectors and not Path(args.yunet).is_file():
         p.error(f"--yunet {args.yunet}: no such file (auto is run with LITEFER_YUNET set to it)")
     out = args.out or ("results/peer_speed_quick" if args.quick else "results/peer_speed")
@@ -233,10 +222,7 @@ def main() -> None:
         step = max(1, len(names) // 20)
         names, truth, photos = names[::step][:20], truth[::step][:20], photos[::step][:20]
     peer = peer_python(Path(args.cache).expanduser())
-    env = {"command": shlex.join(["python", "benchmarks/peer_speed.py", *sys.argv[1:]]), "cpu": cpu_model(),
-           "logical_cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-           "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg()), "quick": args.quick,
+    env = {"command": command_line("peer_speed.py", argv), "load_start": os.getloadavg(), "quick": args.quick,
            "detectors": args.detectors, "yunet": str(Path(args.yunet).resolve())}
     with tempfile.TemporaryDirectory(prefix="litefer-peer-") as tmp:
         np.save(Path(tmp) / "photos.npy", photos)
@@ -245,12 +231,9 @@ def main() -> None:
     first = f"litefer {args.detectors[0]} {args.min_face[0]} px"
     env.update(litefer=rows[0][first]["versions"], fer=rows[0]["fer"]["versions"],
                litefer_default=rows[-1][first]["versions"],
-               litefer_rows={name: rows[-1][name]["versions"] for name in rows[-1]["ratio"]},
-               loadavg_end=" / ".join(f"{v:.2f}" for v in os.getloadavg()))
-    text = report(rows, env, len(names))
-    atomic_write_text(f"{out}.md", text)
-    atomic_write_json(f"{out}.json", {"environment": env, "photos": names, "truth": truth, "rows": rows})
-    print(text)
+               litefer_rows={name: rows[-1][name]["versions"] for name in rows[-1]["ratio"]})
+    write(out, {"command": env["command"], "environment": env, "photos": names, "truth": truth, "rows": rows},
+          report(rows, env, len(names)), env["load_start"])
 
 
 if __name__ == "__main__":

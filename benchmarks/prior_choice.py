@@ -33,7 +33,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from detectors import SHARED, YUNET, jaffe_set, largest_scores, recognizers, yale_set  # noqa: E402
-from results_page import command_line, header, write  # noqa: E402
+from results_page import command_line, header, table, write  # noqa: E402
 
 TAUS = [round(0.1 * i, 1) for i in range(11)]
 # Issue 25's figures (prior=dataset -> prior=balanced, accuracy %), on photos this machine does not have.
@@ -157,20 +157,16 @@ def measure(quick: bool = False, jaffe_root: Path = SHARED / "data" / "jaffe", y
 def markdown(result: dict) -> list[str]:
     taus, rows = result["taus"], result["rows"]
     pct = lambda v: f"{100 * v:.1f}"   # noqa: E731
-    lines = ["## Accuracy (%) against tau", "", "| set | faces | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
-             "|---|---:|" + "---:|" * len(taus)]
-    for r in rows:
-        lines.append(f"| {r['set']} | {r['n']} | " + " | ".join(pct(v) for v in r["accuracy"]) + " |")
-    lines += ["", "## Mean class accuracy (%) against tau", "", "| set | " + " | ".join(f"τ={t:g}" for t in taus) + " |",
-              "|---|" + "---:|" * len(taus)]
-    for r in rows:
-        lines.append(f"| {r['set']} | " + " | ".join(pct(v) for v in r["mean_class_accuracy"]) + " |")
-    lines += ["", "## Difference to τ=0 (points), 95 % interval over resampled people (faces for FERPlus)", "",
-              "| set | people | " + " | ".join(f"τ={t:g}" for t in taus[1:]) + " |", "|---|---:|" + "---:|" * (len(taus) - 1)]
-    for r in rows:
-        cells = [f"{100 * (a - r['accuracy'][0]):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-                 for a, (lo, hi) in zip(r["accuracy"][1:], r["diff_ci"][1:])]
-        lines.append(f"| {r['set']} | {r['groups']} | " + " | ".join(cells) + " |")
+    heads = [f"τ={t:g}" for t in taus]
+    diffs = [[r["set"], r["groups"], *(f"{100 * (a - r['accuracy'][0]):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                                       for a, (lo, hi) in zip(r["accuracy"][1:], r["diff_ci"][1:]))] for r in rows]
+    lines = ["## Accuracy (%) against tau", "",
+             *table(["set", "faces", *heads], [[r["set"], r["n"], *map(pct, r["accuracy"])] for r in rows],
+                    "lr" + "r" * len(taus)),
+             "", "## Mean class accuracy (%) against tau", "",
+             *table(["set", *heads], [[r["set"], *map(pct, r["mean_class_accuracy"])] for r in rows], "l" + "r" * len(taus)),
+             "", "## Difference to τ=0 (points), 95 % interval over resampled people (faces for FERPlus)", "",
+             *table(["set", "people", *heads[1:]], diffs, "lr" + "r" * len(taus))]
     lines += ["", "People better / worse off than at τ=0 (and the spread of their difference, points):", ""]
     for r in rows:
         if r["people_better"] is None:
@@ -179,9 +175,8 @@ def markdown(result: dict) -> list[str]:
                  zip(taus[1:], r["people_better"][1:], r["people_worse"][1:], r["person_diff_sd"][1:])]
         lines.append(f"- {r['set']}: " + ", ".join(cells))
     lines += ["", "## The issue's figures (accuracy %, τ=0 → τ=1; photos not on this machine)", "",
-              "| set | prior=dataset | prior=balanced | change |", "|---|---:|---:|---:|"]
-    for name, (a, b) in result["issue"].items():
-        lines.append(f"| {name} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
+              *table(["set", "prior=dataset", "prior=balanced", "change"],
+                     [[name, f"{a:.1f}", f"{b:.1f}", f"{b - a:+.1f}"] for name, (a, b) in result["issue"].items()], "lrrr")]
     return lines
 
 

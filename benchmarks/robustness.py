@@ -30,7 +30,8 @@ from pathlib import Path
 import detect_scale
 import loadtest as L
 from serve_load import CpuMeter, astronaut_jpeg, start_server
-from litefer.utils import atomic_write_text, hardware_summary, remove_stale_temp_files
+from litefer.utils import remove_stale_temp_files
+from results_page import command_line, header, table, write
 
 T = "tests/"
 
@@ -168,12 +169,11 @@ def upload_flood_section(rows: list[dict]) -> list[str]:
              f"{rows[-1]['load']['clients']} real clients on 127.0.0.1 send the astronaut JPEG, a request every "
              "0.25 s each, from 2 s into the flood to 2 s before its end. Server: its own, default limits "
              "(`litefer serve` with no limit flags).", "",
-             "| flood from | flood connections opened | their answers | real requests | real statuses | "
-             "p50 ms | p99 ms | busy cores (other processes) |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        f, s, c = r["flood"], r["load"], r["cpu"]
-        parts.append(f"| {r['sources']} | {f['opened']} | {f['answers'] or '-'} | {s['requests']} | {s['statuses']} | "
-                     f"{s['p50_ms']} | {s['p99_ms']} | {c['busy_cores']:.2f} ({c['other_processes_cores']:.2f}) |")
+             *table(["flood from", "flood connections opened", "their answers", "real requests", "real statuses",
+                     "p50 ms", "p99 ms", "busy cores (other processes)"],
+                    [[r["sources"], r["flood"]["opened"], r["flood"]["answers"] or "-", r["load"]["requests"],
+                      r["load"]["statuses"], r["load"]["p50_ms"], r["load"]["p99_ms"],
+                      f"{r['cpu']['busy_cores']:.2f} ({r['cpu']['other_processes_cores']:.2f})"] for r in rows])]
     return parts + [""]
 
 
@@ -723,41 +723,34 @@ def model_polling_section(phases: list[dict]) -> list[str]:
            "/healthz at 3 ms alone and 168 ms with the pollers when every call built a detector; the pollers' "
            f"{phases[-1]['model'].get('throughput_rps')} answers a second share the same CPUs as the measured clients, "
            "so some rise remains.", "",
-           "| /v1/model pollers | /v1/model answers | /healthz requests | /healthz p50 ms | /healthz p99 ms | "
-           "/v1/recognize requests | /v1/recognize p50 ms | /v1/recognize p99 ms |", "|---|---|---|---|---|---|---|---|"]
-    for p in phases:
-        m, h, r = p["model"], p["healthz"], p["recognize"]
-        out.append(f"| {p['pollers']} | {m.get('statuses', '-')} | {h['requests']} | {h['p50_ms']} | {h['p99_ms']} | "
-                   f"{r['requests']} | {r['p50_ms']} | {r['p99_ms']} |")
+           *table(["/v1/model pollers", "/v1/model answers", "/healthz requests", "/healthz p50 ms", "/healthz p99 ms",
+                   "/v1/recognize requests", "/v1/recognize p50 ms", "/v1/recognize p99 ms"],
+                  [[p["pollers"], p["model"].get("statuses", "-"), p["healthz"]["requests"], p["healthz"]["p50_ms"],
+                    p["healthz"]["p99_ms"], p["recognize"]["requests"], p["recognize"]["p50_ms"], p["recognize"]["p99_ms"]]
+                   for p in phases])]
     return out + [""]
 
 
 # ----------------------------------------------------------------------------- report
 
-def table(rows) -> str:
-    out = ["| probe | what litefer does (measured) | pinned by |", "|---|---|---|"]
-    out += [f"| {p} | {o.replace('|', '/')} | `{t}` |" for p, o, t in rows]
-    return "\n".join(out)
-
-
 def report(command: str, sections: dict, polling: list[dict], flood: dict, uploads: list[dict], large: dict,
            scale: dict) -> str:
     f, s = flood["flood"], flood["load"]
-    parts = ["# litefer robustness probes", "", f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
-             f"Machine: {hardware_summary()}, Python {platform.python_version()}, {platform.system()} {platform.release()}  ",
+    parts = [*header("litefer robustness probes", command, f"{platform.system()} {platform.release()}"),
              "Server: packaged model, onnxruntime, default workers and queue, `--header-timeout 2 --upload-timeout 2 "
              "--max-connections 256`.", ""]
     for title, rows in sections.items():
-        parts += [f"## {title}", "", table(rows), ""]
+        parts += [f"## {title}", "", *table(["probe", "what litefer does (measured)", "pinned by"],
+                                            [[p, o, f"`{t}`"] for p, o, t in rows]), ""]
     parts += [*model_polling_section(polling),
               "## Load during a slow-client flood", "",
               f"{f['connections']} connections from {f['sources']} addresses send `POST {f['path']}` declaring 1 MB "
               "and drip a byte a second; at the "
               f"same time {s['clients']} clients send {s['requests']} `POST /v1/recognize` (astronaut JPEG).", "",
-              "| flood connections | closed by the server | last closed after s | still open after "
-              f"{f['watched_s']:g} s | requests | statuses | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|",
-              f"| {f['connections']} | {f['closed_by_server']} | {f['last_closed_s']} | {f['still_open']} | {s['requests']} | "
-              f"{s['statuses']} | {s['p50_ms']} | {s['p99_ms']} |", "",
+              *table(["flood connections", "closed by the server", "last closed after s",
+                      f"still open after {f['watched_s']:g} s", "requests", "statuses", "p50 ms", "p99 ms"],
+                     [[f["connections"], f["closed_by_server"], f["last_closed_s"], f["still_open"], s["requests"],
+                       s["statuses"], s["p50_ms"], s["p99_ms"]]]), "",
               f"During this phase the CPUs were busy {flood['cpu']['busy_cores']:.2f} of {flood['cpu']['cores']} cores, "
               f"{flood['cpu']['other_processes_cores']:.2f} of them for other processes than the server and these "
               "clients: the latencies depend on that share.", "",
@@ -811,10 +804,10 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(15)
     scale = detect_scale.measure(rounds=args.scale_rounds)
-    command = "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(command.strip(), sections, polling, flood, uploads, large, scale)
-    atomic_write_text(args.out, text)
-    print(text)
+    command = command_line("robustness.py", argv)
+    write(args.out, {"command": command, "sections": sections, "model_polling": polling, "flood": flood,
+                     "upload_flood": uploads, "large_images": large, "detect_scale": scale},
+          report(command, sections, polling, flood, uploads, large, scale))
     return 0
 
 

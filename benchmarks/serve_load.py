@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import loadtest as L
-from litefer.utils import atomic_write_json, atomic_write_text, cpu_model
+from results_page import command_line, header, write
 
 
 # ----------------------------------------------------------------------------- CPU accounting
@@ -130,11 +130,8 @@ def report(meta: dict, phases: list[dict], faults: list[L.FaultOutcome]) -> str:
     lim = card["limits"]
     cpu = meta["cpu"]
     lines = [
-        "# litefer serve: load and fault test on loopback", "",
-        f"Command: `{meta['command']}`  ",
-        f"Date: {meta['date']}  ",
-        f"Machine: {cpu['cores']} CPU cores ({meta['cpu_model']}), Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}  ",
+        *header("litefer serve: load and fault test on loopback", meta["command"],
+                f"{platform.system()} {platform.release()}"),
         f"Server: model `{card['model_name']}` ({card['server']['weights']}, {card['preprocess']['input_size']} px input"
         f"{', flip TTA' if card['tta_flip'] else ''}), backend {card['server']['backend']}, "
         f"{card['server']['workers']} worker(s) x {card['server']['threads_per_worker']} thread(s), queue "
@@ -215,19 +212,15 @@ def main(argv=None) -> int:
             if proc is not None:
                 proc.terminate()
                 proc.wait(15)
-    command = "python benchmarks/serve_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("serve_load.py", argv)
     note = ("untrained litefer_cpsca weights with the shipped model's shape (FERPlus classes, "
             f"{args.untrained_input_size} px input, flip TTA): what a request costs does not depend on the weights' "
             "values, the labels are meaningless") if args.weights == "untrained" else None
-    meta = {"weights_note": note, "command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpu_model": cpu_model(),
-            "card": card, "health": health, "cpu": cpu, "image_bytes": len(jpeg), "large": large}
-    text = report(meta, phases, faults)
-    atomic_write_text(args.out, text)
-    atomic_write_json(Path(args.out).with_suffix(".json"),
-                      {**{k: v for k, v in meta.items() if k != "card"}, "model": card["model_name"],
-                       "server": card["server"], "limits": card["limits"], "phases": phases,
-                       "faults": [vars(f) for f in faults]})
-    print(text)
+    meta = {"weights_note": note, "command": command, "card": card, "health": health, "cpu": cpu,
+            "image_bytes": len(jpeg), "large": large}
+    write(args.out, {**{k: v for k, v in meta.items() if k != "card"}, "model": card["model_name"],
+                     "server": card["server"], "limits": card["limits"], "phases": phases,
+                     "faults": [vars(f) for f in faults]}, report(meta, phases, faults))
     bad = [f.name for f in faults if not f.ok]
     errors = sum(p["server_errors"] for p in phases)
     if bad or errors:

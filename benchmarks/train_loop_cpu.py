@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_page import command_line, header, table, write
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,10 +67,9 @@ def cpu_per_batch(src: Path, args, work: Path) -> dict:
             "wall_s_long": long["epoch_seconds"]}
 
 
-def _row(version: str, runs: list[dict], median: float) -> str:
-    cpu = ", ".join(f"{r['cpu_ms_per_batch']:.1f}" for r in runs)
-    wall = ", ".join(f"{r['wall_s_long']:.1f}" for r in runs)
-    return f"| {version} | {cpu} | {median:.1f} | {wall} |"
+def _row(version: str, runs: list[dict], median: float) -> list:
+    return [version, ", ".join(f"{r['cpu_ms_per_batch']:.1f}" for r in runs), f"{median:.1f}",
+            ", ".join(f"{r['wall_s_long']:.1f}" for r in runs)]
 
 
 def main(argv=None) -> int:
@@ -79,9 +80,9 @@ def main(argv=None) -> int:
     p.add_argument("--long", type=int, default=45, help="batches of the long run")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", help="markdown file to write")
+    p.add_argument("--out", help="results page to write: OUT.md and OUT.json")
     args = p.parse_args(argv)
-    from litefer.utils import atomic_write_text, hardware_summary
+    command = command_line("train_loop_cpu.py", argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -95,19 +96,19 @@ def main(argv=None) -> int:
     med = {k: statistics.median(r["cpu_ms_per_batch"] for r in v) for k, v in results.items()}
     ratio = med["this checkout"] / med[args.ref]
     text = "\n".join([
-        "# `litefer train` on the CPU: this checkout against an earlier commit", "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Hardware: {hardware_summary()}; {args.threads} thread(s); machine load (1-minute average) at the end: "
-        f"{os.getloadavg()[0]:.2f}  ",
+        *header("`litefer train` on the CPU: this checkout against an earlier commit", command,
+                f"{args.threads} thread(s)"),
         f"Work: the paper's recipe on FERPlus at 48 px, batch 64, softmax + 0.4 centre loss. CPU ms per training batch "
         f"= (CPU seconds of a {args.long}-batch run − those of a {args.short}-batch run) / {args.long - args.short}; "
         f"the versions alternate, {args.repeats} pairs of runs each.", "",
-        "| version | CPU ms per batch (each) | median | wall s of each long run (metrics.csv) |", "|---|---|---|---|",
-        *[_row(k, v, med[k]) for k, v in results.items()], "",
+        *table(["version", "CPU ms per batch (each)", "median", "wall s of each long run (metrics.csv)"],
+               [_row(k, v, med[k]) for k, v in results.items()]), "",
         f"CPU time ratio, this checkout / {args.ref}: **{ratio:.3f}** (below 1 = less work per batch)."]) + "\n"
-    print(text)
     if args.out:
-        atomic_write_text(args.out, text)
+        write(args.out, {"command": command, "ref": args.ref, "runs": results, "median_cpu_ms_per_batch": med,
+                         "ratio": ratio}, text)
+    else:
+        print(text)
     return 0
 
 

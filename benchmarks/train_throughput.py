@@ -29,7 +29,8 @@ from litefer.data import AugmentConfig, FaceDataset, FERPLUS_CLASSES, Preprocess
 from litefer.losses import JointLoss
 from litefer.train.engine import make_optimizer, resolve_device
 from litefer.train.step import DeviceData, EpochMeter, StepConfig, TrainStep
-from litefer.utils import atomic_write_json, atomic_write_text, hardware_summary
+from litefer.utils import atomic_write_json, hardware_summary
+from results_page import command_line, header, table, write
 
 
 def build_step(name: str, size: int, batch: int, device: torch.device, mode: str, dropout: float = 0.2):
@@ -186,7 +187,7 @@ def run_all(args, device: torch.device) -> dict:
             concurrent.append({"model": name, "input": int(size), "batch": int(batch), "mode": mode,
                                "procs": int(procs), "images_per_s": None, "error": f"{type(e).__name__}: {e}"[:500]})
         print(json.dumps(concurrent[-1]), flush=True)
-    return {"command": "python " + " ".join(sys.argv), "device": device_label(device),
+    return {"command": command_line("train_throughput.py"), "device": device_label(device),
             "hardware": hardware_summary(), "torch": torch.__version__, "seconds_per_measurement": args.seconds,
             "rows": rows, "concurrent": concurrent, "parity": parity, "skipped": skipped,
             "wall_seconds": round(time.time() - t_begin, 1)}
@@ -198,32 +199,29 @@ def device_label(device: torch.device) -> str:
     return f"CPU, {torch.get_num_threads()} threads"
 
 
+def throughput_table(rows: list[dict]) -> list[str]:
+    """One row per measurement: images/s, ms per step and the one-off set-up (gpu_suite.py's report too)."""
+    def cells(r):
+        if r.get("error") or not r.get("images_per_s"):
+            return [r["model"], r["input"], r["batch"], r["mode"], f"failed: {str(r.get('error'))[:120]}", "", ""]
+        return [r["model"], r["input"], r["batch"], r["mode"], f"{r['images_per_s']:,.0f}", r["step_ms"], r["setup_s"]]
+    return table(["model", "input", "batch", "mode", "images/s", "ms/step", "one-off set-up s"], [cells(r) for r in rows])
+
+
 def to_markdown(report: dict) -> str:
-    lines = [f"# Training throughput: {report['device']}", "",
-             f"Command: `{report['command']}`  ",
-             f"Hardware: {report['hardware']}; device {report['device']}; torch {report['torch']}  ",
+    lines = [*header(f"Training throughput: {report['device']}", report["command"], f"device {report['device']}"),
              "Data: random uint8 48x48 faces, 8 batches' worth, held on the device (a step's cost does not depend on "
              "the pixels). Step: the engine's training step (`litefer.train.step`): images resident on the device, batched "
              "augmentation, forward with embedding, softmax + centre loss, backward, Adam (fused on CUDA), centre "
              f"step, device-side metric sums; channels_last, bf16 autocast on CUDA; timed over "
-             f"{report['seconds_per_measurement']} s per row after warm-up.", "",
-             "| model | input | batch | mode | images/s | ms/step | one-off set-up s |", "|---|---|---|---|---|---|---|"]
-    for r in report["rows"]:
-        if r.get("error"):
-            lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | failed: {r['error'][:120]} | | |")
-            continue
-        lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['images_per_s']:,.0f} | "
-                     f"{r['step_ms']} | {r['setup_s']} |")
+             f"{report['seconds_per_measurement']} s per row after warm-up.", "", *throughput_table(report["rows"])]
     if report["concurrent"]:
         lines += ["", "Several processes at once on the same device (sum of their images/s):", "",
-                  "| model | input | batch | mode | processes | images/s in all | per process |", "|---|---|---|---|---|---|---|"]
-        for r in report["concurrent"]:
-            if r.get("error"):
-                lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['procs']} | failed | "
-                             f"{r['error'][:120]} |")
-                continue
-            lines.append(f"| {r['model']} | {r['input']} | {r['batch']} | {r['mode']} | {r['procs']} | "
-                         f"{r['images_per_s']:,.0f} | {', '.join(f'{v:,.0f}' for v in r['per_process'])} |")
+                  *table(["model", "input", "batch", "mode", "processes", "images/s in all", "per process"],
+                         [[r["model"], r["input"], r["batch"], r["mode"], r["procs"], "failed", r["error"][:120]]
+                          if r.get("error") else
+                          [r["model"], r["input"], r["batch"], r["mode"], r["procs"], f"{r['images_per_s']:,.0f}",
+                           ", ".join(f"{v:,.0f}" for v in r["per_process"])] for r in report["concurrent"]])]
     for p in report["parity"]:
         if p.get("error"):
             lines += ["", f"CUDA-graph parity check failed to run: {p['error']}"]
@@ -255,8 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--concurrent-lead-s", type=float, default=25.0, help="start-up allowance of concurrent copies")
     p.add_argument("--single", nargs=4, metavar=("MODEL", "SIZE", "BATCH", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--start-at", type=float, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--json", default=None, help="JSON file to write")
-    p.add_argument("--out", default=None, help="markdown file to write")
+    p.add_argument("--json", default=None, help="JSON file to write (the raw report, as gpu_suite.py reads it)")
+    p.add_argument("--out", default=None, help="results page to write: OUT.md and OUT.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -272,7 +270,7 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, report)
     if args.out:
-        atomic_write_text(args.out, to_markdown(report))
+        write(args.out, report, to_markdown(report))
     return 0
 
 

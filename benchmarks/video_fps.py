@@ -34,6 +34,7 @@ import numpy as np
 from litefer import Recognizer
 from litefer.inference.backends import DEFAULT_FILES, packaged_file
 from litefer.inference.inputs import iter_frames
+from results_page import command_line, header, table, write
 
 
 def make_video(path: Path, frames: int = 300, fps: float = 30.0) -> Path:
@@ -159,10 +160,8 @@ def measure_all(args, video: Path, tmp: Path) -> list[dict]:
     return rows
 
 
-def report(rows: list[dict], env: dict, args, command: str) -> str:
-    lines = ["# End-to-end speed on a 640×480 video with one face", "", f"Command: `{command}`", "",
-             f"CPU: {env['cpu']} ({env['logical_cpus']} logical CPUs), torch {env['torch']}, onnxruntime "
-             f"{env['onnxruntime']}, {env['date']}. Load average at start: {env['loadavg']}. "
+def report(rows: list[dict], args, command: str, load) -> str:
+    lines = [*header("End-to-end speed on a 640×480 video with one face", command, load_start=load),
              f"Weights: `{args.weights}`; flip TTA {'on' if rows and rows[0]['tta'] else 'off'} (as the model card says).",
              "", "Video: " + (f"`{args.video}`" if args.video else f"{args.frames} frames, 640×480, generated from the "
                               "astronaut photo (one face, ~70-120 px, moving)") + ". `recognize_video` fps = frames / "
@@ -171,15 +170,17 @@ def report(rows: list[dict], env: dict, args, command: str) -> str:
              "downscaled by s, template tracking between (k = 1, s = 1: detection on every full frame). "
              "Label agreement: share of frames whose label (largest face; no face counts as a label) equals "
              "that of the same backend detecting on every frame; faces found: share of frames with a face.", "",
-             "| threads | detector | backend | detection k / s | recognize_video fps | frame-by-frame fps | "
-             "decode ms | detect ms | crop ms | classify ms | faces found | label agreement |",
-             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        agree = f"{100 * r['agreement']:.1f} %" if "agreement" in r else "(reference)"
-        lines.append(f"| {r['threads']} | {r['detector']} | {r['backend']} | {r['detect_every']} / {r['detect_scale']:g} | "
-                     f"{r['api_fps']:.1f} | {r['fps']:.1f} | {r['decode']:.2f} | {r['detect']:.2f} | {r['crop']:.2f} | "
-                     f"{r['classify']:.2f} | {100 * r['faces_found']:.0f} % | {agree} |")
+             *table(["threads", "detector", "backend", "detection k / s", "recognize_video fps", "frame-by-frame fps",
+                     "decode ms", "detect ms", "crop ms", "classify ms", "faces found", "label agreement"],
+                    [_fps_row(r) for r in rows], "rlllrrrrrrrr")]
     return "\n".join(lines) + "\n"
+
+
+def _fps_row(r: dict) -> list:
+    agree = f"{100 * r['agreement']:.1f} %" if "agreement" in r else "(reference)"
+    return [r["threads"], r["detector"], r["backend"], f"{r['detect_every']} / {r['detect_scale']:g}", f"{r['api_fps']:.1f}",
+            f"{r['fps']:.1f}", f"{r['decode']:.2f}", f"{r['detect']:.2f}", f"{r['crop']:.2f}", f"{r['classify']:.2f}",
+            f"{100 * r['faces_found']:.0f} %", agree]
 
 
 def main(argv=None) -> int:
@@ -195,15 +196,13 @@ def main(argv=None) -> int:
     p.add_argument("--video", default=None, help="use this video instead of the generated one")
     p.add_argument("--out", default="results/video_fps", help="output path without suffix")
     args = p.parse_args(argv)
-    from litefer.profile import environment, publish
-
-    env = {**environment(), "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg())}
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="litefer-fps-") as tmp:
         tmp = Path(tmp)
         video = Path(args.video) if args.video else make_video(tmp / "one_face_640x480.mp4", args.frames)
         rows = measure_all(args, video, tmp)
-    command = f"python benchmarks/video_fps.py {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
-    publish(args.out, report(rows, env, args, command), {"environment": env, "command": command, "rows": rows})
+    command = command_line("video_fps.py", argv)
+    write(args.out, {"command": command, "rows": rows}, report(rows, args, command, load), load)
     return 0
 
 

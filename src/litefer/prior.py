@@ -30,7 +30,7 @@ from .card import Card
 NAMED = ("dataset", "balanced")
 PARTIAL = "balanced:"          # "balanced:TAU": TAU of the balanced adjustment
 # What recognition uses unless told otherwise, for weights that store their training class prior:
-# half the balanced adjustment (results/prior_choice.md; the decision is argued in docs/recognition.md).
+# half the balanced adjustment (results/prior_choice.md; the decision is argued in docs/guides/pipeline.md).
 DEFAULT_PRIOR = "balanced:0.5"
 
 

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .export.graph import export_onnx, onnx_parity
 from .inference.session import ort_session
 from .models import create_model, list_models
-from .utils import atomic_write_json, atomic_write_text, cpu_model
+from .utils import cpu_model
 
 MB = 1e6          # file sizes: decimal megabytes, the paper's unit
 MIB = 2 ** 20     # fp32 parameter memory: mebibytes
@@ -260,13 +260,6 @@ def environment() -> dict:
         "ptflops": ptflops_version,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-
-
-def publish(out: str, text: str, payload: dict) -> None:
-    """Write a benchmark's report as ``<out>.md`` and its data as ``<out>.json`` (atomically), print it."""
-    atomic_write_text(f"{out}.md", text)
-    atomic_write_json(f"{out}.json", payload)
-    print(text)
 
 
 # ----------------------------------------------------------------------------- report

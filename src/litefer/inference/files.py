@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-# Packaged default files (written by `litefer package` and `litefer export`; see README "The shipped model").
+# Packaged default files (written by `litefer package` and `litefer export`; see docs/guides/recognize.md, "The shipped model").
 DEFAULT_STEM = "litefer_cpsca112_ferplus"
 DEFAULT_FILES = {"default": {"torch": f"{DEFAULT_STEM}.pt", "onnxruntime": f"{DEFAULT_STEM}.onnx"},
                  "default-int8": {"onnxruntime": f"{DEFAULT_STEM}_int8.onnx"}}

@@ -32,6 +32,15 @@ Errors answered below the application are JSON ``{"status", "error", "message"}`
 application's own: malformed requests that h11 rejects (bad Content-Length, oversized header or URL,
 garbage request line), the rules above (uvicorn's ``limit_concurrency`` answers plain text) and an
 application that ends without answering (500).
+
+What it relies on: uvicorn has no public hook below the application for any of this (its
+``timeout_keep_alive`` and ``limit_concurrency`` are the only knobs, and neither sees a request
+still arriving), so this subclasses ``uvicorn.protocols.http.h11_impl.H11Protocol``, whose
+attributes and methods (``conn``, ``cycle``, ``flow``, ``connections``, ``send_400_response``,
+``on_response_complete``, ...) are uvicorn's internals, not its API. pyproject.toml's ``serve`` extra
+therefore pins uvicorn to the range tested, and ``tests/test_serve_uvicorn_versions.py`` runs
+``tests/test_serve_protocol.py`` against its oldest and newest release; widen the range only after
+that test passes on the new release. From h11 it uses public names only.
 """
 from __future__ import annotations
 
@@ -39,7 +48,6 @@ import json
 from http import HTTPStatus
 
 import h11
-from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
@@ -111,8 +119,8 @@ class DeadlineH11Protocol(H11Protocol):
 
     def __init__(self, config, server_state, app_state, _loop=None):
         super().__init__(config, server_state, app_state, _loop)
-        self.conn = _RecordingConnection(h11.SERVER, config.h11_max_incomplete_event_size
-                                         or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE)
+        size = config.h11_max_incomplete_event_size   # None: h11's own default (16 KiB), as uvicorn's
+        self.conn = _RecordingConnection(h11.SERVER, **({"max_incomplete_event_size": size} if size else {}))
         self.max_connections, self.limit_concurrency = self.limit_concurrency, None   # enforced by _guarded_app
         self._inner_app, self.app = self.app, self._guarded_app
         self._wait_began, self._first_byte, self._received = self.loop.time(), None, 0
