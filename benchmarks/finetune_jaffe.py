@@ -104,7 +104,7 @@ def one_split(items, women: list[str], base, card, shipped: dict, detector, args
         root, test_root = link_folder(train, Path(tmp) / "train"), link_folder(test, Path(tmp) / "test")
         t0 = time.perf_counter()
         report = finetune(root, Path(tmp) / "out", group_by=GROUP_BY if len(women) > 1 else None,
-                          overrides=args.set, detector=args.detector)
+                          overrides=args.set, detector=args.detector, budget=args.budget)
         seconds = time.perf_counter() - t0
         tuned = pipeline_accuracy(Recognizer(weights=Path(tmp) / "out" / "model.onnx", detector=args.detector), test)
         probe = probe_accuracy(base, card, detector, root, test_root, len(test)) if args.probe else None
@@ -191,6 +191,8 @@ def main(argv=None) -> None:
     ap.add_argument("--only", type=int, nargs="+", default=None, metavar="I",
                     help="run only these split indices of each k's seeded draws (the draws stay those of a full run)")
     ap.add_argument("--detector", default="auto", help="face detector for framing and scoring (default: auto)")
+    ap.add_argument("--budget", default="10m", help="finetune's --budget (default 10m, as users get it; none: no "
+                    "limit, for accuracy figures on a machine other work loads)")
     ap.add_argument("--out", default="results/finetune")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
