@@ -243,8 +243,8 @@ class VideoSink:
             self.tmp.unlink(missing_ok=True)
 
 
-def run_video(rec, source, out: Output, args, bar_factory) -> None:
-    """One video file or webcam: per-frame results, optional annotated video."""
+def run_video(rec, source, out: Output, args, bar_factory, report_dir: Path | None = None) -> None:
+    """One video file or webcam: per-frame results, optional annotated video and report (in ``report_dir``)."""
     from .inputs import VideoInfo, open_video
 
     is_cam = isinstance(source, int)
@@ -257,7 +257,8 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
             cap.release()
         frames = rec.recognize_video(source, every=args.every, max_frames=args.max_frames,
                                      keep_images=bool(drawings(args)), detect_every=args.detect_every,
-                                     detect_scale=args.detect_scale, explain=bool(args.explain))
+                                     detect_scale=args.detect_scale, explain=bool(args.explain),
+                                     smooth=args.smooth)
     except InputError as e:
         out.skip(str(e), "video")
         out.entries.append({"kind": "video", "source": name, "error": str(e), "frames": []})
@@ -272,12 +273,15 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
     bar = bar_factory(total=total, unit="frame", desc=Path(name).name if not is_cam else name, leave=False)
     sinks = [_AnnotatedVideo(out, f"webcam{source}" if is_cam else name, (info.fps or 25.0) / args.every, folder, draw)
              for folder, draw in drawings(args)]
+    report = _video_report(rec, name, is_cam, args) if report_dir is not None else None
     n = 0
 
     def handle(r):
         nonlocal n
         for sink in sinks:
             sink.add(r)
+        if report is not None:
+            report.add(r)
         n += 1
         out.frame(r, entry)
         bar.update(1)
@@ -295,8 +299,42 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
         bar.close()
         for sink in sinks:
             sink.close(keep=n > 0)
+        if report is not None and n > 0:
+            entry["report"] = str(report.write(report_dir))
         if n > 0 and entry["error"] is None:
             out.counts["streams" if is_cam else "videos"] += 1
+
+
+def _video_report(rec, name: str, is_cam: bool, args):
+    """The running report of one video, with the settings it states."""
+    from .report import VideoReport
+    from .signals import DEFAULT_SMOOTH
+
+    seconds = DEFAULT_SMOOTH if args.smooth is None else args.smooth
+    window = "causal (the last" if is_cam else "centred (±half of"
+    return VideoReport(name, rec.class_names, {
+        "model": rec.card.model_name, "detector": rec.detector_name,
+        "frames analysed": f"every {args.every} frame(s); detection on every {args.detect_every} analysed frame(s) "
+                           f"at scale {args.detect_scale:g}",
+        "smoothing": "off" if seconds <= 0 else f"{seconds:g} s, {window} {seconds:g} s)"})
+
+
+def report_folders(files: list, webcam, folder: str | None) -> dict:
+    """``--report DIR``'s folder per video (keys: the video paths, and the webcam index): DIR itself for
+    one video, DIR/<name> for each of several."""
+    if folder is None:
+        return {}
+    videos = [f for f in files if kind_of(f) == "video"] + ([webcam] if webcam is not None else [])
+    if len(videos) == 1:
+        return {videos[0]: Path(folder)}
+    names: dict = {}
+    for v in videos:
+        stem = re.sub(r"[^\w.-]+", "_", f"webcam{v}" if isinstance(v, int) else Path(v).stem) or "video"
+        name, k = stem, 1
+        while name in names.values():
+            name, k = f"{stem}-{k}", k + 1
+        names[v] = name
+    return {v: Path(folder) / name for v, name in names.items()}
 
 
 def _note_warnings(warned, out: Output, entry: dict) -> None:
@@ -345,6 +383,7 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
     from tqdm.auto import tqdm
 
     files, problems = expand_inputs(specs)
+    reports = report_folders(files, args.webcam, args.report)
     out = Output(args, rec.class_names, prior, rec.detector_name)
     for message in problems:
         out.skip(message, "input")
@@ -357,7 +396,7 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
         overall = bar_factory(total=len(files), unit="file", desc="litefer predict")
         for group in _runs_of_kind(files):
             if kind_of(group[0]) == "video":
-                run_video(rec, group[0], out, args, bar_factory)
+                run_video(rec, group[0], out, args, bar_factory, reports.get(group[0]))
                 overall.update(1)
                 continue
             consume(rec.iter_many(group, keep_images=bool(drawings(args)),
@@ -365,7 +404,7 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
                     lambda r: (out.image(r), overall.update(1)))
         overall.close()
         if args.webcam is not None:
-            run_video(rec, args.webcam, out, args, bar_factory)
+            run_video(rec, args.webcam, out, args, bar_factory, reports.get(args.webcam))
     except KeyboardInterrupt as stop:
         code = out.finish(interrupted=True)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else code
