@@ -61,7 +61,7 @@ def smooth_results(results: Iterable, seconds: float, centred: bool = True) -> I
                     for late in _finished_after(results, stop):
                         add(late)
                     raise
-            _forget(window, pending, before)
+            _forget(window, _time(pending[0]) if pending else _time(r), before)
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: the frames read so far are still yielded, as the recognizer's pipeline does
         while pending:
@@ -75,9 +75,10 @@ def _time(r) -> float:
     return 0.0 if r.time is None else float(r.time)
 
 
-def _forget(window: deque, pending: deque, before: float) -> None:
-    start = _time(pending[0]) - before if pending else float("inf")
-    while window and _time(window[0]) < start - 1e-9:
+def _forget(window: deque, oldest: float, before: float) -> None:
+    """Drop the results no window can reach: those before ``before`` seconds ahead of the oldest
+    result still to come out (``oldest``)."""
+    while window and _time(window[0]) < oldest - before - 1e-9:
         window.popleft()
 
 
