@@ -42,57 +42,79 @@ def smooth_results(results: Iterable, seconds: float, centred: bool = True) -> I
     if seconds <= 0:
         yield from results
         return
-    before, after = (seconds / 2, seconds / 2) if centred else (seconds, 0.0)
-    window: deque = deque()            # results in [oldest pending - before, newest]
+    windows = _Windows(*((seconds / 2, seconds / 2) if centred else (seconds, 0.0)))
     pending: deque = deque()           # results not yet yielded
     results = iter(results)
 
     def add(r) -> None:
-        window.append(r)
+        windows.add(r)
         pending.append(r)
 
     try:
         for r in results:
             add(r)
-            while pending and _time(pending[0]) + after <= _time(r):
+            while pending and _time(pending[0]) + windows.after <= _time(r):
                 try:
-                    yield _smoothed(pending.popleft(), window, before, after)
+                    yield windows.smoothed(pending.popleft())
                 except KeyboardInterrupt as stop:      # thrown in by litefer predict's consume()
                     for late in _finished_after(results, stop):
                         add(late)
                     raise
-            _forget(window, _time(pending[0]) if pending else _time(r), before)
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: the frames read so far are still yielded, as the recognizer's pipeline does
         while pending:
-            yield _smoothed(pending.popleft(), window, before, after)
+            yield windows.smoothed(pending.popleft())
         raise
     while pending:
-        yield _smoothed(pending.popleft(), window, before, after)
+        yield windows.smoothed(pending.popleft())
 
 
 def _time(r) -> float:
     return 0.0 if r.time is None else float(r.time)
 
 
-def _forget(window: deque, oldest: float, before: float) -> None:
-    """Drop the results no window can reach: those before ``before`` seconds ahead of the oldest
-    result still to come out (``oldest``)."""
-    while window and _time(window[0]) < oldest - before - 1e-9:
-        window.popleft()
+class _Windows:
+    """Per track, the (time, probabilities) of its frames still inside some window, and their sum: a
+    frame's mean is that sum less the frames beyond its window's end (the few read ahead of it)."""
 
+    def __init__(self, before: float, after: float):
+        self.before, self.after = before, after
+        self.tracks: dict[int, list] = {}          # track -> [deque of (t, vector), running sum]
 
-def _smoothed(r, window: deque, before: float, after: float):
-    t = _time(r)
-    for face in r.faces:
-        if face.track is None or face.raw is not None:
-            continue
-        names = list(face.scores)
-        same = [f.raw_scores for w in window if t - before - 1e-9 <= _time(w) <= t + after + 1e-9
-                for f in w.faces if f.track == face.track]
-        mean = np.mean([[s[n] for n in names] for s in same], axis=0)
-        top = int(np.argmax(mean))
-        face.raw = {"label": face.label, "score": face.score, "scores": dict(face.scores)}
-        face.scores = {n: float(v) for n, v in zip(names, mean)}
-        face.label, face.score = names[top], float(mean[top])
-    return r
+    def add(self, r) -> None:
+        t = _time(r)
+        for f in r.faces:
+            if f.track is not None and f.raw is None:
+                v = np.fromiter(f.scores.values(), np.float64, len(f.scores))
+                entry = self.tracks.setdefault(f.track, [deque(), np.zeros_like(v)])
+                entry[0].append((t, v))
+                entry[1] = entry[1] + v
+
+    def smoothed(self, r):
+        t = _time(r)
+        self._forget(t - self.before - 1e-9)
+        for face in r.faces:
+            if face.track is None or face.raw is not None:
+                continue
+            frames, total = self.tracks[face.track]
+            n, late = len(frames), []
+            for when, v in reversed(frames):                # read ahead of this frame's window
+                if when <= t + self.after + 1e-9:
+                    break
+                late.append(v)
+            mean = (total - sum(late)) / (n - len(late)) if late else total / n
+            names, top = list(face.scores), int(np.argmax(mean))
+            face.raw = {"label": face.label, "score": face.score, "scores": face.scores}
+            face.scores = dict(zip(names, mean.tolist()))
+            face.label, face.score = names[top], float(mean[top])
+        return r
+
+    def _forget(self, start: float) -> None:
+        for k in list(self.tracks):
+            frames, total = self.tracks[k]
+            while frames and frames[0][0] < start:
+                total = total - frames.popleft()[1]
+            if frames:
+                self.tracks[k][1] = total
+            else:
+                del self.tracks[k]                          # a track that ended: nothing left to hold

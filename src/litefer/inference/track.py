@@ -26,6 +26,7 @@ not re-identify people.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import count
 
@@ -145,23 +146,21 @@ LOOK_SIDE = 16          # appearance: the aligned crop downscaled to this side
 
 def appearance(crop: np.ndarray) -> np.ndarray:
     """A face's look for linking: its aligned crop, grey, 16 x 16, zero mean and unit length."""
-    grey = crop if crop.ndim == 2 else (crop[..., 0] if crop.shape[2] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
-    v = cv2.resize(grey, (LOOK_SIDE, LOOK_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
-    v -= v.mean()
-    return v / max(float(np.linalg.norm(v)), 1e-6)
+    if crop.ndim == 3:
+        crop = crop.reshape(crop.shape[:2]) if crop.shape[2] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    v = cv2.resize(crop, (LOOK_SIDE, LOOK_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    mean, sd = cv2.meanStdDev(v)
+    return (v - float(mean[0, 0])) / max(float(sd[0, 0]) * LOOK_SIDE, 1e-6)     # |v| = sd * sqrt(256)
 
 
 @dataclass
 class _Identity:
     id: int
-    centre: np.ndarray           # x, y of the box centre when last seen
-    size: np.ndarray             # w, h (smoothed)
-    velocity: np.ndarray         # centre pixels per second (smoothed)
-    seen: float                  # time last seen, s
-    look: np.ndarray             # running mean of appearance()
-
-    def predicted(self, t: float) -> np.ndarray:
-        return self.centre + self.velocity * (t - self.seen)
+    centre: tuple[float, float]       # x, y of the box centre when last seen
+    width: float                      # box width (smoothed)
+    velocity: tuple[float, float]     # centre pixels per second (smoothed)
+    seen: float                       # time last seen, s
+    look: np.ndarray                  # running mean of appearance()
 
 
 class TrackLinker:
@@ -169,7 +168,9 @@ class TrackLinker:
 
     ``max_gap``: seconds a track may go unseen and still be continued; ``gate``: the largest distance
     (in face widths) between a face and a track's prediction that may link them, widened by
-    ``gate_per_s`` per second unseen; ``look_weight``: the weight of appearance against distance.
+    ``gate_per_s`` per second unseen; ``look_weight``: the weight of appearance against distance;
+    ``min_look``: the least correlation of looks that may link; ``motion``: the weight of the newest
+    step in the smoothed velocity.
     """
 
     def __init__(self, max_gap: float = 2.0, gate: float = 0.8, gate_per_s: float = 1.5,
@@ -188,19 +189,18 @@ class TrackLinker:
     def link(self, t: float, boxes, crops) -> list[int]:
         """The track id of each face (boxes ``(x, y, w, h)``, aligned crops) in the frame at ``t`` seconds."""
         self.tracks = [k for k in self.tracks if t - k.seen <= self.max_gap]
-        centres = [np.float32([b[0] + b[2] / 2, b[1] + b[3] / 2]) for b in boxes]
+        centres = [(float(b[0]) + float(b[2]) / 2, float(b[1]) + float(b[3]) / 2) for b in boxes]
         looks = [appearance(c) for c in crops]
-        pairs = self._candidates(t, boxes, centres, looks)
         ids: list[int | None] = [None] * len(boxes)
         used: set[int] = set()
-        for _, i, j in sorted(pairs):
+        for _, i, j in sorted(self._candidates(t, boxes, centres, looks)):
             if ids[i] is None and j not in used:
                 ids[i] = self.tracks[j].id
                 used.add(j)
-                self._update(self.tracks[j], t, boxes[i], centres[i], looks[i])
+                self._update(self.tracks[j], t, float(boxes[i][2]), centres[i], looks[i])
         for i, b in enumerate(boxes):
             if ids[i] is None:
-                k = _Identity(next(self._ids), centres[i], np.float32(b[2:4]), np.zeros(2, np.float32), t, looks[i])
+                k = _Identity(next(self._ids), centres[i], float(b[2]), (0.0, 0.0), t, looks[i])
                 self.tracks.append(k)
                 ids[i] = k.id
         return ids
@@ -211,21 +211,20 @@ class TrackLinker:
         for j, k in enumerate(self.tracks):
             gap = max(0.0, t - k.seen)
             gate = self.gate + self.gate_per_s * gap
-            guess = k.predicted(t)
-            for i, b in enumerate(boxes):
-                width = max(float(b[2]), float(k.size[0]), 1.0)
-                distance = float(np.linalg.norm(centres[i] - guess)) / width
+            gx, gy = k.centre[0] + k.velocity[0] * gap, k.centre[1] + k.velocity[1] * gap    # where it should be
+            for i, (cx, cy) in enumerate(centres):
+                distance = math.hypot(cx - gx, cy - gy) / max(float(boxes[i][2]), k.width, 1.0)
+                if distance > gate:
+                    continue
                 alike = float(looks[i] @ k.look)
-                if distance <= gate and alike >= self.min_look:
+                if alike >= self.min_look:
                     pairs.append((distance + self.look_weight * (1.0 - alike), i, j))
         return pairs
 
-    def _update(self, k: _Identity, t: float, box, centre: np.ndarray, look: np.ndarray) -> None:
-        dt = t - k.seen
+    def _update(self, k: _Identity, t: float, width: float, centre: tuple[float, float], look: np.ndarray) -> None:
+        dt, a = t - k.seen, self.motion
         if dt > 0:
-            a = self.motion
-            k.velocity = (1 - a) * k.velocity + a * (centre - k.centre) / dt
-        k.centre, k.seen = centre, t
-        k.size = 0.5 * k.size + 0.5 * np.float32(box[2:4])
+            k.velocity = tuple((1 - a) * v + a * (c - old) / dt for v, c, old in zip(k.velocity, centre, k.centre))
+        k.centre, k.seen, k.width = centre, t, 0.5 * k.width + 0.5 * width
         mean = 0.8 * k.look + 0.2 * look
         k.look = mean / max(float(np.linalg.norm(mean)), 1e-6)
