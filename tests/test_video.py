@@ -229,3 +229,22 @@ def test_crossing_people_keep_their_tracks_with_yunet(tmp_path):
     video, truths = vt.write_scene(tmp_path / "crossing", actors, seconds)
     measures = vt.identity_measures(truths, list(rec.recognize_video(video)))
     assert measures["tracks"] == 2 and measures["id_switches"] == 0 and measures["idf1"] > 0.9, measures
+
+
+def test_report_folders_one_per_video(tmp_path):
+    from litefer.inference.predict import report_folders
+
+    one = report_folders([tmp_path / "a.mp4", tmp_path / "b.jpg"], None, str(tmp_path / "rep"))
+    assert one == {tmp_path / "a.mp4": tmp_path / "rep"}
+    many = report_folders([tmp_path / "x" / "a.mp4", tmp_path / "y" / "a.mp4"], 0, str(tmp_path / "rep"))
+    assert sorted(p.name for p in many.values()) == ["a", "a-1", "webcam0"]
+    assert report_folders([tmp_path / "a.mp4"], None, None) == {}
+
+
+def test_report_without_a_video_says_so(tmp_path, capsys):
+    from litefer.cli import main as cli
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut_bgr())
+    assert cli(["predict", str(photo), "--detector", "haar", "--report", str(tmp_path / "rep"), "--no-progress"]) == 0
+    assert "--report" in capsys.readouterr().err and not (tmp_path / "rep").exists()

@@ -19,7 +19,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text, finished_after
 from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
 
 log = logging.getLogger(__name__)
@@ -384,6 +384,9 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
 
     files, problems = expand_inputs(specs)
     reports = report_folders(files, args.webcam, args.report)
+    if args.report and not reports:
+        print(f"litefer predict: --report {args.report}: no video or webcam among the inputs, so no report",
+              file=sys.stderr)
     out = Output(args, rec.class_names, prior, rec.detector_name)
     for message in problems:
         out.skip(message, "input")
@@ -419,21 +422,9 @@ def consume(results, handle) -> None:
         for r in results:
             handle(r)
     except KeyboardInterrupt as stop:
-        for r in _finished_after(results, stop):
+        for r in finished_after(results, stop):
             handle(r)
         raise
-
-
-def _finished_after(results, stop: KeyboardInterrupt):
-    """The results a suspended generator still yields when thrown ``stop``; none when it raised
-    the interrupt itself (it has already yielded what it had finished, and is done)."""
-    try:
-        r = results.throw(stop)
-        while True:
-            yield r
-            r = next(results)
-    except (KeyboardInterrupt, StopIteration):
-        return
 
 
 def _runs_of_kind(files: list) -> list[list]:

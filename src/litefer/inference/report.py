@@ -190,19 +190,22 @@ class VideoReport:
         cv2.rectangle(img, (left, y0), (img.shape[1] - 12, y0 + band), (235, 235, 235), -1)
         cv2.putText(img, f"track {k}", (6, y0 + band // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (30, 30, 30), 1,
                     cv2.LINE_AA)
-        line = []
+        lines, last_end = [], None
         for b, start, end in self._spans(s):
             x0 = left + int(start * scale)
             x1 = max(left + int(end * scale), x0 + 1)
+            if last_end is None or start > last_end + 1e-9:          # a gap: the valence line breaks
+                lines.append([])
+            last_end = end
             mean, base = s.sums[b] / s.counts[b], float(y0 + band)
             for name, p in zip(self.class_names, mean):
                 cv2.rectangle(img, (x0, int(round(base - p * band))), (x1 - 1, int(round(base))), colour(name), -1)
                 base -= p * band
             if s.valence_n:
-                line.append(((x0 + x1) // 2, int(round(y0 + band / 2 - s.valence_bins[b] / s.counts[b] * band / 2))))
-        if len(line) > 1:
-            cv2.polylines(img, [np.int32(line)], False, (255, 255, 255), 2, cv2.LINE_AA)
-            cv2.polylines(img, [np.int32(line)], False, (30, 30, 30), 1, cv2.LINE_AA)
+                lines[-1].append(((x0 + x1) // 2, int(round(y0 + band / 2 - s.valence_bins[b] / s.counts[b] * band / 2))))
+        for line in (np.int32(p) for p in lines if len(p) > 1):
+            cv2.polylines(img, [line], False, (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.polylines(img, [line], False, (30, 30, 30), 1, cv2.LINE_AA)
 
     @staticmethod
     def _axis(img: np.ndarray, left: int, y: int, scale: float, duration: float) -> None:

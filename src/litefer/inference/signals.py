@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .predict import _finished_after
+from ..utils import finished_after
 
 DEFAULT_SMOOTH = 0.5       # seconds; chosen in results/video_tracks.md
 POSITIVE = "happiness"
@@ -57,7 +57,7 @@ def smooth_results(results: Iterable, seconds: float, centred: bool = True) -> I
                 try:
                     yield windows.smoothed(pending.popleft())
                 except KeyboardInterrupt as stop:      # thrown in by litefer predict's consume()
-                    for late in _finished_after(results, stop):
+                    for late in finished_after(results, stop):
                         add(late)
                     raise
     except KeyboardInterrupt:
