@@ -311,12 +311,13 @@ def _video_report(rec, name: str, is_cam: bool, args):
     from .signals import DEFAULT_SMOOTH
 
     seconds = DEFAULT_SMOOTH if args.smooth is None else args.smooth
-    window = "causal (the last" if is_cam else "centred (±half of"
+    window = f"the last {seconds:g} s (live)" if is_cam else f"{seconds:g} s centred on each frame"
+    every = "every frame" if args.every == 1 else f"every {args.every}th frame"
+    detect = "on every analysed frame" if (args.detect_every, args.detect_scale) == (1, 1.0) else \
+        f"on every {args.detect_every}th analysed frame at {args.detect_scale:g} of its size, followed between"
     return VideoReport(name, rec.class_names, {
-        "model": rec.card.model_name, "detector": rec.detector_name,
-        "frames analysed": f"every {args.every} frame(s); detection on every {args.detect_every} analysed frame(s) "
-                           f"at scale {args.detect_scale:g}",
-        "smoothing": "off" if seconds <= 0 else f"{seconds:g} s, {window} {seconds:g} s)"})
+        "model": rec.card.model_name, "frames analysed": every, "faces detected": f"by {rec.detector_name}, {detect}",
+        "smoothing": "off" if seconds <= 0 else f"class probabilities averaged over {window}"})
 
 
 def report_folders(files: list, webcam, folder: str | None) -> dict:

@@ -3,7 +3,8 @@
 ``VideoReport.add(result)`` takes each analysed frame (an ImageResult with tracked faces, smoothed or
 not); ``write(folder)`` writes, each file atomically:
 
-* ``tracks.csv``: one row per track: first and last frame and second, seconds on screen, frames, the
+* ``tracks.csv``: one row per track: first and last frame and second, seconds from first to last
+  (``seconds``) and seen (``seen_s``: frames times the frame step), frames, the
   dominant expression, the share of time in each expression (its frames whose label is that
   expression, over the track's frames) and the mean valence (:func:`litefer.inference.signals.valence`);
 * ``segments.csv``: per track, the stretches of time with one dominant expression (the top class of
@@ -117,7 +118,8 @@ class VideoReport:
         for k, s in sorted(self.tracks.items()):
             row = {"track": k, "first_frame": s.first_frame, "last_frame": s.last_frame,
                    "first_s": round(s.first_t, 3), "last_s": round(s.last_t, 3),
-                   "seconds": round(s.last_t - s.first_t + step, 3), "frames": s.frames,
+                   "seconds": round(s.last_t - s.first_t + step, 3), "seen_s": round(s.frames * step, 3),
+                   "frames": s.frames,
                    "dominant": s.labels.most_common(1)[0][0] if s.labels else ""}
             row.update({f"share_{n}": round(s.labels[n] / s.frames, 4) for n in self.class_names})
             row["mean_valence"] = round(s.valence_sum / s.valence_n, 4) if s.valence_n else None
@@ -149,7 +151,8 @@ class VideoReport:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tracks, segments = self.track_rows(), self.segment_rows()
-        track_columns = ["track", "first_frame", "last_frame", "first_s", "last_s", "seconds", "frames", "dominant",
+        track_columns = ["track", "first_frame", "last_frame", "first_s", "last_s", "seconds", "seen_s", "frames",
+                         "dominant",
                          *[f"share_{n}" for n in self.class_names], "mean_valence"]
         atomic_write_text(folder / "tracks.csv", _format_csv(track_columns, tracks))
         atomic_write_text(folder / "segments.csv",
@@ -224,10 +227,10 @@ class VideoReport:
         """report.html: the summary a person reads first."""
         e = html.escape
         settings = "".join(f"<li>{e(str(k))}: {e(str(v))}</li>" for k, v in self.settings.items())
-        head = ["track", "on screen", "frames", "dominant", *self.class_names, "mean valence"]
+        head = ["track", "from – to", "seen", "frames", "dominant", *self.class_names, "mean valence"]
         body = "".join(
             "<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in [
-                r["track"], f"{r['first_s']:.1f}–{r['last_s']:.1f} s ({r['seconds']:.1f} s)", r["frames"], r["dominant"],
+                r["track"], f"{r['first_s']:.1f}–{r['last_s']:.1f} s", f"{r['seen_s']:.1f} s", r["frames"], r["dominant"],
                 *[f"{100 * r['share_' + n]:.0f} %" for n in self.class_names],
                 "–" if r["mean_valence"] is None else f"{r['mean_valence']:+.2f}"]) + "</tr>" for r in tracks)
         shown = segments[:200]
@@ -250,7 +253,8 @@ linker's gap and comes back gets a new track.</p>
 stacked in each {self.bin_s:g} s bin, and the valence (white line; the band's middle is 0, its top +1, its bottom -1).</p>
 <img src="timeline.png" alt="expression probabilities over time, one band per track">
 <h2>Tracks</h2>
-<p>Share of time: the track's frames whose label is that expression. Also in <code>tracks.csv</code>.</p>
+<p>Seen: the time the face was found (its frames times the frame step; less than from – to when it was
+hidden or missed). Share of time: the track's frames whose label is that expression. Also in <code>tracks.csv</code>.</p>
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in head)}</tr>{body}</table>
 <h2>Segments</h2>
 <p>The dominant expression (top class of the mean probabilities) of each stretch of time; also in <code>segments.csv</code>.</p>
