@@ -424,6 +424,11 @@ def page(result: dict, command: str, load_start) -> str:
               "| detector | smoothing | fps | tracks | faces off the main track |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['detector']} | {'off' if r['smooth'] == 0 else str(r['smooth']) + ' s'} | {r['fps']:.1f} | "
               f"{r['tracks']} | {r['faces_off_main_track']} |" for r in result["speed"]]
+    busy = load_start[0] > 0.75 * (os.cpu_count() or 1)
+    if busy:
+        lines += ["", f"**The machine was busy** (load average {load_start[0]:.1f} at the start on {os.cpu_count()} "
+                  "logical CPUs, other jobs running): these fps are far below what it gives when quiet; rerun the "
+                  "command on a quiet machine for the speed figures. The other figures do not depend on the load."]
     o = result["overhead"]
     lines += ["", f"Timed alone on the side-by-side scene ({o['faces_per_frame']:g} faces per frame), linking faces to "
               f"tracks takes {o['link_us_per_frame']:.0f} µs per frame and smoothing ({result['default_smooth']:g} s, "
