@@ -248,3 +248,18 @@ def test_report_without_a_video_says_so(tmp_path, capsys):
     cv2.imwrite(str(photo), astronaut_bgr())
     assert cli(["predict", str(photo), "--detector", "haar", "--report", str(tmp_path / "rep"), "--no-progress"]) == 0
     assert "--report" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+
+
+def test_a_report_run_keeps_no_rows():
+    """Without --csv and --json, `litefer predict` holds no per-frame rows: memory stays flat in the
+    video's length (the report keeps its own bounded summaries)."""
+    import argparse
+
+    from litefer.inference.predict import Output
+
+    out = Output(argparse.Namespace(json=None, csv=None), CLASSES)
+    out.table = False
+    entry = {"frames": []}
+    for r in frames_with_a_change(seconds=60.0):
+        out.frame(r, entry)
+    assert out.counts["frames"] == 600 and entry["frames"] == [] and out.results == []

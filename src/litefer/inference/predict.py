@@ -115,10 +115,15 @@ class Output:
         self.row(r)              # last: a row on the screen is a row the CSV and JSON will hold, even if stopped now
 
     def frame(self, r, entry: dict):
+        """One video frame: counted, shown, and kept for ``--json`` and ``--csv`` only when they are
+        asked for (so that a long video with neither, a ``--report`` run say, holds no rows)."""
         self.counts["frames"] += 1
         self.counts["faces"] += len(r.faces)
-        entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
-        self.results.append(_stripped(r))
+        if self.args.json:
+            entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
+        _stripped(r)
+        if self.args.csv:
+            self.results.append(r)
         self.row(r)
 
     def annotated_path(self, source: str, suffix: str, folder: str | None = None) -> Path:
