@@ -99,10 +99,33 @@ def check_face_shown(pg, mode):
     return f
 
 
+def check_timeline(pg, mode):
+    """The live timeline under the video: one track (the one face), its smoothed scores over time, drawn."""
+    key = "server" if mode == "server" else "device"
+    pg.wait_for_function(f"window.litefer.state.facesSeen.{key} >= 4", timeout=WAIT_MS)
+    got = pg.evaluate("""() => { const tl = window.litefer.state.timeline;
+        const tracks = [...tl.tracks.values()].filter(k => window.performance.now() / 1000 - k.seen < 1);
+        const c = document.getElementById('timeline');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+        const last = window.litefer.state.lastFaces[0];
+        return {tracks: tracks.map(k => ({points: k.points.length, sums: k.points.map(p => Object.values(p.scores)
+                    .reduce((a, b) => a + b, 0))})),
+                painted: n, hidden: document.getElementById('timeline-box').hidden,
+                face: last ? {track: last.track, smoothed: last.smoothed, label: last.smoothedLabel} : null}; }""")
+    assert not got["hidden"] and got["painted"] > 2000, got["painted"]
+    assert len(got["tracks"]) == 1, got["tracks"]            # one face, one track, through all the frames
+    assert got["tracks"][0]["points"] >= 3 and all(abs(v - 1) < 1e-3 for v in got["tracks"][0]["sums"])
+    face = got["face"]
+    assert set(face["smoothed"]) == set(CLASSES) and face["label"] == max(face["smoothed"], key=face["smoothed"].get)
+    pg.locator("#timeline-box").screenshot(path=str(ARTIFACTS / f"serve_timeline_{mode}.png"))
+
+
 def test_webcam_in_server_mode_shows_a_face_box_and_label(page):
     page.click("#start")
     page.wait_for_function("window.litefer.state.facesSeen.server >= 2", timeout=WAIT_MS)
     check_face_shown(page, "server")
+    check_timeline(page, "server")
 
 
 def test_webcam_on_device_shows_a_face_box_and_label(page):
@@ -114,6 +137,7 @@ def test_webcam_on_device_shows_a_face_box_and_label(page):
     # the server saw JPEG-compressed frames, the page the raw ones: same face, close scores
     assert max(abs(a - b) for a, b in zip(f["box"], server_face["box"])) <= 8
     assert max(abs(f["scores"][c] - server_face["scores"][c]) for c in CLASSES) < 0.1
+    check_timeline(page, "device")
     page.click("#stop")
 
 

@@ -224,3 +224,16 @@ def setup_logging(level: int = logging.INFO, file: str | os.PathLike | None = No
         handlers.append(logging.FileHandler(file))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
+
+
+def finished_after(results, stop: KeyboardInterrupt):
+    """The results a suspended generator still yields when thrown ``stop`` (a Ctrl-C or SIGTERM that
+    landed in its consumer); none when it raised the interrupt itself (it has already yielded what it
+    had finished, and is done). ``litefer predict`` and the video smoothing hand interrupts down so."""
+    try:
+        r = results.throw(stop)
+        while True:
+            yield r
+            r = next(results)
+    except (KeyboardInterrupt, StopIteration):
+        return

@@ -15,6 +15,7 @@ import argparse
 import logging
 import signal
 
+from ..inference.signals import DEFAULT_SMOOTH
 from . import options
 from .options import UsageError
 
@@ -51,6 +52,13 @@ def _add_video_arguments(p: argparse.ArgumentParser) -> None:
                         "track them in between (default 1: detect on every frame)")
     p.add_argument("--detect-scale", type=float, default=1.0, metavar="S",
                    help="videos/webcam: detect and track on the frame downscaled by S, 0 < S <= 1 (default 1)")
+    p.add_argument("--smooth", type=float, default=None, metavar="SECONDS",
+                   help="videos/webcam: average each track's class probabilities over SECONDS, centred on each "
+                        "frame for files, over the last SECONDS for a webcam; label, score and class columns are "
+                        "then smoothed and raw_* the frame's own (default %g; 0: off)" % DEFAULT_SMOOTH)
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="videos/webcam: write tracks.csv, segments.csv, timeline.png and report.html to DIR "
+                        "(one subfolder per video when there are several)")
 
 
 def _add_output_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,6 +84,8 @@ def input_specs(args: argparse.Namespace) -> list[str]:
     options.positive(args, "every", "max_frames", "detect_every", "batch_size")
     if not 0 < args.detect_scale <= 1:
         raise UsageError(f"--detect-scale must be in (0, 1], got {args.detect_scale}")
+    if args.smooth is not None and not args.smooth >= 0:
+        raise UsageError(f"--smooth must be 0 (off) or a number of seconds > 0, got {args.smooth}")
     if args.json and args.json == args.csv == "-":
         raise UsageError("--json and --csv cannot both go to stdout")
     specs = list(args.paths)

@@ -20,7 +20,8 @@ def colour(label: str) -> tuple[int, int, int]:
 
 
 def annotate(bgr: np.ndarray, faces) -> np.ndarray:
-    """A copy of ``bgr`` with each face's box and ``label score`` drawn; sizes follow the image."""
+    """A copy of ``bgr`` with each face's box and ``label score`` drawn (``#track label score`` for a
+    tracked video face); sizes follow the image."""
     out = np.ascontiguousarray(bgr.copy())
     scale = max(out.shape[:2]) / 800.0
     thick = max(1, int(round(2 * scale)))
@@ -29,7 +30,7 @@ def annotate(bgr: np.ndarray, faces) -> np.ndarray:
         x, y, w, h = (int(v) for v in f.box)
         c = colour(f.label)
         cv2.rectangle(out, (x, y), (x + w, y + h), c, thick, cv2.LINE_AA)
-        text = f"{f.label} {f.score:.2f}"
+        text = f"{f.label} {f.score:.2f}" if getattr(f, "track", None) is None else f"#{f.track} {f.label} {f.score:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, max(1, thick // 2))
         ty = y - 4 if y - th - base - 4 >= 0 else y + h + th + 4
         cv2.rectangle(out, (x, ty - th - base), (x + tw + 4, ty + base), c, -1)

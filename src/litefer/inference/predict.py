@@ -19,7 +19,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import atomic_write_bytes, atomic_write_text, finished_after
 from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
 
 log = logging.getLogger(__name__)
@@ -115,10 +115,15 @@ class Output:
         self.row(r)              # last: a row on the screen is a row the CSV and JSON will hold, even if stopped now
 
     def frame(self, r, entry: dict):
+        """One video frame: counted, shown, and kept for ``--json`` and ``--csv`` only when they are
+        asked for (so that a long video with neither, a ``--report`` run say, holds no rows)."""
         self.counts["frames"] += 1
         self.counts["faces"] += len(r.faces)
-        entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
-        self.results.append(_stripped(r))
+        if self.args.json:
+            entry["frames"].append({k: v for k, v in r.to_dict().items() if k != "source"})
+        _stripped(r)
+        if self.args.csv:
+            self.results.append(r)
         self.row(r)
 
     def annotated_path(self, source: str, suffix: str, folder: str | None = None) -> Path:
@@ -243,8 +248,8 @@ class VideoSink:
             self.tmp.unlink(missing_ok=True)
 
 
-def run_video(rec, source, out: Output, args, bar_factory) -> None:
-    """One video file or webcam: per-frame results, optional annotated video."""
+def run_video(rec, source, out: Output, args, bar_factory, report_dir: Path | None = None) -> None:
+    """One video file or webcam: per-frame results, optional annotated video and report (in ``report_dir``)."""
     from .inputs import VideoInfo, open_video
 
     is_cam = isinstance(source, int)
@@ -257,7 +262,8 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
             cap.release()
         frames = rec.recognize_video(source, every=args.every, max_frames=args.max_frames,
                                      keep_images=bool(drawings(args)), detect_every=args.detect_every,
-                                     detect_scale=args.detect_scale, explain=bool(args.explain))
+                                     detect_scale=args.detect_scale, explain=bool(args.explain),
+                                     smooth=args.smooth)
     except InputError as e:
         out.skip(str(e), "video")
         out.entries.append({"kind": "video", "source": name, "error": str(e), "frames": []})
@@ -272,12 +278,15 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
     bar = bar_factory(total=total, unit="frame", desc=Path(name).name if not is_cam else name, leave=False)
     sinks = [_AnnotatedVideo(out, f"webcam{source}" if is_cam else name, (info.fps or 25.0) / args.every, folder, draw)
              for folder, draw in drawings(args)]
+    report = _video_report(rec, name, is_cam, args) if report_dir is not None else None
     n = 0
 
     def handle(r):
         nonlocal n
         for sink in sinks:
             sink.add(r)
+        if report is not None:
+            report.add(r)
         n += 1
         out.frame(r, entry)
         bar.update(1)
@@ -295,8 +304,43 @@ def run_video(rec, source, out: Output, args, bar_factory) -> None:
         bar.close()
         for sink in sinks:
             sink.close(keep=n > 0)
+        if report is not None and n > 0:
+            entry["report"] = str(report.write(report_dir))
         if n > 0 and entry["error"] is None:
             out.counts["streams" if is_cam else "videos"] += 1
+
+
+def _video_report(rec, name: str, is_cam: bool, args):
+    """The running report of one video, with the settings it states."""
+    from .report import VideoReport
+    from .signals import DEFAULT_SMOOTH
+
+    seconds = DEFAULT_SMOOTH if args.smooth is None else args.smooth
+    window = f"the last {seconds:g} s (live)" if is_cam else f"{seconds:g} s centred on each frame"
+    every = "every frame" if args.every == 1 else f"every {args.every}th frame"
+    detect = "on every analysed frame" if (args.detect_every, args.detect_scale) == (1, 1.0) else \
+        f"on every {args.detect_every}th analysed frame at {args.detect_scale:g} of its size, followed between"
+    return VideoReport(name, rec.class_names, {
+        "model": rec.card.model_name, "frames analysed": every, "faces detected": f"by {rec.detector_name}, {detect}",
+        "smoothing": "off" if seconds <= 0 else f"class probabilities averaged over {window}"})
+
+
+def report_folders(files: list, webcam, folder: str | None) -> dict:
+    """``--report DIR``'s folder per video (keys: the video paths, and the webcam index): DIR itself for
+    one video, DIR/<name> for each of several."""
+    if folder is None:
+        return {}
+    videos = [f for f in files if kind_of(f) == "video"] + ([webcam] if webcam is not None else [])
+    if len(videos) == 1:
+        return {videos[0]: Path(folder)}
+    names: dict = {}
+    for v in videos:
+        stem = re.sub(r"[^\w.-]+", "_", f"webcam{v}" if isinstance(v, int) else Path(v).stem) or "video"
+        name, k = stem, 1
+        while name in names.values():
+            name, k = f"{stem}-{k}", k + 1
+        names[v] = name
+    return {v: Path(folder) / name for v, name in names.items()}
 
 
 def _note_warnings(warned, out: Output, entry: dict) -> None:
@@ -345,6 +389,10 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
     from tqdm.auto import tqdm
 
     files, problems = expand_inputs(specs)
+    reports = report_folders(files, args.webcam, args.report)
+    if args.report and not reports:
+        print(f"litefer predict: --report {args.report}: no video or webcam among the inputs, so no report",
+              file=sys.stderr)
     out = Output(args, rec.class_names, prior, rec.detector_name)
     for message in problems:
         out.skip(message, "input")
@@ -357,7 +405,7 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
         overall = bar_factory(total=len(files), unit="file", desc="litefer predict")
         for group in _runs_of_kind(files):
             if kind_of(group[0]) == "video":
-                run_video(rec, group[0], out, args, bar_factory)
+                run_video(rec, group[0], out, args, bar_factory, reports.get(group[0]))
                 overall.update(1)
                 continue
             consume(rec.iter_many(group, keep_images=bool(drawings(args)),
@@ -365,7 +413,7 @@ def run_inputs(rec, specs: list[str], args, prior: str = "dataset") -> int:
                     lambda r: (out.image(r), overall.update(1)))
         overall.close()
         if args.webcam is not None:
-            run_video(rec, args.webcam, out, args, bar_factory)
+            run_video(rec, args.webcam, out, args, bar_factory, reports.get(args.webcam))
     except KeyboardInterrupt as stop:
         code = out.finish(interrupted=True)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else code
@@ -380,21 +428,9 @@ def consume(results, handle) -> None:
         for r in results:
             handle(r)
     except KeyboardInterrupt as stop:
-        for r in _finished_after(results, stop):
+        for r in finished_after(results, stop):
             handle(r)
         raise
-
-
-def _finished_after(results, stop: KeyboardInterrupt):
-    """The results a suspended generator still yields when thrown ``stop``; none when it raised
-    the interrupt itself (it has already yielded what it had finished, and is done)."""
-    try:
-        r = results.throw(stop)
-        while True:
-            yield r
-            r = next(results)
-    except (KeyboardInterrupt, StopIteration):
-        return
 
 
 def _runs_of_kind(files: list) -> list[list]:

@@ -24,7 +24,8 @@ from .backends import create_backend, resolve_weights, softmax
 from .detect import Detection, FaceDetector, create_detector, positive_int, valid_max_side
 from .explain import Explanation, mirror_average
 from .inputs import InputError, describe, iter_frames, load_image
-from .track import FaceTracker
+from .signals import DEFAULT_SMOOTH, smooth_results, valence
+from .track import FaceTracker, TrackLinker
 from ..prior import default_prior, describe as describe_prior, log_weights
 from ..utils import atomic_write_text
 
@@ -54,6 +55,18 @@ class FaceResult:
     quality: dict
     landmarks: list[list[float]] | None = None
     explanation: Explanation | None = field(default=None, compare=False)
+    track: int | None = None         # video: the face's track id, the same person from frame to frame
+    raw: dict | None = None          # smoothed video: this frame's own {"label", "score", "scores"}
+
+    @property
+    def raw_scores(self) -> dict[str, float]:
+        """This frame's own class probabilities (``scores`` unless smoothing replaced them)."""
+        return self.scores if self.raw is None else self.raw["scores"]
+
+    @property
+    def valence(self) -> float | None:
+        """FaceReader's valence of ``scores`` (:func:`litefer.inference.signals.valence`)."""
+        return valence(self.scores)
 
     @property
     def issues(self) -> list[str]:
@@ -68,6 +81,13 @@ class FaceResult:
              "issues": self.issues, "landmarks": self.landmarks}
         if self.explanation is not None:
             d["explanation"] = self.explanation.to_dict()
+        if self.track is not None:
+            d["track"] = self.track
+            v = self.valence
+            d["valence"] = None if v is None else round(v, 6)
+        if self.raw is not None:
+            d["raw"] = {"label": self.raw["label"], "score": round(self.raw["score"], 6),
+                        "scores": {k: round(v, 6) for k, v in self.raw["scores"].items()}}
         return d
 
 
@@ -270,9 +290,16 @@ class Recognizer:
 
     def recognize_video(self, source, every: int = 1, max_frames: int | None = None,
                         keep_images: bool = False, detect_every: int = 1,
-                        detect_scale: float = 1.0, explain: bool = False) -> Iterator[ImageResult]:
+                        detect_scale: float = 1.0, explain: bool = False, smooth: float | None = None,
+                        centred: bool | None = None) -> Iterator[ImageResult]:
         """Yield one :class:`ImageResult` per analysed frame (every ``every``-th frame) of a video
         file or webcam index, with ``frame`` (index) and ``time`` (seconds) set.
+
+        Every face gets a ``track`` id that stays with the person (:class:`~litefer.inference.track.TrackLinker`).
+        ``smooth`` seconds (None: ``DEFAULT_SMOOTH``, 0: off) average each track's class probabilities
+        over time, centred on each frame for files and over the last ``smooth`` seconds for a webcam
+        (``centred`` overrides); ``label``, ``score`` and ``scores`` are then the smoothed values and
+        ``FaceResult.raw`` the frame's own (:func:`litefer.inference.signals.smooth_results`).
 
         Frames in between are skipped without decoding. Memory stays flat however long the video:
         at most ``batch_size`` frames' crops are held. Raises InputError if the video cannot be opened.
@@ -292,21 +319,27 @@ class Recognizer:
         frames = iter_frames(source, every=every, max_frames=max_frames)   # raises now if unopenable
         name = f"webcam {source}" if isinstance(source, int) else describe(source)
         items = ((ImageResult(name, frame=idx, time=t), (lambda f=frame: f)) for idx, t, frame in frames)
-        return self._pipeline(items, "raise", keep_images, self._prior_logits, tracker, explain)
+        results = self._pipeline(items, "raise", keep_images, self._prior_logits, tracker, explain, TrackLinker())
+        seconds = DEFAULT_SMOOTH if smooth is None else float(smooth)
+        if seconds <= 0:
+            return results
+        return smooth_results(results, seconds, not isinstance(source, int) if centred is None else centred)
 
     def _pipeline(self, items, on_error: str, keep_images: bool, adjust=None,
-                  detector=None, explain: bool = False) -> Iterator[ImageResult]:
+                  detector=None, explain: bool = False, linker: TrackLinker | None = None) -> Iterator[ImageResult]:
         """Read and detect item by item, classify the crops of up to ``batch_size`` faces at once.
 
         On Ctrl-C or SIGTERM (a KeyboardInterrupt) the images read so far are classified and
         yielded before the interrupt goes on: they are finished but for one model call, and a
         caller writing results as they come would otherwise lose up to a batch of them.
         """
-        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict]]] = []
+        pending: list[tuple[ImageResult, list[Detection], list[np.ndarray], list[dict], list]] = []
         max_images = 8 if keep_images else max(self.batch_size, 8)
         try:
             for result, load in items:
-                pending.append((result, *self._detect_item(result, load, on_error, keep_images, detector)))
+                dets, crops, quals = self._detect_item(result, load, on_error, keep_images, detector)
+                ids = linker.link(result.time or 0.0, [d.box for d in dets], crops) if linker else [None] * len(dets)
+                pending.append((result, dets, crops, quals, ids))
                 if sum(len(p[2]) for p in pending) >= self.batch_size or len(pending) >= max_images:
                     yield from self._flush(pending, adjust, explain)
             yield from self._flush(pending, adjust, explain)
@@ -341,20 +374,20 @@ class Recognizer:
     def _flush(self, pending: list, adjust, explain: bool = False) -> Iterator[ImageResult]:
         """Classify the crops of ``pending`` and yield its results in order, emptying it as they go
         (so that an interrupted flush is resumed where it stopped, never repeated)."""
-        crops = [c for _, _, cs, _ in pending for c in cs]
+        crops = [c for _, _, cs, _, _ in pending for c in cs]
         probs, cams = self._classify(np.stack(crops), adjust, explain) if crops else \
             (np.zeros((0, len(self.class_names))), None)
         k = 0
         while pending:
-            result, dets, _, quals = pending.pop(0)
-            for d, q in zip(dets, quals):
+            result, dets, _, quals, ids = pending.pop(0)
+            for d, q, track in zip(dets, quals, ids):
                 p = probs[k]
                 top = int(np.argmax(p))
                 result.faces.append(FaceResult(
                     box=tuple(int(round(v)) for v in d.box), label=self.class_names[top], score=float(p[top]),
                     scores={n: float(v) for n, v in zip(self.class_names, p)}, detection_score=float(d.score),
                     quality=q, landmarks=None if d.landmarks is None else np.round(d.landmarks, 1).tolist(),
-                    explanation=None if cams is None else self._explanation(cams[k, top], top, d)))
+                    explanation=None if cams is None else self._explanation(cams[k, top], top, d), track=track))
                 k += 1
             yield result
 
@@ -382,21 +415,29 @@ def _rows(results, class_names, include_empty: bool):
             x, y, w, h = f.box
             row = {**base, "face": i, "x": x, "y": y, "w": w, "h": h, "label": f.label, "score": f.score,
                    "detection_score": f.detection_score}
+            if f.track is not None:
+                row.update(track=f.track, valence=f.valence)
             for name in class_names or f.scores:
                 row[name] = f.scores.get(name)
+            if f.raw is not None:
+                row.update(raw_label=f.raw["label"], raw_score=f.raw["score"])
+                row.update({f"raw_{name}": f.raw["scores"].get(name) for name in class_names or f.raw["scores"]})
             row.update(face_px=f.quality.get("face_px"), aligned=f.quality.get("aligned"),
                        angle=f.quality.get("angle"), issues=";".join(f.issues), error=r.error, detector=r.detector)
             yield row
 
 
-COLUMNS = ["source", "frame", "time", "face", "x", "y", "w", "h", "label", "score", "detection_score"]
+COLUMNS = ["source", "frame", "time", "face", "track", "x", "y", "w", "h", "label", "score", "valence",
+           "detection_score"]
 TAIL_COLUMNS = ["face_px", "aligned", "angle", "issues", "error", "detector"]
-INT_COLUMNS = ("frame", "face", "x", "y", "w", "h", "face_px")
+INT_COLUMNS = ("frame", "face", "track", "x", "y", "w", "h", "face_px")
 
 
 def table(results, include_empty: bool = True, class_names: list[str] | None = None) -> tuple[list[str], list[dict]]:
     """(columns, rows) of the results table, one row per face (and per image or frame without faces
     with ``include_empty``); ``frame`` and ``time`` are left out when no row is a video frame.
+    Video faces add ``track`` and ``valence``, and smoothed ones ``raw_label``, ``raw_score`` and
+    ``raw_<class>`` (the frame's own values beside the smoothed ``label``, ``score`` and class columns).
     The one source of :func:`to_dataframe` and :func:`csv_text`, so that CSV needs no pandas."""
     rows = list(_rows(results, class_names, include_empty))
     if not rows:

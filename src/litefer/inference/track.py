@@ -1,4 +1,8 @@
-"""Faces in a video without running the detector on every frame.
+"""Faces in a video: where they are between detections, and who is who from frame to frame.
+
+``FaceTracker`` finds the faces without running the detector on every frame; ``TrackLinker`` gives
+each face a ``track`` id that lasts through the video. Both work frame after frame, on the results
+of the frames before only (live video can use them), in memory that does not grow with the video.
 
 ``FaceTracker`` runs the face detector on a downscaled copy of every k-th frame (``detect_scale``)
 and follows each face in the frames between by template matching: the face's grey patch, taken when
@@ -8,10 +12,23 @@ it was detected, is searched for in a window around its last position (normalise
 again on that frame. Boxes move with the face (translation); their size and the eye positions used
 for alignment follow the last detection, shifted by the same amount. A face that enters the frame
 between detections is found at the next one (at most k - 1 frames later).
+
+``TrackLinker`` links the faces of each frame to the tracks of the frames before, by motion and
+appearance: each track predicts where its face is now from a constant velocity (the smoothed motion of
+its centre), and each face is compared with each prediction by the distance between the centres, in
+face widths, and by how alike the faces look (the correlation of their aligned crops at 16 x 16 px,
+against the track's running mean). The cheapest pairs are linked first (greedy assignment on
+``distance + look_weight * (1 - correlation)``), only within a gate that widens with the time the
+track has gone unseen; faces left over start new tracks. A track unseen for more than ``max_gap``
+seconds ends, so a face hidden for a moment (another face crossing in front, a missed detection) keeps
+its id, while a person who leaves the picture and comes back later gets a new one: the linker does
+not re-identify people.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from itertools import count
 
 import cv2
 import numpy as np
@@ -120,3 +137,94 @@ class FaceTracker:
                               None if base.landmarks is None else base.landmarks + shift,
                               None if base.eyes is None else base.eyes + shift)
         return t.current
+
+
+# ---------------------------------------------------------------------------- identities
+
+LOOK_SIDE = 16          # appearance: the aligned crop downscaled to this side
+
+
+def appearance(crop: np.ndarray) -> np.ndarray:
+    """A face's look for linking: its aligned crop, grey, 16 x 16, zero mean and unit length."""
+    if crop.ndim == 3:
+        crop = crop.reshape(crop.shape[:2]) if crop.shape[2] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    v = cv2.resize(crop, (LOOK_SIDE, LOOK_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    mean, sd = cv2.meanStdDev(v)
+    return (v - float(mean[0, 0])) / max(float(sd[0, 0]) * LOOK_SIDE, 1e-6)     # |v| = sd * sqrt(256)
+
+
+@dataclass
+class _Identity:
+    id: int
+    centre: tuple[float, float]       # x, y of the box centre when last seen
+    width: float                      # box width (smoothed)
+    velocity: tuple[float, float]     # centre pixels per second (smoothed)
+    seen: float                       # time last seen, s
+    look: np.ndarray                  # running mean of appearance()
+
+
+class TrackLinker:
+    """Stateful ``link(t, boxes, crops)`` for consecutive frames of one video: a track id per face.
+
+    ``max_gap``: seconds a track may go unseen and still be continued; ``gate``: the largest distance
+    (in face widths) between a face and a track's prediction that may link them, widened by
+    ``gate_per_s`` per second unseen; ``look_weight``: the weight of appearance against distance;
+    ``min_look``: the least correlation of looks that may link; ``motion``: the weight of the newest
+    step in the smoothed velocity.
+    """
+
+    def __init__(self, max_gap: float = 2.0, gate: float = 0.8, gate_per_s: float = 1.5,
+                 look_weight: float = 2.0, min_look: float = 0.3, motion: float = 0.5):
+        if not float(max_gap) >= 0:
+            raise ValueError(f"max_gap must be >= 0 seconds, got {max_gap!r}")
+        self.max_gap, self.gate, self.gate_per_s = float(max_gap), float(gate), float(gate_per_s)
+        self.look_weight, self.min_look, self.motion = float(look_weight), float(min_look), float(motion)
+        self.tracks: list[_Identity] = []
+        self._ids = count()
+
+    def reset(self) -> None:
+        """Forget the tracks (a new video); ids start again at 0."""
+        self.tracks, self._ids = [], count()
+
+    def link(self, t: float, boxes, crops) -> list[int]:
+        """The track id of each face (boxes ``(x, y, w, h)``, aligned crops) in the frame at ``t`` seconds."""
+        self.tracks = [k for k in self.tracks if t - k.seen <= self.max_gap]
+        centres = [(float(b[0]) + float(b[2]) / 2, float(b[1]) + float(b[3]) / 2) for b in boxes]
+        looks = [appearance(c) for c in crops]
+        ids: list[int | None] = [None] * len(boxes)
+        used: set[int] = set()
+        for _, i, j in sorted(self._candidates(t, boxes, centres, looks)):
+            if ids[i] is None and j not in used:
+                ids[i] = self.tracks[j].id
+                used.add(j)
+                self._update(self.tracks[j], t, float(boxes[i][2]), centres[i], looks[i])
+        for i, b in enumerate(boxes):
+            if ids[i] is None:
+                k = _Identity(next(self._ids), centres[i], float(b[2]), (0.0, 0.0), t, looks[i])
+                self.tracks.append(k)
+                ids[i] = k.id
+        return ids
+
+    def _candidates(self, t: float, boxes, centres, looks) -> list[tuple[float, int, int]]:
+        """(cost, face, track) of every pair inside the gate and alike enough."""
+        pairs = []
+        for j, k in enumerate(self.tracks):
+            gap = max(0.0, t - k.seen)
+            gate = self.gate + self.gate_per_s * gap
+            gx, gy = k.centre[0] + k.velocity[0] * gap, k.centre[1] + k.velocity[1] * gap    # where it should be
+            for i, (cx, cy) in enumerate(centres):
+                distance = math.hypot(cx - gx, cy - gy) / max(float(boxes[i][2]), k.width, 1.0)
+                if distance > gate:
+                    continue
+                alike = float(looks[i] @ k.look)
+                if alike >= self.min_look:
+                    pairs.append((distance + self.look_weight * (1.0 - alike), i, j))
+        return pairs
+
+    def _update(self, k: _Identity, t: float, width: float, centre: tuple[float, float], look: np.ndarray) -> None:
+        dt, a = t - k.seen, self.motion
+        if dt > 0:
+            k.velocity = tuple((1 - a) * v + a * (c - old) / dt for v, c, old in zip(k.velocity, centre, k.centre))
+        k.centre, k.seen, k.width = centre, t, 0.5 * k.width + 0.5 * width
+        mean = 0.8 * k.look + 0.2 * look
+        k.look = mean / max(float(np.linalg.norm(mean)), 1e-6)

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 from ..version import __version__
 from ..utils import release_free_memory, rss_mib
 from ..inference.align import QUALITY_FLAGS, CropSpec
+from ..inference.signals import DEFAULT_SMOOTH
 from ..prior import PriorError, default_prior, describe as describe_prior, log_weights, offered_priors, parse_prior
 from .engine import (ModelFiles, RecognizerPool, ServeConfig, ServeError, decode_upload, make_recognizer_factory,
                      prepare_model, recognize_image)
@@ -428,6 +429,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
                            "threads_per_worker": cfg.threads, "queue": cfg.queue, "detector": model.detector,
                            "detector_requested": cfg.detector},
                 "limits": cfg.limits(),
+                "timeline": {"smooth_s": DEFAULT_SMOOTH, "history_s": 30},
                 "browser": {"onnx_url": "/v1/model.onnx", "onnx_bytes": model.onnx.stat().st_size,
                             "detector": detector,
                             "vendor": manifest, "available": manifest is not None,

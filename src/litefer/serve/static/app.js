@@ -3,6 +3,7 @@
 // (the server's face detector, YuNet in onnxruntime-web or Haar in opencv.js, and the model in
 // onnxruntime-web, see pipeline.js).
 import { CAM_OUTPUT, DeviceRecognizer, HaarDetector, YuNetDetector, cropToImage, heatPixels } from "./pipeline.js";
+import { LiveTimeline } from "./timeline.js";
 
 const $ = (id) => document.getElementById(id);
 const video = $("video"), still = $("still"), overlay = $("overlay"), heat = $("heat");
@@ -24,6 +25,7 @@ const state = {
   lastFaces: [],
   lastMode: null,
   lastPrior: null,
+  timeline: null,            // LiveTimeline: a track per webcam face and its smoothed scores (timeline.js)
   fps: 0,
   latencyMs: 0,
   error: null,
@@ -284,6 +286,19 @@ function renderList(faces) {
   $("nofaces").hidden = faces.length > 0;
 }
 
+// The live timeline under the video: the frame's faces join their tracks (t: when the frame was grabbed).
+function showTimeline(faces, t) {
+  state.timeline.update(faces, t);
+  $("timeline-box").hidden = false;
+  state.timeline.draw($("timeline"), COLORS, t);
+  $("timeline-legend").replaceChildren(...state.card.class_names.map((name, j) => {
+    const s = document.createElement("span");
+    s.textContent = `■ ${name} `;
+    s.style.color = COLORS[j % COLORS.length];
+    return s;
+  }));
+}
+
 function showRates() {
   $("fps").textContent = state.source === "webcam" ? `${state.fps.toFixed(1)} fps` : "– fps";
   $("latency").textContent = `${state.latencyMs.toFixed(0)} ms/frame (${state.mode === "server" ? "server" : "on-device"})`;
@@ -309,6 +324,7 @@ async function startWebcam() {
   still.hidden = true;
   video.hidden = false;
   state.source = "webcam";
+  state.timeline.reset();
   state.running = true;
   $("start").disabled = true;
   $("stop").disabled = false;
@@ -341,6 +357,7 @@ async function runLoop(token) {
       if (token !== loopToken || mode !== state.mode || prior !== state.prior || explain !== state.explain) continue;
       record(faces, mode, performance.now() - t0, prior);
       drawFaces(faces, scale, video.videoWidth, video.videoHeight);
+      showTimeline(faces, t0 / 1000);
       const now = performance.now();
       const inst = 1000 / Math.max(1, now - last);
       last = now;
@@ -377,6 +394,7 @@ async function analyseFile(file) {
   still.getContext("2d", { willReadFrequently: true }).drawImage(bitmap, 0, 0);
   video.hidden = true;
   still.hidden = false;
+  $("timeline-box").hidden = true;           // a photo has no time: the timeline is the webcam's
   state.source = "image";
   const mode = state.mode, prior = state.prior, explain = state.explain, t0 = performance.now();
   try {
@@ -504,6 +522,7 @@ async function main() {
       el.parentElement.title = c.browser.missing_hint;
     }
   });
+  state.timeline = new LiveTimeline(c.class_names, { smoothS: c.timeline.smooth_s, historyS: c.timeline.history_s });
   setupPrior(c);
   setupExplain();
   $("start").addEventListener("click", startWebcam);
