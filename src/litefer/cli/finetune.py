@@ -55,6 +55,12 @@ def main(args: argparse.Namespace) -> int:
               f"± {est['accuracy']['std']:.3f}, base model {est['shipped_accuracy']['mean']:.3f}")
     if report["split"].get("warning"):
         print(f"warning: {report['split']['warning']}", file=sys.stderr)
+    duplicates = report["data"]["duplicates"]
+    if duplicates:
+        across = sum(len(d["files"]) for d in duplicates if len(d["classes"]) > 1)
+        print(f"warning: {len(duplicates)} set(s) of identical images: {across} image(s) in two or more classes "
+              f"left out of every class, other copies within one class dropped; list in {args.out}/report.md",
+              file=sys.stderr)
     if report["data"]["skipped"]:
         print(f"skipped {len(report['data']['skipped'])} file(s); reasons in {args.out}/report.md", file=sys.stderr)
     print(f"wrote {', '.join(report['files'])} to {args.out}")

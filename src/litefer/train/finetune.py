@@ -24,7 +24,8 @@ from ..data.base import stratified_split
 from ..data.transforms import AugmentConfig, augment, preprocess
 from ..models import create_model
 from ..weights import load_checkpoint_model, write_weights
-from .config import _merge, parse_override, read_yaml
+from .config import RANGES as TRAIN_RANGES
+from .config import ConfigError, _merge, check_values, parse_override, read_yaml
 from .evaluate import predict_logits
 from .faces_folder import FaceFolder, frame_folder, read_groups
 from .metrics import classification_report
@@ -46,19 +47,29 @@ MIXED_WARNING = ("no groups given (--group-by, --groups or --val): validation im
                  "at random, so the same person is likely on both sides and the figures are inflated")
 
 
+# Allowed values of the recipe's keys, in litefer.train.config's interval notation and checked by
+# its check_values (every numeric key of DEFAULTS is here: tests/test_finetune.py holds that); the
+# augmentation keys are training's own
+RANGES = {
+    "seed": "[0, 4294967295]", "val_fraction": "(0, 1)", "min_per_class": "[2, inf)", "label_smoothing": "[0, 1)",
+    "batch_size": "[1, inf)", "threads": "[1, 1024]", "select_tol": "[0, inf)", "estimate_folds": "[0, inf)",
+    "head.epochs": "[0, inf)", "head.lr": "(0, inf)", "head.weight_decay": "[0, inf)",
+    "full.epochs": "[0, inf)", "full.lr": "(0, inf)", "full.weight_decay": "[0, inf)", "full.patience": "[1, inf)",
+    "full.warmup": "[0, inf)", "full.l2sp": "[0, inf)", "full.layer_decay": "(0, 1]", "full.mixup": "[0, inf)",
+    **{k: v for k, v in TRAIN_RANGES.items() if k.startswith("augment.")},
+}
+CHOICES = {"balance": BALANCE, "select": SELECT, "full.schedule": SCHEDULES}
+
+
 def finetune_config(path=None, overrides=()) -> dict:
-    """Defaults <- YAML file <- ``key.sub=value`` overrides, with strict keys."""
+    """Defaults <- YAML file <- ``key.sub=value`` overrides, with strict keys and every value checked
+    (:data:`RANGES`, :data:`CHOICES`): a bad value stops the run before any photo is framed."""
     cfg = _merge(DEFAULTS, read_yaml(path) if path else {}, "")
     for item in overrides:
         cfg = _merge(cfg, parse_override(item) if isinstance(item, str) else item, "")
-    if cfg["balance"] not in BALANCE:
-        raise ValueError(f"config key 'balance' must be one of {BALANCE}, got {cfg['balance']!r}")
-    for key, allowed in (("select", SELECT), ("full.schedule", SCHEDULES)):
-        value = cfg[key] if "." not in key else cfg["full"][key.split(".")[1]]
-        if value not in allowed:
-            raise ValueError(f"config key {key!r} must be one of {allowed}, got {value!r}")
-    if not 0 < cfg["val_fraction"] < 1:
-        raise ValueError(f"config key 'val_fraction' must be in (0, 1), got {cfg['val_fraction']}")
+    check_values(cfg, DEFAULTS, RANGES, CHOICES, whole=("threads",))
+    if not cfg["head"]["epochs"] + cfg["full"]["epochs"] > 0:
+        raise ConfigError("head.epochs and full.epochs are both 0: nothing to train")
     return cfg
 
 
@@ -559,9 +570,10 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     t0 = time.perf_counter()
     seconds = parse_budget(budget)
     cfg = finetune_config(config, overrides)
+    out = Path(out)
+    check_out(out, root, val)
     set_threads(cfg)
     torch.manual_seed(cfg["seed"])
-    out = Path(out)
     base, meta, card, base_path = load_base(weights)
     det = create_detector(detector, min_size=min_face, model_path=yunet_model)
     args = dict(faces=faces, pick=pick, classes_must_exist=classes_must_exist, group_by=group_by, groups=groups,
@@ -600,7 +612,8 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
               "budget": {"seconds": seconds, "stopped_whole_network_at": state.get("stopped_by_budget")},
               "data": {"faces": faces, "detector": det.name, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
                        "val_counts": counts(valid), "listing_sha256": folder.listing_sha256,
-                       "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else [])}}
+                       "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else []),
+                       "duplicates": folder.duplicates + (vfolder.duplicates if vfolder is not folder else [])}}
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)
     provenance = {"finetuned_from": {"weights": str(base_path), "sha256": card.info.get("sha256")},
                   "data": {"root": str(root), "counts": counts(train), "val_counts": counts(valid),
@@ -612,6 +625,17 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     report["files"] = write_outputs(out, model, meta, make_card(card, classes, counts(train), after, provenance), report)
     shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)     # the run is complete: no resume state
     return report
+
+
+def check_out(out: Path, *roots) -> None:
+    """ValueError when ``out`` is one of the image folders or inside one: the next run on that
+    folder would read the outputs as a class of faces."""
+    where = out.resolve()
+    for root in filter(None, roots):
+        top = Path(root).resolve()
+        if where == top or top in where.parents:
+            raise ValueError(f"--out {out} is inside the image folder {root}: the next run would read it as a "
+                             f"class; write the model outside {root}")
 
 
 def _merge_counts(a: FaceFolder, b: FaceFolder) -> dict:
