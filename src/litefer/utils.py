@@ -17,6 +17,22 @@ class MissingExtra(ImportError):
     The command line reports it in one line with exit status 2, like any other user error."""
 
 
+# packages of the extras (pyproject.toml) -> the extra that installs them; the lean install has none
+EXTRA_OF = {"torch": "train", "torchvision": "train", "onnx": "train", "yaml": "train", "matplotlib": "train",
+            "tensorboard": "train", "ptflops": "train", "pandas": "all", "fastapi": "serve", "uvicorn": "serve",
+            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve"}
+
+
+def as_missing_extra(e: BaseException, what: str) -> BaseException:
+    """A missing package of one of litefer's extras as :class:`MissingExtra`, saying that ``what``
+    needs it and which extra to install; any other exception is returned as it is."""
+    top = (getattr(e, "name", None) or "").partition(".")[0]
+    if not isinstance(e, ImportError) or isinstance(e, MissingExtra) or top not in EXTRA_OF:
+        return e
+    return MissingExtra(f"{what} needs {top}, which is not installed: pip install 'litefer[{EXTRA_OF[top]}]'",
+                        name=top)
+
+
 def require(module: str, extra: str, what: str, hint: str = ""):
     """Import ``module`` or raise :class:`MissingExtra`: ``what`` needs it, what to install, ``hint``."""
     import importlib

@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from ..utils import MissingExtra
+from ..utils import as_missing_extra as missing_extra
 from .options import CommandFailed, add_debug, resolve_weights_flag
 
 # subcommand -> help; litefer.cli.<subcommand> exposes ``add_arguments(parser)`` and ``main(args) -> int``
@@ -66,27 +67,22 @@ def _add_command_arguments(p: argparse.ArgumentParser, name: str) -> None:
         p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-# packages of the extras (pyproject.toml) -> the extra that installs them; the lean install has none
-EXTRA_OF = {"torch": "train", "torchvision": "train", "onnx": "train", "yaml": "train", "matplotlib": "train",
-            "tensorboard": "train", "ptflops": "train", "pandas": "all", "fastapi": "serve", "uvicorn": "serve",
-            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve"}
-
-
 def as_missing_extra(e: BaseException, command: str) -> BaseException:
     """A missing package of one of litefer's extras as :class:`MissingExtra` naming the extra; else ``e``."""
-    top = (getattr(e, "name", None) or "").partition(".")[0]
-    if not isinstance(e, ImportError) or isinstance(e, MissingExtra) or top not in EXTRA_OF:
-        return e
-    return MissingExtra(f"litefer {command} needs {top}, which is not installed: pip install 'litefer[{EXTRA_OF[top]}]'")
+    return missing_extra(e, f"litefer {command}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
+    # a command whose extra is missing has no flags to check: it says what to install, whatever follows
+    args, unknown = parser.parse_known_args(argv)
     if getattr(args, "_unavailable", None):
         print(args._unavailable, file=sys.stderr)
         return 2
+    if unknown:
+        parser.parse_args(argv)             # argparse's own message and exit status 2
     try:
         resolve_weights_flag(args)
         return int(importlib.import_module(command_module(args.command)).main(args) or 0)
