@@ -401,11 +401,17 @@ def test_odd_file_names_and_identical_images_are_handled_and_reported(base, tmp_
         f.write(b"not an image")
     (root / "sad" / "dup.png").write_bytes((root / "happy" / "s0_0.png").read_bytes())     # in two classes
     (root / "sad" / "s1_copy.png").write_bytes((root / "sad" / "s1_1.png").read_bytes())   # twice in one
+    (root / "loose.png").write_bytes((root / "sad" / "s2_2.png").read_bytes())              # in no class folder
+    (root / "happy" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (root / "happy" / "up").symlink_to(root)
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier run's model")
     assert main(["finetune", str(root), "--out", str(out), "--weights", str(base), "--no-progress",
                  *[x for s in ["head.epochs=1", "full.epochs=1", "batch_size=8", "refit=false", "estimate_folds=0"]
                    for x in ("--set", s)]]) == 0
-    assert "2 set(s) of identical images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2 set(s) of identical images" in err and "replaced the earlier run's model.pt" in err
     report = json.loads((out / "report.json").read_bytes().decode("utf-8"))
     dups = {tuple(Path(f).name for f in d["files"]): d for d in report["data"]["duplicates"]}
     assert dups[("s0_0.png", "dup.png")]["classes"] == ["happiness", "sadness"]
@@ -413,9 +419,45 @@ def test_odd_file_names_and_identical_images_are_handled_and_reported(base, tmp_
     assert dups[("s1_1.png", "s1_copy.png")]["action"] == "kept s1_1.png only"
     counts = {c: report["data"]["train_counts"][c] + report["data"]["val_counts"][c] for c in ("happiness", "sadness")}
     assert counts == {"happiness": 4, "sadness": 4}                   # caf\xe9_9.png among the happy faces
-    skipped, = report["data"]["skipped"]
-    assert skipped["file"].endswith("broken\\xff.png") and "not an image" in skipped["reason"]
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["data"]["skipped"]}
+    assert sorted(reasons) == ["broken\\xff.png", "gone.png", "loose.png", "up"] and "not an image" in reasons[
+        "broken\\xff.png"]
+    assert reasons["gone.png"].startswith("broken symbolic link") and reasons["up"].startswith("symbolic link loop")
+    assert reasons["loose.png"].startswith("not in a class folder")
     md = (out / "report.md").read_bytes().decode("utf-8")
     assert "identical images" in md and "dup.png" in md and "broken\\xff.png" in md
     card = json.loads((out / "model.json").read_bytes().decode("utf-8"))
     assert card["data"]["listing_sha256"] == report["data"]["listing_sha256"]
+
+
+def test_one_run_at_a_time_into_one_out_and_resume_needs_a_checkpoint(tmp_path, capsys, no_work):
+    from litefer.cli import main
+
+    out = tmp_path / "out"
+    argv = ["finetune", str(tmp_path / "faces"), "--out", str(out), "--no-progress"]
+    with ft.out_lock(out):                                              # another run holds the folder
+        assert main(argv) == 2
+        assert "another litefer finetune is writing there now" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no checkpoint to resume" in err[0] and "without --resume" in err[0]
+    (out / "file").write_text("x")
+    assert main(["finetune", str(tmp_path / "faces"), "--out", str(out / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_interrupt_after_a_saved_epoch_names_resume(tmp_path, capsys, monkeypatch):
+    from litefer.cli import main
+
+    out = tmp_path / "out"
+
+    def interrupted(root, out, **kw):
+        if kw["resume"] is False and root.endswith("later"):
+            ft.save_checkpoint(Path(out), {"epoch": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "finetune", interrupted)
+    assert main(["finetune", str(tmp_path / "early"), "--out", str(out)]) == 130
+    assert "--resume" not in capsys.readouterr().err                    # nothing saved yet: nothing to resume
+    assert main(["finetune", str(tmp_path / "later"), "--out", str(out)]) == 130
+    assert "run the same command with --resume" in capsys.readouterr().err

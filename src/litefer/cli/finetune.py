@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from . import options
 
@@ -38,14 +39,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..train.finetune import checkpoint_path
+
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        if not checkpoint_path(Path(args.out)).is_file():
+            raise
+        print(f"litefer finetune: interrupted; the finished epochs are saved in {args.out}: run the same command "
+              f"with --resume to continue", file=sys.stderr)
+        return 130
+    print_summary(report, args)
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict:
     from ..train.finetune import finetune
 
-    report = finetune(args.root, args.out, weights=args.weights, val=args.val, group_by=args.group_by,
-                      groups=args.groups, faces=args.faces, pick=args.pick, config=args.config,
-                      overrides=args.overrides, resume=args.resume, classes_must_exist=args.classes_must_exist,
-                      detector=args.detector, min_face=args.min_face, yunet_model=args.yunet_model, progress=not args.no_progress,
-                      budget=args.budget,
-                      command="litefer " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["finetune"] else None)
+    return finetune(args.root, args.out, weights=args.weights, val=args.val, group_by=args.group_by,
+                    groups=args.groups, faces=args.faces, pick=args.pick, config=args.config,
+                    overrides=args.overrides, resume=args.resume, classes_must_exist=args.classes_must_exist,
+                    detector=args.detector, min_face=args.min_face, yunet_model=args.yunet_model,
+                    progress=not args.no_progress, budget=args.budget,
+                    command="litefer " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["finetune"] else None)
+
+
+def print_summary(report: dict, args: argparse.Namespace) -> None:
     b, a = report["before"], report["after"]
     print(f"validation ({a['n']} faces): accuracy {b['accuracy']:.3f} -> {a['accuracy']:.3f}, "
           f"mean class accuracy {b['mean_class_accuracy']:.3f} -> {a['mean_class_accuracy']:.3f}")
@@ -63,5 +82,6 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if report["data"]["skipped"]:
         print(f"skipped {len(report['data']['skipped'])} file(s); reasons in {args.out}/report.md", file=sys.stderr)
+    if report["replaced"]:
+        print(f"replaced the earlier run's {', '.join(report['replaced'])} in {args.out}", file=sys.stderr)
     print(f"wrote {', '.join(report['files'])} to {args.out}")
-    return 0

@@ -13,9 +13,9 @@ import numpy as np
 
 from ..card import Card
 from ..data.folder import canonical_class, discover
-from ..data.images import read_face
+from ..data.images import IMAGE_SUFFIXES, read_face
 from ..inference.align import CropSpec, crop_face
-from ..inference.inputs import read_image
+from ..inference.inputs import read_image, walk_folder
 from ..utils import printable, sha256_file
 
 FACE_MODES = ("auto", "photo", "crop")
@@ -85,6 +85,19 @@ def scan(root: str | Path, model_classes: list[str], must_exist: bool = False) -
     present = set(labels)
     classes = [c for c in model_classes if c in present] + sorted(present - set(model_classes))
     return paths, labels, classes
+
+
+def unlisted(root: Path) -> list[dict]:
+    """What :func:`scan` leaves out that a user may have meant as faces, each with its reason, as
+    ``predict`` reports them: broken links, link loops (a link to a folder above), special files
+    (predict's :func:`~litefer.inference.inputs.walk_folder` finds those), and images lying in ROOT
+    itself instead of a class folder."""
+    _, problems = walk_folder(root)
+    out = [dict(zip(("file", "reason"), p.rsplit(": ", 1))) for p in problems]
+    out += [{"file": str(p), "reason": "not in a class folder (ROOT/<class>/" + p.name + ")"}
+            for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()]
+    return out
 
 
 def listing_hash(root: Path, paths: list[Path]) -> str:
@@ -158,7 +171,7 @@ def frame_folder(root: str | Path, card: Card, detector, faces: str = "auto", pi
     classes = list(classes or found)
     paths, labels, duplicates = drop_duplicates(listed, listed_labels)
     spec = CropSpec.from_card(card)
-    crops, kept, skipped, decisions = [], [], [], {"photo": 0, "crop": 0}
+    crops, kept, skipped, decisions = [], [], unlisted(root), {"photo": 0, "crop": 0}
     for i, p in enumerate(_progress(paths, progress, f"framing {root.name}")):
         try:
             bgr = read_image(p)

@@ -9,7 +9,10 @@ in the output folder but a resume checkpoint until the end, when every file move
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import os
 import shutil
 import time
 from pathlib import Path
@@ -563,15 +566,27 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     with confusion.png into ``out``; returns the report (a dict). ``budget`` (``10m``, ``90s``, None:
     no limit) caps the whole run: the whole-network stage stops where the refit would no longer fit.
     See :mod:`litefer.train.finetune`."""
-    from ..inference.detect import create_detector
-    from ..utils import hardware_summary
-    from .finetune_output import make_card, write_outputs
-
     t0 = time.perf_counter()
     seconds = parse_budget(budget)
     cfg = finetune_config(config, overrides)
     out = Path(out)
     check_out(out, root, val)
+    if resume and not checkpoint_path(out).is_file():
+        raise ValueError(f"--resume: {out} holds no checkpoint to resume ({checkpoint_path(out)}): the earlier run "
+                         f"finished, or stopped before its first epoch; run without --resume")
+    with out_lock(out):
+        return _run(root, out, cfg, t0, seconds, weights=weights, val=val, group_by=group_by, groups=groups,
+                    faces=faces, pick=pick, resume=resume, classes_must_exist=classes_must_exist, detector=detector,
+                    min_face=min_face, yunet_model=yunet_model, progress=progress, command=command)
+
+
+def _run(root, out: Path, cfg: dict, t0: float, seconds: float | None, *, weights, val, group_by, groups, faces,
+         pick, resume, classes_must_exist, detector, min_face, yunet_model, progress, command) -> dict:
+    """:func:`finetune`'s work, once its arguments are checked and ``out`` is locked."""
+    from ..inference.detect import create_detector
+    from ..utils import hardware_summary
+    from .finetune_output import OUTPUTS, make_card, write_outputs
+
     set_threads(cfg)
     torch.manual_seed(cfg["seed"])
     base, meta, card, base_path = load_base(weights)
@@ -622,14 +637,35 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
                   "validation_before": {k: before[k] for k in ("n", "accuracy", "mean_class_accuracy")},
                   "training": {"wall_seconds": report["wall_seconds"], "hardware": report["hardware"],
                                "command": report["command"]}}
+    report["replaced"] = [name for name in OUTPUTS if (out / name).exists()]      # an earlier run's files
     report["files"] = write_outputs(out, model, meta, make_card(card, classes, counts(train), after, provenance), report)
     shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)     # the run is complete: no resume state
     return report
 
 
+@contextlib.contextmanager
+def out_lock(out: Path):
+    """An exclusive lock on the folder ``out`` while a run writes there: a second run into it is
+    refused instead of both saying "wrote" and the last one's files winning. An ``flock`` on the
+    folder itself leaves no lock file behind and ends with the process, however that ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out}: another litefer finetune is writing there now; wait for it to end "
+                             f"or choose another folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def check_out(out: Path, *roots) -> None:
-    """ValueError when ``out`` is one of the image folders or inside one: the next run on that
-    folder would read the outputs as a class of faces."""
+    """ValueError when ``out`` is a file, or one of the image folders or inside one: the next run on
+    that folder would read the outputs as a class of faces."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
     where = out.resolve()
     for root in filter(None, roots):
         top = Path(root).resolve()
