@@ -155,7 +155,7 @@ def test_training_commands_name_their_extra_without_torch(lean_env, tmp_path):
 
 @pytest.mark.parametrize("argv", [["export", "--weights", "default", "--out", "x.onnx"],
                                   ["export", "--format", "onnx-int8", "--weights", "default"],
-                                  ["train", "--resume", "runs/x"], ["train", "cfg.yaml", "--set", "optim.lr=0.1"],
+                                  ["train", "--resume", "runs/x"], ["train", "--set", "optim.lr=0.1", "cfg.yaml"],
                                   ["finetune", "faces", "--out", "ft", "--set", "head.lr=0.1"]])
 def test_readme_commands_with_flags_name_the_extra_without_torch(argv, lean_env, tmp_path):
     """Flags of a command whose extra is missing are not argparse noise: one line naming the extra."""
