@@ -29,6 +29,7 @@ from pathlib import Path
 
 import detect_scale
 import loadtest as L
+from results_page import load_text
 from serve_load import CpuMeter, astronaut_jpeg, start_server
 from litefer.utils import atomic_write_text, hardware_summary, remove_stale_temp_files
 
@@ -888,10 +889,11 @@ def table(rows) -> str:
 
 
 def report(command: str, sections: dict, polling: list[dict], flood: dict, uploads: list[dict], large: dict,
-           scale: dict) -> str:
+           scale: dict, load_start=None) -> str:
     f, s = flood["flood"], flood["load"]
     parts = ["# litefer robustness probes", "", f"Command: `{command}`  ", f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}  ",
-             f"Machine: {hardware_summary()}, Python {platform.python_version()}, {platform.system()} {platform.release()}  ",
+             f"Machine: {hardware_summary()}, Python {platform.python_version()}, {platform.system()} {platform.release()}; "
+             f"{load_text(load_start)} (other jobs on the machine raise the latencies)  ",
              "Server: packaged model, onnxruntime, default workers and queue, `--header-timeout 2 --upload-timeout 2 "
              "--max-connections 256`.", ""]
     for title, rows in sections.items():
@@ -931,6 +933,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-rounds", type=int, default=3, help="rounds of the 12-MP small-face timing")
     ap.add_argument("--out", default="results/robustness.md")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()
     jpeg = astronaut_jpeg()
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         tmp = Path(tmp)
@@ -962,7 +965,7 @@ def main(argv=None) -> int:
             proc.wait(15)
     scale = detect_scale.measure(rounds=args.scale_rounds)
     command = "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(command.strip(), sections, polling, flood, uploads, large, scale)
+    text = report(command.strip(), sections, polling, flood, uploads, large, scale, load_start)
     atomic_write_text(args.out, text)
     print(text)
     return 0
