@@ -15,7 +15,9 @@ FACES_HELP = ("photo: find and frame the face like predict; crop: the image is a
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="ROOT", help="folder of class folders: ROOT/happy/*.jpg, ROOT/neutral/*.jpg, ...")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder: model.pt/.onnx/.json, report.md/.json")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: model.pt/.onnx/.json, report.md/.json; not inside ROOT, one run at a time, "
+                        "an earlier run's files replaced at the end")
     options.add_weights(p, help="weights to start from: 'default' (the shipped model) or a .pt file")
     p.add_argument("--faces", choices=("auto", "photo", "crop"), default="auto", help=FACES_HELP)
     p.add_argument("--pick", choices=("none", "largest"), default="none",
@@ -33,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="10m", metavar="TIME",
                    help="time for the whole run, e.g. 10m, 90s, 1.5h, or none; the whole-network stage stops "
                         "where the refit would no longer fit (default: 10m)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR's checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from DIR's checkpoint (refused when there is none)")
     options.add_detector(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
