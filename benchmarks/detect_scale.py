@@ -39,7 +39,9 @@ from results_page import command_line, header, table, write
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BEFORE = "e97f65e"                      # main before the tiled search (issue 20)
-YUNET = ROOT.parent / "shared" / "models" / "face_detection_yunet.onnx"
+# shared/ beside the checkout or beside a folder above it (a git worktree in a folder of worktrees)
+SHARED = next((d / "shared" for d in ROOT.parents if (d / "shared").is_dir()), ROOT.parent / "shared")
+YUNET = SHARED / "models" / "face_detection_yunet.onnx"
 SETTINGS = {"1 thread": 1, "default threads": 0}
 # (face side in px, top-left corner of the face) of the pasted faces
 PASTED = [(40, (3300, 150)), (48, (3300, 450)), (60, (3300, 800)), (72, (3300, 1200)), (96, (3300, 1700)),

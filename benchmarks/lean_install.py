@@ -7,7 +7,8 @@ Checks, one line each:
 1. the wheel holds the sample photo, the packaged model, the page, and the page's vendor files
    when the tree has them (``make web``);
 2. torch is not installed in the venv;
-3. ``litefer predict`` recognizes the sample photo there (one face);
+3. ``litefer predict`` recognizes the sample photo there (one face), and ``litefer export`` and
+   ``litefer train --resume`` say in one line which extra brings torch;
 4. with ``litefer[serve]`` added from the same wheel (the serve stack is not in the lean install:
    see results/install.md), torch is still absent, ``litefer serve`` answers a ``/v1/recognize``
    round trip with the sample photo, and the page says whether its on-device mode is available.
@@ -134,6 +135,20 @@ def check_predict(venv: Path, cwd: Path) -> str:
     return f"litefer {' '.join(PREDICT)}: 1 face"
 
 
+# README commands that need torch: the lean install answers each with the extra to install, exit 2
+TORCH_COMMANDS = (["export", "--weights", "default", "--out", "x.onnx"], ["train", "--resume", "runs/x"])
+
+
+def check_torch_commands(venv: Path, cwd: Path) -> str:
+    for argv in TORCH_COMMANDS:
+        p = subprocess.run([str(venv / "bin" / "litefer"), *argv], cwd=cwd, capture_output=True, text=True,
+                           timeout=120, check=False)
+        lines = p.stderr.strip().splitlines()
+        if p.returncode != 2 or len(lines) != 1 or "pip install 'litefer[train]'" not in lines[0]:
+            raise CheckFailed(f"litefer {' '.join(argv)}: exit {p.returncode}, stderr {p.stderr[-500:]!r}")
+    return f"{' and '.join('litefer ' + ' '.join(a) for a in TORCH_COMMANDS)}: one line naming litefer[train], exit 2"
+
+
 def free_port() -> int:
     import socket
 
@@ -187,7 +202,7 @@ def lean_checks(wheel: Path, workdir: Path, add: list[str]) -> list[str]:
     installed beside the wheel, for trying the checks on a tree that still needs them."""
     venv = workdir / "venv-lean"
     py = make_venv(venv, [str(wheel), *add])
-    lines = [check_wheel(wheel), check_no_torch(py), check_predict(venv, workdir)]
+    lines = [check_wheel(wheel), check_no_torch(py), check_predict(venv, workdir), check_torch_commands(venv, workdir)]
     run([py, "-m", "pip", "install", "-q", f"{wheel}[serve]"])
     lines += [check_no_torch(py) + " (with litefer[serve])", check_serve(venv, workdir)]
     return lines

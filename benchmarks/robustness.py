@@ -391,6 +391,153 @@ def stale_temp_probe(tmp: Path) -> tuple[str, str, str]:
             "calls it at resume and at the end of a run)", T + "test_utils.py::test_stale_temp_files_of_a_killed_atomic_write_are_removed")
 
 
+# ----------------------------------------------------------------------------- issue 29's third round
+
+def stderr_outcome(p) -> str:
+    """Exit status and every line on stderr but the detector hint (for runs that end with warnings)."""
+    lines = [x.strip() for x in p.stderr.strip().splitlines() if x.strip() and "face detector: Haar" not in x]
+    return f"exit {p.returncode}: " + " / ".join(x[:160] for x in lines)
+
+
+def odd_name(folder: Path, raw: bytes) -> str:
+    """A file name that is not valid UTF-8 (bytes, as Linux allows), as Python names it (surrogateescape)."""
+    return os.fsdecode(os.path.join(os.fsencode(folder), raw))
+
+
+def faces_folder(root: Path, jpeg: bytes) -> Path:
+    """happy/ and sad/ face crops of the sample photo at 5 brightness levels each, plus: a crop named
+    b'caf\\xe9.png', one image in both classes, one twice in sad/, an image in ROOT itself, a
+    broken link and a link to ROOT."""
+    import cv2
+    import numpy as np
+
+    from litefer.inference.align import CropSpec, crop_face
+    from litefer.inference.detect import HaarDetector
+    from litefer.inference.samples import sample_bgr
+
+    crop = crop_face(sample_bgr(), HaarDetector().detect(sample_bgr())[0], CropSpec())[0].astype(np.float32)
+    for k, cls in enumerate(("happy", "sad")):
+        (root / cls).mkdir(parents=True)
+        for i in range(5):
+            cv2.imwrite(str(root / cls / f"s{i % 2}_{i}.png"), np.clip(crop * (0.7 + 0.12 * i + 0.05 * k), 0, 255).astype(np.uint8))
+    Path(odd_name(root / "happy", b"caf\xe9.png")).write_bytes(cv2.imencode(".png", np.clip(crop * 1.35, 0, 255)
+                                                                           .astype(np.uint8))[1].tobytes())
+    (root / "sad" / "same_as_happy.png").write_bytes((root / "happy" / "s1_1.png").read_bytes())
+    (root / "sad" / "copy.png").write_bytes((root / "sad" / "s0_2.png").read_bytes())
+    (root / "loose.jpg").write_bytes(jpeg)
+    (root / "happy" / "gone.png").symlink_to(root / "deleted.png")
+    (root / "happy" / "up").symlink_to(root)
+    return root
+
+
+def finetune_probes(tmp: Path, jpeg: bytes) -> list[tuple[str, str, str]]:
+    """Issue 29: recipe values, --out, --resume, a second run into one --out, and a folder holding an
+    odd file name, identical images, a loose image and bad links (one real run, a few epochs)."""
+    from litefer.train.finetune import out_lock
+
+    root = faces_folder(tmp / "ft_faces", jpeg)
+    pin = T + "test_finetune.py::"
+    rows = []
+    for override in ("head.lr=.inf", "head.epochs=-1", "label_smoothing=2", "threads=-3", "augment.flip=7"):
+        started = time.perf_counter()
+        p = litefer("finetune", root, "--out", tmp / "ft_bad", "--set", override, "--no-progress")
+        rows.append((f"`litefer finetune --set {override}`", f"{cli_outcome(p)} ({time.perf_counter() - started:.1f} s)",
+                     f"{pin}test_bad_recipe_values_are_one_line_naming_the_key_before_any_work[{override}]"))
+    rows.append(("`litefer finetune ROOT --out ROOT/model`", cli_outcome(litefer("finetune", root, "--out", root / "model")),
+                 pin + "test_out_inside_an_image_folder_is_refused_before_any_work"))
+    rows.append(("`litefer finetune --resume` with no checkpoint in --out",
+                 cli_outcome(litefer("finetune", root, "--out", tmp / "ft_none", "--resume")),
+                 pin + "test_one_run_at_a_time_into_one_out_and_resume_needs_a_checkpoint"))
+    with out_lock(tmp / "ft_busy"):
+        busy = litefer("finetune", root, "--out", tmp / "ft_busy", "--no-progress")
+    rows.append(("a second `litefer finetune` into an --out another run holds", cli_outcome(busy),
+                 pin + "test_one_run_at_a_time_into_one_out_and_resume_needs_a_checkpoint"))
+    out = tmp / "ft_out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier model")
+    fast = [x for s in ("head.epochs=2", "full.epochs=1", "batch_size=8", "refit=false", "estimate_folds=0")
+            for x in ("--set", s)]
+    p = litefer("finetune", root, "--out", out, "--no-progress", *fast, timeout=600)
+    report = json.loads((out / "report.json").read_text()) if p.returncode == 0 else {"data": {}}
+    data = report["data"]
+    used = {c: data["train_counts"][c] + data["val_counts"][c] for c in data.get("train_counts", {})}
+    rows.append(("`litefer finetune` on a folder with b'caf\\xe9.png', one image in both classes, one twice in sad/, "
+                 "an image in ROOT, a broken link and a link to ROOT",
+                 f"{stderr_outcome(p)}; faces used {used}; report.json skipped "
+                 f"{[(Path(s['file']).name, s['reason'][:40]) for s in data.get('skipped', [])]}, identical sets "
+                 f"{[(len(d['files']), d['action']) for d in data.get('duplicates', [])]}",
+                 pin + "test_odd_file_names_and_identical_images_are_handled_and_reported"))
+    return rows
+
+
+def odd_name_predict_probe(tmp: Path, jpeg: bytes) -> tuple[str, str, str]:
+    d = tmp / "odd_names"
+    d.mkdir()
+    (d / "plain.jpg").write_bytes(jpeg)
+    Path(odd_name(d, b"caf\xe9.jpg")).write_bytes(jpeg)
+    p = litefer("predict", d, "--csv", tmp / "odd.csv", "--json", tmp / "odd.json", "--backend", "onnxruntime",
+                "--no-progress")
+    csv_rows = (tmp / "odd.csv").read_bytes().decode("utf-8").splitlines()[1:] if (tmp / "odd.csv").is_file() else []
+    sources = sorted(r.split(",")[0].rsplit("/", 1)[-1] for r in csv_rows)
+    js = json.loads((tmp / "odd.json").read_text()) if (tmp / "odd.json").is_file() else {"inputs": []}
+    return ("`litefer predict DIR --csv --json`, DIR holding b'caf\\xe9.jpg' and plain.jpg",
+            f"exit {p.returncode}; CSV rows {len(csv_rows)}, sources {sources}; JSON sources "
+            f"{sorted(e['source'].rsplit('/', 1)[-1] for e in js['inputs'])}",
+            T + "test_predict_cli.py::test_file_names_that_are_not_utf8_are_written_escaped_in_csv_and_json")
+
+
+LEAN = ("import sys\nsys.modules.update(dict.fromkeys(['torch', 'torchvision', 'onnx', 'yaml', 'matplotlib'], None))\n"
+        "from litefer.cli import main\nsys.exit(main(sys.argv[1:]))")
+
+
+def lean_probes(tmp: Path) -> list[tuple[str, str, str]]:
+    """README commands where torch cannot be imported (``sys.modules['torch'] = None``), as in the lean install."""
+    pin = T + "test_without_torch.py::test_readme_commands_with_flags_name_the_extra_without_torch"
+    rows = []
+    for argv in (["export", "--weights", "default", "--out", "x.onnx"], ["export", "--format", "onnx-int8"],
+                 ["train", "--resume", "runs/x"], ["train", "--set", "optim.lr=0.1", "cfg.yaml"]):
+        p = subprocess.run([sys.executable, "-c", LEAN, *argv], capture_output=True, text=True, timeout=120, cwd=tmp)
+        rows.append((f"`litefer {' '.join(argv)}` without torch", cli_outcome(p), pin))
+    code = LEAN.split("from litefer")[0] + "import litefer\ntry:\n    litefer.create_model\nexcept ImportError as e:\n" \
+        "    print(type(e).__name__, '|', e)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    rows.append(("`litefer.create_model` without torch", p.stdout.strip() or p.stderr.strip()[-150:],
+                 T + "test_without_torch.py::test_torch_names_of_the_python_api_name_the_extra_without_torch"))
+    return rows
+
+
+def static_probes(url: str) -> list[tuple[str, str, str]]:
+    """HEAD, refused gzip, a NUL byte and a Range on the page's vendor files (present after `make web`)."""
+    import http.client
+
+    from litefer.serve.app import vendor_file
+
+    big = next((f for f in ("opencv/opencv.js", "ort/ort-wasm-simd-threaded.wasm") if (vendor_file(f) or (0, 0))[1]), None)
+    pin = T + "test_serve_api.py::test_vendor_files_answer_head_refused_gzip_and_nul_bytes"
+    if big is None:
+        return [("static vendor probes", "not run: no gzipped vendor file here (run `make web`)", pin)]
+
+    def ask(method: str, path: str, headers: dict) -> str:
+        conn = http.client.HTTPConnection(url.split("//")[1], timeout=30)
+        conn.request(method, path, headers=headers)
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+        return (f"{r.status}, Content-Encoding {r.getheader('content-encoding') or 'none'}, "
+                f"Content-Length {r.getheader('content-length')}, {len(body)} bytes read"
+                + (f", Content-Range {r.getheader('content-range')}" if r.getheader("content-range") else ""))
+
+    path = f"/static/vendor/{big}"
+    return [(f"`HEAD {path}` (stored gzipped), Accept-Encoding: gzip", ask("HEAD", path, {"Accept-Encoding": "gzip"}), pin),
+            (f"`GET {path}`, Accept-Encoding: gzip;q=0", ask("GET", path, {"Accept-Encoding": "gzip;q=0"}), pin),
+            (f"`GET {path}`, Accept-Encoding: gzip;q=0, identity;q=1",
+             ask("GET", path, {"Accept-Encoding": "gzip;q=0, identity;q=1"}), pin),
+            ("`GET /static/vendor/%00`", ask("GET", "/static/vendor/%00", {}), pin),
+            (f"`GET {path}`, Accept-Encoding: gzip, Range: bytes=0-99 (kept: a range of the gzip bytes, RFC 9110)",
+             ask("GET", path, {"Accept-Encoding": "gzip", "Range": "bytes=0-99"}),
+             "docs/guides/reliability.md (decision, no test)")]
+
+
 # ----------------------------------------------------------------------------- issue 20's second round
 
 def output_path_probes(tmp: Path) -> list[tuple[str, str, str]]:
@@ -734,9 +881,10 @@ def model_polling_section(phases: list[dict]) -> list[str]:
 # ----------------------------------------------------------------------------- report
 
 def report(command: str, sections: dict, polling: list[dict], flood: dict, uploads: list[dict], large: dict,
-           scale: dict) -> str:
+           scale: dict, load_start=None) -> str:
     f, s = flood["flood"], flood["load"]
-    parts = [*header("litefer robustness probes", command, f"{platform.system()} {platform.release()}"),
+    parts = [*header("litefer robustness probes", command, f"{platform.system()} {platform.release()}", load_start),
+             "Other jobs on the machine raise the latencies.", "",
              "Server: packaged model, onnxruntime, default workers and queue, `--header-timeout 2 --upload-timeout 2 "
              "--max-connections 256`.", ""]
     for title, rows in sections.items():
@@ -777,6 +925,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-rounds", type=int, default=3, help="rounds of the 12-MP small-face timing")
     ap.add_argument("--out", default="results/robustness.md")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()
     jpeg = astronaut_jpeg()
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
         tmp = Path(tmp)
@@ -791,12 +940,15 @@ def main(argv=None) -> int:
                     + output_path_probes(tmp),
                     "One-line errors (exit 2, naming the option or file)": error_line_probes(tmp)
                     + foreign_yunet_probes(tmp) + onnx_card_probes(cards),
+                    "Fine-tuning (issue 29)": finetune_probes(tmp, jpeg),
+                    "Lean install (no torch)": lean_probes(tmp),
                     "Python API": python_api_probes(tmp, cards)}
+        sections["Prediction"].append(odd_name_predict_probe(tmp, jpeg))
         url, proc, _ = start_server("default", None, tmp / "server.log", ["--header-timeout", "2", "--upload-timeout", "2",
                                                                          "--max-connections", "256"])
         try:
             limits = L.get_json(url, "/v1/model")[1]["limits"]
-            sections["Server"] = server_probes(url, jpeg, limits) + [misfit_weights_probe(tmp)]
+            sections["Server"] = server_probes(url, jpeg, limits) + [misfit_weights_probe(tmp)] + static_probes(url)
             polling = model_polling(url, jpeg)
             flood = load_during_flood(url, proc.pid, jpeg, args.flood, clients=4, requests=10)
             large = L.large_image_phase(url, args.large_images)
@@ -807,7 +959,7 @@ def main(argv=None) -> int:
     command = command_line("robustness.py", argv)
     write(args.out, {"command": command, "sections": sections, "model_polling": polling, "flood": flood,
                      "upload_flood": uploads, "large_images": large, "detect_scale": scale},
-          report(command, sections, polling, flood, uploads, large, scale))
+          report(command, sections, polling, flood, uploads, large, scale, load_start), load_start)
     return 0
 
 

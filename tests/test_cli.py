@@ -235,3 +235,20 @@ def test_a_runs_last_pt_is_usable_as_weights(bad_inputs, capsys):
     RUN/last.pt`, which the help offers, failed with torch's advice on weights_only."""
     assert main(["predict", "--sample", "--weights", str(bad_inputs / "run" / "last.pt"), "--no-progress"]) == 0
     assert "1 face(s)" in capsys.readouterr().err
+
+
+def test_raw_os_errors_become_a_path_what_happened_and_what_to_do(tmp_path, capsys):
+    """[Errno 28] No space left on device: 'x' and the like: the file first, then a hint."""
+    import errno
+
+    from litefer.cli import error_line
+
+    full = error_line("finetune", OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "model.pt")))
+    assert full == f"litefer finetune: error: {tmp_path / 'model.pt'}: No space left on device (the device is full: " \
+                   "free space or write elsewhere)"
+    assert error_line("finetune", OSError("disk full")) == "litefer finetune: error: disk full"      # litefer's own
+    a_file = tmp_path / "maps"
+    a_file.write_text("in the way")
+    assert main(["predict", "--sample", "--no-progress", "--explain", str(a_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "[Errno" not in err and err.endswith(f"Not a directory ({a_file} is a file, not a folder)"), err

@@ -3,6 +3,7 @@ real-format folder (face crops and whole photos) whose outputs work in Recognize
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -326,3 +327,146 @@ def test_the_clock_plans_a_schedule_that_ends_within_the_budget():
     assert clock.plan(5.0, 1, 20) == 9
     assert clock.plan(5.0, 1, 4) == 4 and ft.Clock(None).plan(5.0, 1, 20) == 20
     assert ft.Clock(1.0, reserve=10.0).plan(5.0, 1, 20) == 1        # nothing more fits: the epoch done stays
+
+
+# ----------------------------------------------------------------------------- hardening (issue 29)
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Makes loading the base model or framing a photo fail the test: a refusal must come first."""
+    def forbidden(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(ft, "load_base", forbidden)
+    monkeypatch.setattr(ft, "frame_folder", forbidden)
+
+
+ISSUE_PROBES = ["head.lr=.inf", "head.lr=-1", "full.lr=.nan", "head.epochs=-1", "full.epochs=-5", "threads=0",
+                "threads=-3", "threads=2.5", "min_per_class=0", "augment.flip=7", "label_smoothing=2", "batch_size=0",
+                "val_fraction=1", "select_tol=-1", "full.layer_decay=0", "estimate_folds=-2", "balance=often"]
+
+
+@pytest.mark.parametrize("override", ISSUE_PROBES)
+def test_bad_recipe_values_are_one_line_naming_the_key_before_any_work(override, tmp_path, capsys, no_work):
+    from litefer.cli import main
+
+    code = main(["finetune", str(tmp_path / "faces"), "--out", str(tmp_path / "out"), "--set", override,
+                 "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    key, value = override.split("=")
+    assert err[0].startswith(f"litefer finetune: error: {key} must be ") and "got" in err[0], err
+
+
+def test_every_numeric_recipe_key_has_a_range_and_the_defaults_pass():
+    def leaves(tree, prefix=""):
+        for k, v in tree.items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+    numeric = {k for k, v in leaves(ft.DEFAULTS) if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+    assert numeric == set(ft.RANGES)
+    ft.finetune_config(overrides=["head.epochs=0", "threads=2"])         # head-only and threads set: fine
+    with pytest.raises(ValueError, match="both 0"):
+        ft.finetune_config(overrides=["head.epochs=0", "full.epochs=0"])
+
+
+def test_a_model_with_non_finite_weights_is_never_written(tmp_path):
+    from litefer import create_model
+    from litefer.train import finetune_output as fo
+
+    model = create_model("litefer_cpsca", num_classes=2)
+    with torch.no_grad():
+        model.classifier[3].weight[0, 0] = float("nan")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"the earlier model")
+    with pytest.raises(ValueError, match="non-finite weights .* first classifier.3.weight"):
+        fo.write_outputs(out, model, {"model_name": "litefer_cpsca"}, None, {})
+    assert [p.name for p in out.iterdir()] == ["model.pt"] and (out / "model.pt").read_bytes() == b"the earlier model"
+
+
+def test_out_inside_an_image_folder_is_refused_before_any_work(tmp_path, capsys, no_work):
+    from litefer.cli import main
+
+    root, val = tmp_path / "faces", tmp_path / "val"
+    for out, extra in ((root / "model", []), (root, []), (val / "x" / "y", ["--val", str(val)])):
+        code = main(["finetune", str(root), "--out", str(out), "--no-progress", *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and "is inside the image folder" in err[0], err
+
+
+def test_odd_file_names_and_identical_images_are_handled_and_reported(base, tmp_path, capsys):
+    """A file name that is not UTF-8 is trained on and written escaped; copies of one image in two
+    classes are left out of both, copies within one class keep one file."""
+    from litefer.cli import main
+
+    root = tmp_path / "faces"
+    write_crops(root / "happy", 4, 1)
+    write_crops(root / "sad", 4, 2)
+    ok, png = cv2.imencode(".png", np.clip(face_crop() * 0.9, 0, 255).astype(np.uint8))
+    with open(os.path.join(os.fsencode(root / "happy"), b"caf\xe9_9.png"), "wb") as f:
+        f.write(png.tobytes())
+    with open(os.path.join(os.fsencode(root / "sad"), b"broken\xff.png"), "wb") as f:
+        f.write(b"not an image")
+    (root / "sad" / "dup.png").write_bytes((root / "happy" / "s0_0.png").read_bytes())     # in two classes
+    (root / "sad" / "s1_copy.png").write_bytes((root / "sad" / "s1_1.png").read_bytes())   # twice in one
+    (root / "loose.png").write_bytes((root / "sad" / "s2_2.png").read_bytes())              # in no class folder
+    (root / "happy" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (root / "happy" / "up").symlink_to(root)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"an earlier run's model")
+    assert main(["finetune", str(root), "--out", str(out), "--weights", str(base), "--no-progress",
+                 *[x for s in ["head.epochs=1", "full.epochs=1", "batch_size=8", "refit=false", "estimate_folds=0"]
+                   for x in ("--set", s)]]) == 0
+    err = capsys.readouterr().err
+    assert "2 set(s) of identical images" in err and "replaced the earlier run's model.pt" in err
+    report = json.loads((out / "report.json").read_bytes().decode("utf-8"))
+    dups = {tuple(Path(f).name for f in d["files"]): d for d in report["data"]["duplicates"]}
+    assert dups[("s0_0.png", "dup.png")]["classes"] == ["happiness", "sadness"]
+    assert "left out of every class" in dups[("s0_0.png", "dup.png")]["action"]
+    assert dups[("s1_1.png", "s1_copy.png")]["action"] == "kept s1_1.png only"
+    counts = {c: report["data"]["train_counts"][c] + report["data"]["val_counts"][c] for c in ("happiness", "sadness")}
+    assert counts == {"happiness": 4, "sadness": 4}                   # caf\xe9_9.png among the happy faces
+    reasons = {Path(s["file"]).name: s["reason"] for s in report["data"]["skipped"]}
+    assert sorted(reasons) == ["broken\\xff.png", "gone.png", "loose.png", "up"] and "not an image" in reasons[
+        "broken\\xff.png"]
+    assert reasons["gone.png"].startswith("broken symbolic link") and reasons["up"].startswith("symbolic link loop")
+    assert reasons["loose.png"].startswith("not in a class folder")
+    md = (out / "report.md").read_bytes().decode("utf-8")
+    assert "identical images" in md and "dup.png" in md and "broken\\xff.png" in md
+    card = json.loads((out / "model.json").read_bytes().decode("utf-8"))
+    assert card["data"]["listing_sha256"] == report["data"]["listing_sha256"]
+
+
+def test_one_run_at_a_time_into_one_out_and_resume_needs_a_checkpoint(tmp_path, capsys, no_work):
+    from litefer.cli import main
+
+    out = tmp_path / "out"
+    argv = ["finetune", str(tmp_path / "faces"), "--out", str(out), "--no-progress"]
+    with ft.out_lock(out):                                              # another run holds the folder
+        assert main(argv) == 2
+        assert "another litefer finetune is writing there now" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no checkpoint to resume" in err[0] and "without --resume" in err[0]
+    (out / "file").write_text("x")
+    assert main(["finetune", str(tmp_path / "faces"), "--out", str(out / "file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_interrupt_after_a_saved_epoch_names_resume(tmp_path, capsys, monkeypatch):
+    from litefer.cli import main
+
+    out = tmp_path / "out"
+
+    def interrupted(root, out, **kw):
+        if kw["resume"] is False and root.endswith("later"):
+            ft.save_checkpoint(Path(out), {"epoch": 1})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ft, "finetune", interrupted)
+    assert main(["finetune", str(tmp_path / "early"), "--out", str(out)]) == 130
+    assert "--resume" not in capsys.readouterr().err                    # nothing saved yet: nothing to resume
+    assert main(["finetune", str(tmp_path / "later"), "--out", str(out)]) == 130
+    assert "run the same command with --resume" in capsys.readouterr().err

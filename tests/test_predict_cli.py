@@ -295,3 +295,27 @@ def test_fifos_and_devices_are_reported_not_opened(checkpoint, photo_dir, tmp_pa
     assert summary["images"] == 1 and summary["skipped_by_reason"] == {"special file": 4}
     assert f"{d / 'stream.jpg'}: not a regular file (a FIFO)" in err
     assert f"{os.devnull}: not a regular file (a character device)" in err
+
+
+def test_file_names_that_are_not_utf8_are_written_escaped_in_csv_and_json(onnx_file, tmp_path, capsys):
+    """b'caf\\xe9.jpg' (Latin-1, legal on Linux) is read, and its name is written as caf\\xe9.jpg in
+    the table, the CSV and the JSON; every other photo's rows are written too."""
+    from litefer.inference.samples import sample_photo
+
+    d = tmp_path / "odd"
+    d.mkdir()
+    shutil.copy(sample_photo(), d / "plain.jpg")
+    shutil.copy(sample_photo(), os.path.join(os.fsencode(d), b"caf\xe9.jpg"))
+    with open(os.path.join(os.fsencode(d), b"bad\xff.jpg"), "wb") as f:
+        f.write(b"not an image")
+    out = tmp_path / "out"
+    code = cli(["predict", str(d), "--weights", str(onnx_file), "--no-progress",
+                "--csv", str(out / "r.csv"), "--json", str(out / "r.json")])
+    captured = capsys.readouterr()
+    assert code == EXIT_PARTIAL and "caf\\xe9.jpg" in captured.out
+    rows = (out / "r.csv").read_bytes().decode("utf-8").splitlines()
+    sources = sorted(r.split(",")[0].rsplit("/", 1)[1] for r in rows[1:])
+    assert sources == ["bad\\xff.jpg", "caf\\xe9.jpg", "plain.jpg"]
+    report = json.loads((out / "r.json").read_bytes().decode("utf-8"))
+    assert sorted(e["source"].rsplit("/", 1)[1] for e in report["inputs"]) == sources
+    assert report["summary"]["skipped_inputs"][0].startswith(str(d / "bad\\xff.jpg"))

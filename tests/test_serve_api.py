@@ -367,6 +367,45 @@ def test_gzipped_vendor_files_are_sent_as_stored_or_decompressed(serve_model, tm
         assert c.get("/static/app.js").status_code == 200             # the rest of /static is unchanged
 
 
+@pytest.mark.parametrize("header,gz", [("gzip", True), ("gzip, deflate, br", True), ("GZIP;Q=0.5", True),
+                                       ("*", True), ("x-gzip", True), ("gzip;q=0", False), ("gzip;q=0.0", False),
+                                       ("gzip;q=0, identity;q=1", False), ("identity", False), ("", False),
+                                       ("*;q=0", False), ("gzip;q=0, *", False), ("br, *;q=0.1", True),
+                                       ("gzip;q=nan", False), ("gzip;q=bogus", False)])
+def test_accept_encoding_q_values(header, gz):
+    from litefer.serve.app import accepts_gzip
+
+    assert accepts_gzip(header) is gz
+
+
+def test_vendor_files_answer_head_refused_gzip_and_nul_bytes(serve_model, tmp_path, monkeypatch, caplog):
+    """HEAD on a file stored gzipped is 200 like GET; ``gzip;q=0`` gets the decompressed bytes; a NUL
+    byte in the path is a 404 like any other bad path, with nothing logged as an error."""
+    import gzip
+    import logging
+
+    from litefer.serve import app as serve_app
+
+    vendor = tmp_path / "vendor"
+    (vendor / "ort").mkdir(parents=True)
+    wasm = bytes(range(256)) * 512
+    (vendor / "ort" / "rt.wasm.gz").write_bytes(gzip.compress(wasm))
+    monkeypatch.setattr(serve_app, "VENDOR_DIR", vendor)
+    app = serve_app.create_app(ServeConfig(weights=str(serve_model[1]), workers=1, queue=1))
+    with caplog.at_level(logging.ERROR), _testclient_class()(app, raise_server_exceptions=False) as c:
+        head = c.head("/static/vendor/ort/rt.wasm", headers={"Accept-Encoding": "gzip"})
+        assert head.status_code == 200 and head.headers["content-encoding"] == "gzip" and head.content == b""
+        plain_head = c.head("/static/vendor/ort/rt.wasm", headers={"Accept-Encoding": "identity"})
+        assert plain_head.status_code == 200 and plain_head.headers["content-length"] == str(len(wasm))
+        for refused in ("gzip;q=0", "gzip;q=0, identity;q=1"):
+            r = c.get("/static/vendor/ort/rt.wasm", headers={"Accept-Encoding": refused})
+            assert "content-encoding" not in r.headers and r.content == wasm, refused
+        for path in ("/static/vendor/%00", "/static/vendor/ort/%00rt.wasm", "/static/%00", "/static/app.js%00"):
+            r = c.get(path)
+            assert r.status_code == 404 and r.headers["content-type"] == "application/json", path
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # ----------------------------------------------------------------------------- command line
 
 def test_cli_refuses_missing_weights_clearly(tmp_path):

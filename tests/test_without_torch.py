@@ -151,3 +151,36 @@ def test_training_commands_name_their_extra_without_torch(lean_env, tmp_path):
     out = subprocess.run([sys.executable, "-m", "litefer", "train", "x.yaml"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=300, check=False)
     assert out.returncode == 2 and "litefer[train]" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["export", "--weights", "default", "--out", "x.onnx"],
+                                  ["export", "--format", "onnx-int8", "--weights", "default"],
+                                  ["train", "--resume", "runs/x"], ["train", "--set", "optim.lr=0.1", "cfg.yaml"],
+                                  ["finetune", "faces", "--out", "ft", "--set", "head.lr=0.1"]])
+def test_readme_commands_with_flags_name_the_extra_without_torch(argv, lean_env, tmp_path):
+    """Flags of a command whose extra is missing are not argparse noise: one line naming the extra."""
+    out = subprocess.run([sys.executable, "-m", "litefer", *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, check=False)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"litefer {argv[0]}: error: ") and "pip install 'litefer[train]'" in lines[0]
+
+
+def test_torch_names_of_the_python_api_name_the_extra_without_torch(lean_env, tmp_path):
+    code = ("import json, litefer\n"
+            "got = {}\n"
+            "for name in ('finetune', 'create_model', 'list_models'):\n"
+            "    try:\n"
+            "        getattr(litefer, name)\n"
+            "    except ImportError as e:\n"
+            "        got[name] = [type(e).__name__, str(e)]\n"
+            "try:\n"
+            "    from litefer import finetune\n"
+            "except ImportError as e:\n"
+            "    got['from'] = [type(e).__name__, str(e)]\n"
+            "print(json.dumps(got))")
+    got = python_json(code, tmp_path)
+    assert set(got) == {"finetune", "create_model", "list_models", "from"}
+    for name, (kind, message) in got.items():                 # MissingExtra is an ImportError
+        assert kind == "MissingExtra" and "pip install 'litefer[train]'" in message, (name, message)
+    assert got["create_model"][1].startswith("litefer.create_model needs torch")

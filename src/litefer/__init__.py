@@ -33,7 +33,12 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'litefer' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
+    try:
+        value = getattr(import_module(module), name)
+    except ImportError as e:                # the lean install: say which extra brings the name
+        from .utils import as_missing_extra
+
+        raise as_missing_extra(e, f"litefer.{name}") from None
     globals()[name] = value
     return value
 

@@ -17,6 +17,22 @@ class MissingExtra(ImportError):
     The command line reports it in one line with exit status 2, like any other user error."""
 
 
+# packages of the extras (pyproject.toml) -> the extra that installs them; the lean install has none
+EXTRA_OF = {"torch": "train", "torchvision": "train", "onnx": "train", "yaml": "train", "matplotlib": "train",
+            "tensorboard": "train", "ptflops": "train", "pandas": "all", "fastapi": "serve", "uvicorn": "serve",
+            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve"}
+
+
+def as_missing_extra(e: BaseException, what: str) -> BaseException:
+    """A missing package of one of litefer's extras as :class:`MissingExtra`, saying that ``what``
+    needs it and which extra to install; any other exception is returned as it is."""
+    top = (getattr(e, "name", None) or "").partition(".")[0]
+    if not isinstance(e, ImportError) or isinstance(e, MissingExtra) or top not in EXTRA_OF:
+        return e
+    return MissingExtra(f"{what} needs {top}, which is not installed: pip install 'litefer[{EXTRA_OF[top]}]'",
+                        name=top)
+
+
 def require(module: str, extra: str, what: str, hint: str = ""):
     """Import ``module`` or raise :class:`MissingExtra`: ``what`` needs it, what to install, ``hint``."""
     import importlib
@@ -154,12 +170,45 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not (legal on Linux, read with Python's
+    surrogateescape) shows its undecodable bytes as Python's ``\\xNN`` escapes, ``caf\\xe9.jpg``, in
+    every file and message litefer writes (CSV, JSON, Markdown, the console)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:               # a lone surrogate that no file name made
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _printable_tree(obj):
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, os.PathLike):
+        return printable(os.fspath(obj))
+    if isinstance(obj, dict):
+        return {printable(str(k)) if isinstance(k, str) else k: _printable_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_printable_tree(v) for v in obj]
+    return obj
+
+
+def json_text(obj, indent: int | None = 2) -> str:
+    """JSON of ``obj`` with every string :func:`printable` (the same escapes as in the CSV and
+    Markdown files); objects JSON lacks are written as their ``str``."""
+    return json.dumps(_printable_tree(obj), indent=indent, default=lambda o: printable(str(o)))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, printable(text).encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    atomic_write_text(path, json_text(obj) + "\n")
 
 
 def cpu_model() -> str:

@@ -6,10 +6,14 @@ the command modules parse their flags and call the library, which never sees arg
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from ..utils import MissingExtra
+from ..utils import as_missing_extra as missing_extra
 from .options import CommandFailed, add_debug, resolve_weights_flag
 
 # subcommand -> help; litefer.cli.<subcommand> exposes ``add_arguments(parser)`` and ``main(args) -> int``
@@ -66,27 +70,22 @@ def _add_command_arguments(p: argparse.ArgumentParser, name: str) -> None:
         p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-# packages of the extras (pyproject.toml) -> the extra that installs them; the lean install has none
-EXTRA_OF = {"torch": "train", "torchvision": "train", "onnx": "train", "yaml": "train", "matplotlib": "train",
-            "tensorboard": "train", "ptflops": "train", "pandas": "all", "fastapi": "serve", "uvicorn": "serve",
-            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve"}
-
-
 def as_missing_extra(e: BaseException, command: str) -> BaseException:
     """A missing package of one of litefer's extras as :class:`MissingExtra` naming the extra; else ``e``."""
-    top = (getattr(e, "name", None) or "").partition(".")[0]
-    if not isinstance(e, ImportError) or isinstance(e, MissingExtra) or top not in EXTRA_OF:
-        return e
-    return MissingExtra(f"litefer {command} needs {top}, which is not installed: pip install 'litefer[{EXTRA_OF[top]}]'")
+    return missing_extra(e, f"litefer {command}")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
+    # a command whose extra is missing has no flags to check: it says what to install, whatever follows
+    args, unknown = parser.parse_known_args(argv)
     if getattr(args, "_unavailable", None):
         print(args._unavailable, file=sys.stderr)
         return 2
+    if unknown:
+        parser.parse_args(argv)             # argparse's own message and exit status 2
     try:
         resolve_weights_flag(args)
         return int(importlib.import_module(command_module(args.command)).main(args) or 0)
@@ -108,9 +107,31 @@ def exit_status(e: BaseException) -> int:
     return 2 if isinstance(e, USER_ERRORS) else 1
 
 
+# what to do about the operating system's errors that a user meets when writing (a raw OSError's
+# "[Errno 28] No space left on device: 'x'" says neither which file it was about nor that)
+OS_HINTS = {errno.ENOSPC: "the device is full: free space or write elsewhere",
+            errno.EDQUOT: "the disk quota is used up: free space or write elsewhere",
+            errno.EROFS: "write elsewhere", errno.EACCES: "write elsewhere or change the folder's permissions",
+            errno.EEXIST: "something is already there: remove it or choose another name"}
+
+
+def os_error_text(e: OSError) -> str:
+    """A raw OSError as ``PATH: what happened (what to do)``, e.g. for ``--explain FILE`` where a
+    folder is meant: ``FILE/x.jpg: Not a directory (FILE is a file, not a folder)``."""
+    if not str(e).startswith("[Errno") or not e.strerror:
+        return str(e)
+    path = "" if e.filename is None else os.fsdecode(e.filename)
+    hint = OS_HINTS.get(e.errno, "")
+    if e.errno == errno.ENOTDIR and path:
+        above = next((p for p in Path(path).parents if p.exists()), None)
+        hint = f"{above} is a file, not a folder" if above is not None and above.is_file() else ""
+    text = f"{path}: {e.strerror}" if path else e.strerror
+    return text + (f" -> {os.fsdecode(e.filename2)}" if e.filename2 else "") + (f" ({hint})" if hint else "")
+
+
 def error_line(command: str, e: BaseException) -> str:
     """``litefer train: error: <message>``; the exception's type is named when it is unexpected."""
-    message = str(e).strip() or type(e).__name__
+    message = (os_error_text(e) if isinstance(e, OSError) else str(e)).strip() or type(e).__name__
     if isinstance(e, (*USER_ERRORS, CommandFailed)):
         return f"litefer {command}: error: {message}"
     return f"litefer {command}: error: {type(e).__name__}: {message} (--debug shows the traceback)"

@@ -65,7 +65,8 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="write results as JSON to FILE (stdout when FILE is omitted)")
     p.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write one row per face as CSV to FILE (stdout when FILE is omitted)")
+                   help="write one row per face as CSV to FILE (stdout when FILE is omitted); in CSV and JSON "
+                        "a file name that is not valid UTF-8 shows its odd bytes as \\xNN escapes (caf\\xe9.jpg)")
     p.add_argument("--save-annotated", default=None, metavar="DIR",
                    help="write images (and videos) with boxes and labels drawn to DIR")
     p.add_argument("--explain", default=None, metavar="DIR",

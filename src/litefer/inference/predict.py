@@ -9,7 +9,6 @@ reported as incomplete. Exit status: :data:`EXIT_CODES`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -19,7 +18,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from ..utils import atomic_write_bytes, atomic_write_text, finished_after
+from ..utils import atomic_write_bytes, atomic_write_text, finished_after, json_text, printable
 from .inputs import InputError, TruncatedVideoWarning, expand_inputs, kind_of
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ class Output:
     # ---------------------------------------------------------------- table
     def _print(self, text: str):
         from tqdm.auto import tqdm
-        tqdm.write(text, file=sys.stdout)
+        tqdm.write(printable(text), file=sys.stdout)
 
     def row(self, r):
         if not self.table:
@@ -156,8 +155,9 @@ class Output:
     def finish(self, interrupted: bool = False) -> int:
         from .recognizer import csv_text
 
+        # names that are not valid UTF-8 are written with \xNN escapes (litefer.utils.printable), the same in both
         if self.args.json:
-            text = json.dumps({"inputs": self.entries, "summary": self.summary_dict()}, indent=2) + "\n"
+            text = json_text({"inputs": self.entries, "summary": self.summary_dict()}) + "\n"
             if self.args.json == "-":
                 sys.stdout.write(text)
             else:
@@ -165,10 +165,10 @@ class Output:
         if self.args.csv:
             text = csv_text(self.results, class_names=self.class_names)
             if self.args.csv == "-":
-                sys.stdout.write(text)
+                sys.stdout.write(printable(text))
             else:
                 atomic_write_text(self.args.csv, text)
-        print(self.summary_text(interrupted), file=sys.stderr)
+        print(printable(self.summary_text(interrupted)), file=sys.stderr)
         processed = self.counts["images"] + self.counts["videos"] + self.counts["streams"]
         if interrupted:
             return EXIT_INTERRUPTED

@@ -130,13 +130,36 @@ def vendor_file(rel: str) -> tuple[Path, bool] | None:
     folder. ``make web`` stores the large files (opencv.js, the WebAssembly runtime) gzipped only: 7 MB
     in the wheel and over the network instead of 25 MB."""
     root = VENDOR_DIR.resolve()
-    target = (root / rel).resolve()
-    if root not in target.parents:
+    try:                                       # a path the OS cannot name (a NUL byte, too long) is absent
+        target = (root / rel).resolve()
+        if root not in target.parents:
+            return None
+        if target.is_file():
+            return target, False
+        packed = target.with_name(target.name + ".gz")
+        return (packed, True) if packed.is_file() else None
+    except (OSError, ValueError):
         return None
-    if target.is_file():
-        return target, False
-    packed = target.with_name(target.name + ".gz")
-    return (packed, True) if packed.is_file() else None
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` header takes gzip: the q-value of ``gzip`` (or ``x-gzip``), else
+    of ``*``, is above 0 (RFC 9110 12.5.3: ``gzip;q=0`` refuses it; a coding without q has q=1)."""
+    weights = {}
+    for item in accept_encoding.split(","):
+        coding, *params = (x.strip() for x in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding:
+            weights[coding.lower()] = q
+    q = next((weights[c] for c in ("gzip", "x-gzip", "*") if c in weights), 0.0)
+    return q > 0                               # NaN is not above 0 either
 
 
 def vendor_response(rel: str, accept_encoding: str) -> Response:
@@ -148,7 +171,7 @@ def vendor_response(rel: str, accept_encoding: str) -> Response:
     media = mimetypes.guess_type(rel)[0] or "application/octet-stream"
     if not packed:
         return FileResponse(path, media_type=media)
-    if "gzip" in accept_encoding.lower():
+    if accepts_gzip(accept_encoding):
         return FileResponse(path, media_type=media, headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
     return Response(gzip.decompress(path.read_bytes()), media_type=media, headers={"Vary": "Accept-Encoding"})
 
@@ -474,7 +497,7 @@ def create_app(cfg: ServeConfig, model: ModelFiles | None = None) -> FastAPI:
     async def index():
         return HTMLResponse(page_html(vendor_manifest() is not None), headers={"Cache-Control": "no-cache"})
 
-    @app.get("/static/vendor/{rel:path}", include_in_schema=False)
+    @app.api_route("/static/vendor/{rel:path}", methods=["GET", "HEAD"], include_in_schema=False)
     async def vendor(rel: str, request: Request):
         return vendor_response(rel, request.headers.get("accept-encoding", ""))
 

@@ -232,26 +232,36 @@ def _in_interval(value: float, interval: str) -> bool:
     return (lo <= value if lo_bracket == "[" else lo < value) and (value <= hi if hi_bracket == "]" else value < hi)
 
 
-def _lookup(cfg: dict, key: str):
-    section, name = key.split(".")
-    return cfg[section][name], DEFAULTS[section][name]
+def _lookup(tree: dict, key: str):
+    for name in key.split("."):
+        tree = tree[name]
+    return tree
+
+
+def check_values(cfg: dict, defaults: dict, ranges: dict, choices: dict, whole: tuple = ()) -> None:
+    """Every key of ``ranges`` (interval notation) and ``choices`` in ``cfg``; ConfigError naming the
+    key, its allowed values and what it got. A key is a whole number when its default is an int or
+    it is in ``whole``; one whose default is None may stay None (off). NaN and inf are in no range."""
+    for key, interval in ranges.items():
+        value, default = _lookup(cfg, key), _lookup(defaults, key)
+        if value is None and default is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number in {interval}, got {value!r}")
+        if (isinstance(default, int) or key in whole) and not float(value).is_integer():
+            raise ConfigError(f"{key} must be a whole number in {interval}, got {value!r}")
+        if not _in_interval(float(value), interval):
+            raise ConfigError(f"{key} must be in {interval}, got {value!r}")
+    for key, allowed in choices.items():
+        value = _lookup(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def validate(cfg: dict) -> None:
     """Check every key of :data:`RANGES` and :data:`CHOICES`, and the rules that tie keys together;
     raises :class:`ConfigError` naming the key, its allowed values and what it got."""
-    for key, interval in RANGES.items():
-        value, default = _lookup(cfg, key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{key} must be a number in {interval}, got {value!r}")
-        if isinstance(default, int) and not float(value).is_integer():
-            raise ConfigError(f"{key} must be a whole number in {interval}, got {value!r}")
-        if not _in_interval(float(value), interval):
-            raise ConfigError(f"{key} must be in {interval}, got {value!r}")
-    for key, allowed in CHOICES.items():
-        value, _ = _lookup(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    check_values(cfg, DEFAULTS, RANGES, CHOICES)
     if not DEVICE.fullmatch(cfg["run"]["device"]):
         raise ConfigError(f"run.device must be auto, cpu, cuda, cuda:N or mps, got {cfg['run']['device']!r}")
     loss, optim = cfg["loss"], cfg["optim"]

@@ -13,9 +13,10 @@ import numpy as np
 
 from ..card import Card
 from ..data.folder import canonical_class, discover
-from ..data.images import read_face
+from ..data.images import IMAGE_SUFFIXES, read_face
 from ..inference.align import CropSpec, crop_face
-from ..inference.inputs import read_image
+from ..inference.inputs import read_image, walk_folder
+from ..utils import printable, sha256_file
 
 FACE_MODES = ("auto", "photo", "crop")
 PICKS = ("none", "largest")
@@ -37,6 +38,7 @@ class FaceFolder:
     skipped: list[dict] = field(default_factory=list)
     decisions: dict = field(default_factory=dict)
     listing_sha256: str = ""
+    duplicates: list[dict] = field(default_factory=list)
 
     def counts(self) -> dict:
         return {c: int((self.labels == i).sum()) for i, c in enumerate(self.class_names)}
@@ -85,12 +87,51 @@ def scan(root: str | Path, model_classes: list[str], must_exist: bool = False) -
     return paths, labels, classes
 
 
+def unlisted(root: Path) -> list[dict]:
+    """What :func:`scan` leaves out that a user may have meant as faces, each with its reason, as
+    ``predict`` reports them: broken links, link loops (a link to a folder above), special files
+    (predict's :func:`~litefer.inference.inputs.walk_folder` finds those), and images lying in ROOT
+    itself instead of a class folder."""
+    _, problems = walk_folder(root)
+    out = [dict(zip(("file", "reason"), p.rsplit(": ", 1))) for p in problems]
+    out += [{"file": str(p), "reason": "not in a class folder (ROOT/<class>/" + p.name + ")"}
+            for p in sorted(root.iterdir()) if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+            and p.is_file()]
+    return out
+
+
 def listing_hash(root: Path, paths: list[Path]) -> str:
     """sha256 of the sorted relative file names and sizes: which folder contents a model was fitted to."""
     h = hashlib.sha256()
     for p in sorted(paths):
-        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+        # surrogateescape: a name that is not valid UTF-8 hashes as its bytes (os.fsencode)
+        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def drop_duplicates(paths: list[Path], labels: list[str]) -> tuple[list[Path], list[str], list[dict]]:
+    """Files with the same bytes (sha256): copies in two or more classes are left out of every class
+    (the folder gives no one label for them), copies within one class keep the first file only (so
+    the copies never land on both sides of the split). Returns the paths and labels kept, and one
+    entry per set of copies: its files, their classes and what was done."""
+    by_hash: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        try:
+            by_hash.setdefault(sha256_file(p), []).append(i)
+        except OSError:
+            pass                                       # unreadable: read_image reports it
+    drop, found = set(), []
+    for group in by_hash.values():
+        if len(group) < 2:
+            continue
+        classes = sorted({labels[i] for i in group})
+        left_out = group if len(classes) > 1 else group[1:]
+        drop.update(left_out)
+        found.append({"files": [str(paths[i]) for i in group], "classes": classes,
+                      "action": "left out of every class (conflicting labels)" if len(classes) > 1
+                      else f"kept {paths[group[0]].name} only"})
+    keep = [i for i in range(len(paths)) if i not in drop]
+    return [paths[i] for i in keep], [labels[i] for i in keep], sorted(found, key=lambda d: d["files"])
 
 
 def decide(bgr: np.ndarray, faces: str) -> str:
@@ -124,12 +165,13 @@ def frame_folder(root: str | Path, card: Card, detector, faces: str = "auto", pi
     if pick not in PICKS:
         raise ValueError(f"--pick must be one of {PICKS}, got {pick!r}")
     root = Path(root)
-    paths, labels, found = scan(root, list(classes or card.class_names), must_exist or classes is not None)
+    listed, listed_labels, found = scan(root, list(classes or card.class_names), must_exist or classes is not None)
     if classes is None and len(found) < 2:      # a folder to train on; one to score may hold any classes
         raise ValueError(f"{root}: only one class ({found[0]}); fine-tuning needs at least two class folders")
     classes = list(classes or found)
+    paths, labels, duplicates = drop_duplicates(listed, listed_labels)
     spec = CropSpec.from_card(card)
-    crops, kept, skipped, decisions = [], [], [], {"photo": 0, "crop": 0}
+    crops, kept, skipped, decisions = [], [], unlisted(root), {"photo": 0, "crop": 0}
     for i, p in enumerate(_progress(paths, progress, f"framing {root.name}")):
         try:
             bgr = read_image(p)
@@ -140,11 +182,12 @@ def frame_folder(root: str | Path, card: Card, detector, faces: str = "auto", pi
         except (OSError, ValueError) as e:
             skipped.append({"file": str(p), "reason": str(e).replace(f"{p}: ", "")})
     if not kept:
-        raise ValueError(f"{root}: no usable face in any of its {len(paths)} images "
-                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']})")
+        first = (f"first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else
+                 f"{len(listed)} images, all copies of one another in conflicting classes")
+        raise ValueError(f"{root}: no usable face in any of its {len(paths)} images ({first})")
     lab = np.array([classes.index(labels[i]) for i in kept], np.int64)
     return FaceFolder(root, classes, np.stack(crops), lab, [paths[i] for i in kept], skipped, decisions,
-                      listing_hash(root, paths))
+                      listing_hash(root, listed), duplicates)
 
 
 def _progress(items, enabled: bool, desc: str):
@@ -178,13 +221,15 @@ def _csv_groups(folder: FaceFolder, path: Path) -> list[str]:
     """Rows ``file,group``; a file is named relative to the folder or by its name alone."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such groups file")
-    with open(path, newline="") as f:
+    # a name that is not valid UTF-8 matches as its bytes (surrogateescape) or as litefer's \xNN form
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         rows = [r for r in csv.reader(f) if r and not r[0].startswith("#")]
     table = {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2}
     out = []
     for p in folder.files:
-        g = table.get(p.relative_to(folder.root).as_posix(), table.get(p.name))
+        rel = p.relative_to(folder.root).as_posix()
+        g = next((table[k] for k in (rel, p.name, printable(rel), printable(p.name)) if k in table), None)
         if g is None:
-            raise ValueError(f"{path}: no group for {p.relative_to(folder.root).as_posix()}")
+            raise ValueError(f"{path}: no group for {printable(rel)}")
         out.append(g)
     return out

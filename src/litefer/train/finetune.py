@@ -12,7 +12,10 @@ in the output folder but a resume checkpoint until the end, when every file move
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import os
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +30,8 @@ from ..data.base import stratified_split
 from ..data.transforms import AugmentConfig, augment, preprocess
 from ..models import create_model
 from ..weights import load_checkpoint_model, write_weights
-from .config import _merge, parse_override, read_yaml
+from .config import RANGES as TRAIN_RANGES
+from .config import ConfigError, _merge, check_values, parse_override, read_yaml
 from .evaluate import predict_logits
 from .faces_folder import FaceFolder, frame_folder, read_groups
 from .metrics import classification_report
@@ -49,19 +53,29 @@ MIXED_WARNING = ("no groups given (--group-by, --groups or --val): validation im
                  "at random, so the same person is likely on both sides and the figures are inflated")
 
 
+# Allowed values of the recipe's keys, in litefer.train.config's interval notation and checked by
+# its check_values (every numeric key of DEFAULTS is here: tests/test_finetune.py holds that); the
+# augmentation keys are training's own
+RANGES = {
+    "seed": "[0, 4294967295]", "val_fraction": "(0, 1)", "min_per_class": "[2, inf)", "label_smoothing": "[0, 1)",
+    "batch_size": "[1, inf)", "threads": "[1, 1024]", "select_tol": "[0, inf)", "estimate_folds": "[0, inf)",
+    "head.epochs": "[0, inf)", "head.lr": "(0, inf)", "head.weight_decay": "[0, inf)",
+    "full.epochs": "[0, inf)", "full.lr": "(0, inf)", "full.weight_decay": "[0, inf)", "full.patience": "[1, inf)",
+    "full.warmup": "[0, inf)", "full.l2sp": "[0, inf)", "full.layer_decay": "(0, 1]", "full.mixup": "[0, inf)",
+    **{k: v for k, v in TRAIN_RANGES.items() if k.startswith("augment.")},
+}
+CHOICES = {"balance": BALANCE, "select": SELECT, "full.schedule": SCHEDULES}
+
+
 def finetune_config(path=None, overrides=()) -> dict:
-    """Defaults <- YAML file <- ``key.sub=value`` overrides, with strict keys."""
+    """Defaults <- YAML file <- ``key.sub=value`` overrides, with strict keys and every value checked
+    (:data:`RANGES`, :data:`CHOICES`): a bad value stops the run before any photo is framed."""
     cfg = _merge(DEFAULTS, read_yaml(path) if path else {}, "")
     for item in overrides:
         cfg = _merge(cfg, parse_override(item) if isinstance(item, str) else item, "")
-    if cfg["balance"] not in BALANCE:
-        raise ValueError(f"config key 'balance' must be one of {BALANCE}, got {cfg['balance']!r}")
-    for key, allowed in (("select", SELECT), ("full.schedule", SCHEDULES)):
-        value = cfg[key] if "." not in key else cfg["full"][key.split(".")[1]]
-        if value not in allowed:
-            raise ValueError(f"config key {key!r} must be one of {allowed}, got {value!r}")
-    if not 0 < cfg["val_fraction"] < 1:
-        raise ValueError(f"config key 'val_fraction' must be in (0, 1), got {cfg['val_fraction']}")
+    check_values(cfg, DEFAULTS, RANGES, CHOICES, whole=("threads",))
+    if not cfg["head"]["epochs"] + cfg["full"]["epochs"] > 0:
+        raise ConfigError("head.epochs and full.epochs are both 0: nothing to train")
     return cfg
 
 
@@ -570,16 +584,29 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
     with confusion.png into ``out``; returns the report (a dict). ``budget`` (``10m``, ``90s``, None:
     no limit) caps the whole run: the whole-network stage stops where the refit would no longer fit.
     See :mod:`litefer.train.finetune`."""
-    from ..inference.detect import create_detector
-    from ..utils import hardware_summary
-    from .finetune_output import make_card, write_outputs
-
     t0 = time.perf_counter()
     seconds = parse_budget(budget)
     cfg = finetune_config(config, overrides)
+    out = Path(out)
+    check_out(out, root, val)
+    if resume and not checkpoint_path(out).is_file():
+        raise ValueError(f"--resume: {out} holds no checkpoint to resume ({checkpoint_path(out)}): the earlier run "
+                         f"finished, or stopped before its first epoch; run without --resume")
+    with out_lock(out):
+        return _run(root, out, cfg, t0, seconds, weights=weights, val=val, group_by=group_by, groups=groups,
+                    faces=faces, pick=pick, resume=resume, classes_must_exist=classes_must_exist, detector=detector,
+                    min_face=min_face, yunet_model=yunet_model, progress=progress, command=command)
+
+
+def _run(root, out: Path, cfg: dict, t0: float, seconds: float | None, *, weights, val, group_by, groups, faces,
+         pick, resume, classes_must_exist, detector, min_face, yunet_model, progress, command) -> dict:
+    """:func:`finetune`'s work, once its arguments are checked and ``out`` is locked."""
+    from ..inference.detect import create_detector
+    from ..utils import hardware_summary
+    from .finetune_output import OUTPUTS, make_card, write_outputs
+
     set_threads(cfg)
     torch.manual_seed(cfg["seed"])
-    out = Path(out)
     base, meta, card, base_path = load_base(weights)
     det = create_detector(detector, min_size=min_face, model_path=yunet_model)
     args = dict(faces=faces, pick=pick, classes_must_exist=classes_must_exist, group_by=group_by, groups=groups,
@@ -621,7 +648,8 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
                          "planned_whole_network_epochs": planned["full"]["epochs"]},
               "data": {"faces": faces, "detector": det.name, "decisions": _merge_counts(folder, vfolder), "train_counts": counts(train),
                        "val_counts": counts(valid), "listing_sha256": folder.listing_sha256,
-                       "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else [])}}
+                       "skipped": folder.skipped + (vfolder.skipped if vfolder is not folder else []),
+                       "duplicates": folder.duplicates + (vfolder.duplicates if vfolder is not folder else [])}}
     report["wall_seconds"] = round(time.perf_counter() - t0, 1)
     provenance = {"finetuned_from": {"weights": str(base_path), "sha256": card.info.get("sha256")},
                   "data": {"root": str(root), "counts": counts(train), "val_counts": counts(valid),
@@ -630,9 +658,41 @@ def finetune(root, out, weights="default", val=None, group_by: str | None = None
                   "validation_before": {k: before[k] for k in ("n", "accuracy", "mean_class_accuracy")},
                   "training": {"wall_seconds": report["wall_seconds"], "hardware": report["hardware"],
                                "command": report["command"]}}
+    report["replaced"] = [name for name in OUTPUTS if (out / name).exists()]      # an earlier run's files
     report["files"] = write_outputs(out, model, meta, make_card(card, classes, counts(train), after, provenance), report)
     shutil.rmtree(checkpoint_path(out).parent, ignore_errors=True)     # the run is complete: no resume state
     return report
+
+
+@contextlib.contextmanager
+def out_lock(out: Path):
+    """An exclusive lock on the folder ``out`` while a run writes there: a second run into it is
+    refused instead of both saying "wrote" and the last one's files winning. An ``flock`` on the
+    folder itself leaves no lock file behind and ends with the process, however that ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out}: another litefer finetune is writing there now; wait for it to end "
+                             f"or choose another folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def check_out(out: Path, *roots) -> None:
+    """ValueError when ``out`` is a file, or one of the image folders or inside one: the next run on
+    that folder would read the outputs as a class of faces."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    where = out.resolve()
+    for root in filter(None, roots):
+        top = Path(root).resolve()
+        if where == top or top in where.parents:
+            raise ValueError(f"--out {out} is inside the image folder {root}: the next run would read it as a "
+                             f"class; write the model outside {root}")
 
 
 def _merge_counts(a: FaceFolder, b: FaceFolder) -> dict:

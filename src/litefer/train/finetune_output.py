@@ -29,6 +29,7 @@ def write_outputs(out: Path, model, meta: dict, card: Card, report: dict) -> dic
     """Every output file, written to a temporary folder inside ``out`` and then moved into ``out``."""
     from ..export.core import export_with_metadata
 
+    check_finite(model)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".finetune-out-", dir=out))
     try:
@@ -46,6 +47,15 @@ def write_outputs(out: Path, model, meta: dict, card: Card, report: dict) -> dic
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {name: str(out / name) for name in OUTPUTS}
+
+
+def check_finite(model) -> None:
+    """ValueError when a weight or buffer is NaN or infinite: such a model scores every face NaN, and
+    the last check before anything is written keeps it from replacing a working one."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise ValueError(f"the fine-tuned model has non-finite weights ({len(bad)} tensor(s), first {bad[0]}): "
+                         f"training diverged; nothing was written (lower head.lr or full.lr)")
 
 
 def _pct(x) -> str:
@@ -104,5 +114,9 @@ def markdown(r: dict) -> str:
               f"{r['data']['decisions']['crop']} (--faces {r['data']['faces']}; face detector: {r['data']['detector']}).", ""]
     skipped = r["data"]["skipped"]
     lines += [f"Skipped files: {len(skipped)}", ""] + [f"- `{s['file']}`: {s['reason']}" for s in skipped[:200]]
+    duplicates = r["data"].get("duplicates") or []
+    lines += ["", f"Sets of identical images (same bytes): {len(duplicates)}", ""]
+    lines += [f"- {' = '.join(f'`{f}`' for f in d['files'])} (class(es) {', '.join(d['classes'])}): {d['action']}"
+              for d in duplicates[:200]]
     lines += ["", f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.", ""]
     return "\n".join(lines)
