@@ -78,7 +78,7 @@ LAYERS = [
     ("litefer.torch_backend", "litefer.profile"), ("litefer.train", "litefer.serve"), ("litefer.package",),
     ("litefer.reproduce",), ("litefer.cli",), ("litefer.__main__", "litefer"),
 ]
-TORCH_FREE = {u for layer in LAYERS[:LAYERS.index(("litefer.fetch",)) + 1] for u in layer} | {"litefer.serve"}
+TORCH_FREE = {u for layer in LAYERS[:LAYERS.index(("litefer.fetch", "litefer.distributed")) + 1] for u in layer} | {"litefer.serve"}
 
 
 def unit_of(module: str) -> str:

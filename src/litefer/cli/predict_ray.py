@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from . import options
 from .options import UsageError
 
 # predict's flags that draw or print per input, which the cluster's table does not do
@@ -27,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--ray: GPUs per actor (default: 1 with --device cuda, else 0)")
     g.add_argument("--frames-per-task", type=int, default=None, metavar="N",
                    help="--ray: analysed frames per video range (default 300)")
+    g.add_argument("--images-per-task", type=int, default=None, metavar="N",
+                   help="--ray: photos per actor call, the unit of retries and of resuming (default 32)")
     g.add_argument("--ray-env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="--ray: set NAME in the workers' environment (from this shell when no VALUE), e.g. "
                         "AWS_ENDPOINT_URL; repeatable")
@@ -41,8 +44,7 @@ def check(args: argparse.Namespace) -> None:
     for name in LOCAL_ONLY:
         if getattr(args, name) not in (None, False):
             raise UsageError(f"--{name.replace('_', '-')} is not available with --ray")
-    if args.frames_per_task is not None and args.frames_per_task < 1:
-        raise UsageError(f"--frames-per-task must be >= 1, got {args.frames_per_task}")
+    options.positive(args, "frames_per_task", "images_per_task", "ray_workers")
 
 
 def runtime_env(pairs: list[str]) -> dict | None:
@@ -57,14 +59,15 @@ def runtime_env(pairs: list[str]) -> dict | None:
 
 
 def main(args: argparse.Namespace, specs: list[str], prior) -> int:
-    from ..distributed.run import FRAMES_PER_TASK, write_parquet
+    from ..distributed.run import FRAMES_PER_TASK, IMAGES_PER_TASK, write_parquet
     from ..inference.predict import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
 
     check(args)
     done = write_parquet(specs, args.parquet, address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus,
                          gpus_per_worker=args.ray_gpus, every=args.every, max_frames=args.max_frames,
                          detect_every=args.detect_every, detect_scale=args.detect_scale,
-                         frames_per_task=args.frames_per_task or FRAMES_PER_TASK, runtime_env=runtime_env(args.ray_env),
+                         frames_per_task=args.frames_per_task or FRAMES_PER_TASK,
+                         images_per_task=args.images_per_task or IMAGES_PER_TASK, runtime_env=runtime_env(args.ray_env),
                          progress=bool(args.progress), weights=args.weights, detector=args.detector,
                          backend=args.backend, device=args.device, min_face=args.min_face, batch_size=args.batch_size,
                          tta=args.tta, threads=args.threads, yunet_model=args.yunet_model, prior=prior)

@@ -59,7 +59,7 @@ def _settings(rec: Recognizer, options: dict, video: dict, frames_per_task: int)
 
 def _dataset(job: Job, options: dict, video: dict, workers, cpus, gpus, device: str, progress: bool):
     """The rows (with the internal columns) of ``job.tasks``, in task order."""
-    ray = require_ray()
+    require_ray()
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
