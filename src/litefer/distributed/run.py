@@ -3,6 +3,7 @@ dataset), both built on one plan: list on the driver, split videos, run an actor
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +145,7 @@ class Written:
     rows: int = 0
     skipped: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    times: list[tuple[float, int]] = field(default_factory=list)   # (time.monotonic(), items so far) per part
 
 
 def write_parquet(inputs, folder, address: str = "auto", *, workers=None, cpus_per_worker=None, gpus_per_worker=None,
@@ -166,6 +168,7 @@ def write_parquet(inputs, folder, address: str = "auto", *, workers=None, cpus_p
                     before = len(parts.done)
                     out.rows += parts.write(block)
                     out.items += len(parts.done) - before
+                    out.times.append((time.monotonic(), out.items))
         except KeyboardInterrupt:
             out.interrupted = True
         out.skipped = parts.write_skipped(job.problems)

@@ -1,4 +1,4 @@
-"""A two-node Ray cluster on this machine for the tests and benchmarks/ray_scale.py: two raylets of one
+"""A two-node Ray cluster on this machine for benchmarks/ray_scale.py and tests/test_ray.py: two raylets of one
 CPU each (``ray start --head --block`` and ``ray start --block --address ...``), on free ports, with a
 temporary --temp-dir, token authentication off, stopped by the PIDs started here (never ``ray stop``)."""
 from __future__ import annotations
@@ -16,13 +16,19 @@ import time
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[1] / "src")      # this checkout's litefer, for the workers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` different ports free now (held open together while chosen, so none comes twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def ray_env(**extra) -> dict:
@@ -31,14 +37,14 @@ def ray_env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", **extra}
 
 
-def _node_ports() -> list[str]:
-    """Every port a raylet opens, free now; worker ports in a random block so that clusters of parallel
-    sessions seldom meet."""
-    low = random.randrange(20000, 60000, 200)
-    flags = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
-    return [a for f in flags for a in (f, str(free_port()))] + \
-        ["--min-worker-port", str(low), "--max-worker-port", str(low + 199)]
+NODE_PORT_FLAGS = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                   "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+
+
+def _node_ports(ports: list[int], low: int) -> list[str]:
+    """Every port a raylet opens (``ports``: free now, one per flag), worker ports from ``low`` on."""
+    return [a for f, port in zip(NODE_PORT_FLAGS, ports) for a in (f, str(port))] + \
+        ["--min-worker-port", str(low), "--max-worker-port", str(low + 99)]
 
 
 def children(pids: list[int]) -> list[tuple[int, str]]:
@@ -68,18 +74,22 @@ def children(pids: list[int]) -> list[tuple[int, str]]:
 def two_node_cluster(timeout: float = 90.0):
     """Yields (address ``127.0.0.1:PORT``, [head PID, worker PID], environment for drivers)."""
     temp = tempfile.mkdtemp(prefix="lfray", dir="/tmp")         # short: Ray's socket paths must fit 107 bytes
-    port = free_port()
+    n = len(NODE_PORT_FLAGS)
+    port, *ports = free_ports(1 + 2 * n)
+    # worker ports in a random block below the ephemeral range, so that parallel sessions seldom meet
+    low = random.randrange(10000, 32000, 200)
     env = ray_env(RAY_TMPDIR=temp)
     common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20),
               "--disable-usage-stats"]
     log = open(Path(temp) / "ray-start.log", "wb")
     procs = [subprocess.Popen([RAY, "start", "--head", "--port", str(port), "--temp-dir", temp,
-                               "--include-dashboard", "false", *common, *_node_ports()], env=env, stdout=log, stderr=log,
+                               "--include-dashboard", "false", *common, *_node_ports(ports[:n], low)], env=env, stdout=log, stderr=log,
                               start_new_session=True)]
     address = f"127.0.0.1:{port}"
     try:
         _wait_for_port(port, procs[0], timeout)
-        procs.append(subprocess.Popen([RAY, "start", "--address", address, *common, *_node_ports()], env=env,
+        procs.append(subprocess.Popen([RAY, "start", "--address", address, *common,
+                                       *_node_ports(ports[n:], low + 100)], env=env,
                                       stdout=log, stderr=log, start_new_session=True))
         _wait_for_nodes(address, env, 2, timeout)
         yield address, [p.pid for p in procs], env
