@@ -16,12 +16,13 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import results_page  # noqa: E402
-from ray_cluster import children, two_node_cluster  # noqa: E402
+from ray_cluster import children, ray_env, two_node_cluster  # noqa: E402
 from video_fps import make_video  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -40,16 +41,46 @@ def copies(src: Path, n: int, folder: Path) -> list[str]:
     return out
 
 
-def cpu_seconds(roots: list[int]) -> dict:
-    """CPU seconds so far of the Ray processes below ``roots``: the recognizer actors, and the rest."""
-    out = {"actors": 0.0, "ray": 0.0}
-    for pid, cmd in children(roots):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out["actors" if "MapWorker" in cmd else "ray"] += (int(fields[11]) + int(fields[12])) / TICK
-    return out
+class CpuSampler:
+    """CPU seconds of the Ray processes below ``roots`` during a run, the recognizer actors apart from the
+    rest: sampled every 0.2 s from /proc, so that actors that exit at the end of the run still count."""
+
+    def __init__(self, roots: list[int]):
+        self.roots, self.first, self.last, self.kind = roots, {}, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid, cmd in children(self.roots):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / TICK
+            self.first.setdefault(pid, cpu)
+            self.last[pid] = cpu
+            self.kind[pid] = "actors" if "MapWorker" in cmd else "ray"
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self.t0, self.c0 = time.monotonic(), time.process_time()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.wall, self.driver = time.monotonic() - self.t0, time.process_time() - self.c0
+
+    def seconds(self) -> dict:
+        out = {"actors_s": 0.0, "ray_s": 0.0, "driver_s": round(self.driver, 2), "wall_s": round(self.wall, 2)}
+        for pid, cpu in self.last.items():
+            out[f"{self.kind[pid]}_s"] += cpu - self.first[pid]
+        return {k: round(v, 2) for k, v in out.items()}
 
 
 def plain(photos: list[str], video: str, detector: str, threads: int | None) -> dict:
@@ -74,27 +105,166 @@ def plain(photos: list[str], video: str, detector: str, threads: int | None) -> 
 
 
 def on_ray(inputs: list[str], roots: list[int], workers: int, detector: str, **kw) -> dict:
-    """One write_parquet run on the connected cluster: steady items/s, start-up, CPU use."""
+    """One write_parquet run on the connected cluster: steady items/s, start-up, CPU used."""
     from litefer.distributed import write_parquet
 
     folder = tempfile.mkdtemp(prefix="ray_scale_")
     start = time.monotonic()
-    sample, before = {}, None
-
-    written = write_parquet(inputs, folder, workers=workers, detector=detector, **kw)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        with CpuSampler(roots) as cpu:
+            written = write_parquet(inputs, folder, workers=workers, detector=detector, **kw)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     (t_first, n_first), (t_last, n_last) = written.times[0], written.times[-1]
-    del sample, before
+    used = cpu.seconds()
+    busy = t_last - t_first
     return {"workers": workers, "items": written.items, "parts": len(written.times),
-            "items_per_s": (n_last - n_first) / (t_last - t_first), "first_part_s": t_first - start,
-            "wall_s": t_last - start}
+            "items_per_s": round((n_last - n_first) / busy, 2), "first_part_s": round(t_first - start, 2),
+            "wall_s": round(t_last - start, 2), "cpu": used,
+            "cpu_utilisation": round((used["actors_s"] + used["ray_s"] + used["driver_s"]) / used["wall_s"], 2)}
 
 
-def measured_cpu(roots, run):
-    """``run()`` with the CPU seconds the cluster's processes and this driver spent meanwhile."""
-    c0, d0, w0 = cpu_seconds(roots), time.process_time(), time.monotonic()
-    result = run()
-    c1, d1, w1 = cpu_seconds(roots), time.process_time(), time.monotonic()
-    result["cpu"] = {"actors_s": c1["actors"] - c0["actors"], "ray_s": c1["ray"] - c0["ray"], "driver_s": d1 - d0,
-                     "wall_s": w1 - w0}
-    return result
+def apart(fn, *args):
+    """``fn(*args)`` in a fresh process: a driver joins one Ray cluster in its life (a second ``ray.init``
+    after ``ray.shutdown`` leaves Ray Data's actors cancelled before they start)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def local_runs(photos: list[str], video: str, args) -> dict:
+    """``--ray local`` (Ray started in this process, so its processes are this one's children)."""
+    import ray
+
+    t = time.monotonic()
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    out = {"start_s": round(time.monotonic() - t, 2)}
+    try:
+        for w in (1, 2):
+            out[f"photos_{w}"] = on_ray(photos, [os.getpid()], w, args.detector, images_per_task=args.images_per_task)
+        out["video_2"] = on_ray([video], [os.getpid()], 2, args.detector, frames_per_task=args.frames_per_task)
+    finally:
+        ray.shutdown()
+    return out
+
+
+def two_node_run(photos: list[str], args) -> dict:
+    """The same photos on two raylets of one CPU each (benchmarks/ray_cluster.py)."""
+    import ray
+
+    with two_node_cluster() as (address, pids, env):
+        os.environ.update({k: env[k] for k in ("RAY_AUTH_MODE", "PYTHONPATH")})
+        ray.init(address=address, log_to_driver=False)
+        try:
+            return on_ray(photos, pids, 2, args.detector, images_per_task=args.images_per_task)
+        finally:
+            ray.shutdown()
+
+
+def on_paper(per_core_photo: float, per_core_frame: float, efficiency: float, args) -> list[dict]:
+    """Hours and cost for 1M photos and 1,000 h of video on 1 and 100 machines of ``--cores`` cores, from
+    the measured per-worker throughputs and scaling efficiency (2 workers / twice one)."""
+    frames = 1000 * 3600 * args.video_fps / args.every
+    rows = []
+    for machines in (1, 100):
+        workers = machines * args.cores * efficiency
+        for what, n, rate in (("1M photos", 1e6, per_core_photo), (f"1,000 h video (every {args.every}th frame)",
+                                                                   frames, per_core_frame)):
+            hours = n / (rate * workers) / 3600
+            rows.append({"machines": machines, "work": what, "items": n, "hours": round(hours, 2),
+                         "machine_hours": round(hours * machines, 1),
+                         "cost_usd": round(hours * machines * args.price, 2)})
+    return rows
+
+
+def page(r: dict, command: str, load) -> str:
+    p1, p2, two, pl = r["local"]["photos_1"], r["local"]["photos_2"], r["two_nodes"], r["plain"]
+    lines = results_page.header("Recognition on a Ray cluster: scaling and overhead", command,
+                                f"Ray {r['ray']}, detector {r['detector']}", load)
+    lines += [f"{r['photos']} photos (JAFFE copies, 256x256) and one video of {r['video_frames']} frames (640x480). "
+              "Throughput: steady state, items between the first and the last part file over the time between "
+              "them, start-up apart. CPU: seconds used by the recognizer actors / the rest of Ray (raylet, GCS, "
+              "idle workers) / the driver, of the run's wall time; utilisation = all three over wall time.", "",
+              "| run | CPUs | images/s | vs 1 worker | first part after | CPU used (actors / Ray / driver) | "
+              "CPU utilisation |", "|---|---|---|---|---|---|---|",
+              f"| plain recognition, 1 thread | 1 | {pl['one_thread']['images_per_s']:.1f} | | | | |",
+              f"| plain, default threads (as `litefer predict`) | {os.cpu_count()} | "
+              f"{pl['default']['images_per_s']:.1f} | | | | |"]
+    for name, run in (("`--ray local`, 1 worker", p1), ("`--ray local`, 2 workers", p2),
+                      ("two nodes of 1 CPU, 2 workers", two)):
+        c = run["cpu"]
+        lines.append(f"| {name} | {run['workers']} | {run['items_per_s']:.1f} | "
+                     f"{run['items_per_s'] / p1['items_per_s']:.2f}x | {run['first_part_s']:.1f} s | "
+                     f"{c['actors_s']:.0f} / {c['ray_s']:.0f} / {c['driver_s']:.0f} s of {c['wall_s']:.0f} s | "
+                     f"{run['cpu_utilisation']:.2f} |")
+    v = r["local"]["video_2"]
+    a = r["assume"]
+    lines += ["", f"Video, `--ray local` with 2 workers, {v['items']} ranges of {r['frames_per_task']} frames: "
+              f"{a['frame_rate'] * 2:.1f} frames/s; plain recognition on one thread: "
+              f"{pl['one_thread']['frames_per_s']:.1f} frames/s.", "", "## Targets", "",
+              f"- 2 workers / 1 worker: **{r['speedup']:.2f}x** (target >= 1.7x): "
+              f"{'met' if r['speedup'] >= 1.7 else 'not met'}.",
+              "- Ray's overhead per image against plain recognition at equal CPUs (1 worker against 1 thread): "
+              f"**{100 * r['overhead']:+.1f} %** (target <= 10 %): {'met' if r['overhead'] <= 0.10 else 'not met'}.",
+              "", "## On paper", "",
+              f"Assumptions: machines of {a['cores']} cores like this machine's, one worker per core at the "
+              f"measured one-worker rate ({a['photo_rate']:.1f} photos/s, {a['frame_rate']:.1f} frames/s), "
+              f"times the measured 2-worker efficiency ({a['efficiency']:.2f}, at most 1) kept at 100 machines "
+              "(the driver only lists inputs; a task is 32 photos or 300 frames); video at "
+              f"{a['video_fps']:.0f} fps analysed every {a['every']}th frame (`--every {a['every']}`); photos as "
+              f"small as JAFFE's; ${a['price']} per machine-hour (a stated price, not a quote); start-up (tens of "
+              "seconds) left out.", "",
+              "| machines | work | hours | machine-hours | cost (USD) |", "|---|---|---|---|---|"]
+    lines += [f"| {x['machines']} | {x['work']} | {x['hours']:.2f} | {x['machine_hours']:.1f} | {x['cost_usd']:.2f} |"
+              for x in r["paper"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=1000, help="JAFFE copies (default 1000)")
+    ap.add_argument("--video-frames", type=int, default=600)
+    ap.add_argument("--frames-per-task", type=int, default=100)
+    ap.add_argument("--images-per-task", type=int, default=32)
+    ap.add_argument("--detector", default="haar")
+    ap.add_argument("--jaffe", default=None, help="JAFFE folder (default: shared/data/jaffe above this checkout)")
+    ap.add_argument("--cores", type=int, default=16, help="on paper: cores per machine")
+    ap.add_argument("--price", type=float, default=0.68, help="on paper: USD per machine-hour")
+    ap.add_argument("--video-fps", type=float, default=30.0, help="on paper: frame rate of the video")
+    ap.add_argument("--every", type=int, default=5, help="on paper: analyse every N-th frame")
+    ap.add_argument("--out", default="results/ray_scale")
+    args = ap.parse_args(argv)
+    import ray
+
+    load = os.getloadavg()
+    jaffe = Path(args.jaffe) if args.jaffe else next(
+        d / "shared" / "data" / "jaffe" for d in Path(__file__).resolve().parents if (d / "shared").is_dir())
+    tmp = Path(tempfile.mkdtemp(prefix="ray_scale_in_"))
+    os.environ.update({k: v for k, v in ray_env().items() if k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")})
+    try:
+        photos = copies(jaffe, args.photos, tmp)
+        video = str(make_video(tmp / "long.mp4", frames=args.video_frames))
+        r = {"command": results_page.command_line("ray_scale.py", argv), "ray": ray.__version__,
+             "detector": args.detector, "photos": len(photos), "video_frames": args.video_frames,
+             "frames_per_task": args.frames_per_task,
+             "plain": {"one_thread": plain(photos, video, args.detector, 1),
+                       "default": plain(photos, video, args.detector, None)}}
+        r["local"] = apart(local_runs, photos, video, args)
+        r["two_nodes"] = apart(two_node_run, photos, args)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    one, two = r["local"]["photos_1"]["items_per_s"], r["local"]["photos_2"]["items_per_s"]
+    r["speedup"] = two / one
+    r["overhead"] = r["plain"]["one_thread"]["images_per_s"] / one - 1
+    frame_rate = r["local"]["video_2"]["items_per_s"] * args.frames_per_task / 2
+    r["assume"] = {"cores": args.cores, "photo_rate": one, "frame_rate": frame_rate,
+                   "efficiency": min(1.0, r["speedup"] / 2), "video_fps": args.video_fps, "every": args.every,
+                   "price": args.price}
+    r["paper"] = on_paper(one, frame_rate, r["assume"]["efficiency"], args)
+    results_page.write(args.out, r, page(r, r["command"], load))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
