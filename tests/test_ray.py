@@ -104,6 +104,23 @@ def test_ray_missing_is_one_line_naming_the_extra(tmp_path):
         "pip install 'litefer[ray]'"]
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--parquet", "DIR"], "--parquet needs --ray ADDRESS"),
+    (["--ray", "local"], "--ray needs --parquet DIR"),
+    (["--ray", "local", "--parquet", "DIR", "--csv", "x.csv"], "--csv is not available with --ray"),
+    (["--ray", "local", "--parquet", "DIR", "--images-per-task", "0"], "--images-per-task must be >= 1"),
+    (["--ray", "local", "--parquet", "DIR", "--ray-env", "LITEFER_UNSET_VARIABLE"], "--ray-env LITEFER_UNSET"),
+    (["--ray", "nowhere", "--parquet", "DIR"], "--ray 'nowhere': expected local (start Ray"),
+])
+def test_ray_flags_are_checked_before_ray_starts(flags, message, tmp_path, capsys, monkeypatch):
+    from litefer.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)          # nothing reaches Ray: the checks come first
+    flags = [str(tmp_path / "out") if f == "DIR" else f for f in flags]
+    assert main(["predict", "--sample", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_import_litefer_does_not_import_ray():
     code = "import sys, litefer, litefer.distributed, litefer.cli.predict; assert 'ray' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], env=ray_env(), check=True, timeout=120)

@@ -30,8 +30,8 @@ def connect(address: str, runtime_env: dict | None = None) -> bool:
     """Join (or, for ``local``, start) a Ray cluster; True when this call started Ray in this process
     (the caller shuts it down). Token-authenticated clusters: Ray reads ``RAY_AUTH_TOKEN``,
     ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` itself."""
-    ray = require_ray()
     check_address(address)
+    ray = require_ray()
     if ray.is_initialized():
         return False
     for name in ("ray", "ray.data"):               # Ray's INFO lines would drown the command's own
