@@ -188,6 +188,17 @@ def on_paper(per_core_photo: float, per_core_frame: float, efficiency: float, ar
     return rows
 
 
+def loaded_note(load) -> list[str]:
+    """A warning when other jobs shared the CPUs (load average above their count at the start or the end)."""
+    worst = max(load[0], os.getloadavg()[0])
+    if worst <= (os.cpu_count() or 1):
+        return []
+    return [f"**Loaded machine**: a load average of up to {worst:.1f} on {os.cpu_count()} CPUs, so other jobs took "
+            "CPU time from every run, unevenly: the wall-time throughputs, their ratios and the wall-time overhead "
+            "are not reliable here; the CPU-time overhead is less affected. Rerun on a quiet machine for "
+            "the targets.", ""]
+
+
 def duration(hours: float) -> str:
     return f"{60 * hours:.1f} min" if hours < 2 else f"{hours:.1f} h"
 
@@ -200,6 +211,7 @@ def page(r: dict, command: str, load) -> str:
               "Throughput: steady state, items between the first and the last part file over the time between "
               "them, start-up apart. CPU: seconds used by the recognizer actors / the rest of Ray (raylet, GCS, "
               "idle workers) / the driver, of the run's wall time; utilisation = all three over wall time.", "",
+              *loaded_note(load), 
               "| run | CPUs | images/s | vs 1 worker | first part after | CPU used (actors / Ray / driver) | "
               "CPU utilisation |", "|---|---|---|---|---|---|---|",
               f"| plain recognition, 1 thread | 1 | {pl['one_thread']['images_per_s']:.1f} | | | | |",

@@ -21,8 +21,9 @@ from .options import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively) "
-                                                             "or glob patterns (quote them)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively), "
+                                                             "glob patterns (quote them) or @FILE: a list file, one "
+                                                             "input a line; with --ray also URIs (s3://...)")
     p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="also read webcam INDEX "
                                                                              "(until --max-frames or Ctrl-C)")
     p.add_argument("--sample", action="store_true", help="add the packaged sample photo (NASA's public-domain portrait of Eileen Collins) to the inputs")
