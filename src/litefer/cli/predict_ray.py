@@ -60,7 +60,7 @@ def runtime_env(pairs: list[str]) -> dict | None:
 
 def main(args: argparse.Namespace, specs: list[str], prior) -> int:
     from ..distributed.run import FRAMES_PER_TASK, IMAGES_PER_TASK, write_parquet
-    from ..inference.predict import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL
+    from ..inference.predict import EXIT_INTERRUPTED, EXIT_NOTHING, EXIT_OK, EXIT_PARTIAL, EXIT_TERMINATED
 
     check(args)
     done = write_parquet(specs, args.parquet, address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus,
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace, specs: list[str], prior) -> int:
                          tta=args.tta, threads=args.threads, yunet_model=args.yunet_model, prior=prior)
     print(summary(done), file=sys.stderr)
     if done.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if done.terminated else EXIT_INTERRUPTED
     if done.skipped and not (done.items or done.already):
         return EXIT_NOTHING
     return EXIT_PARTIAL if done.skipped else EXIT_OK

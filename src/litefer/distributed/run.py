@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..inference.detect import resolve_detector
 from ..inference.files import DEFAULT_FILES
+from ..inference.predict import Terminated
 from ..inference.recognizer import Recognizer
 from ..prior import describe as describe_prior
 from .cluster import connect, pool_size, require_ray
@@ -145,6 +146,7 @@ class Written:
     rows: int = 0
     skipped: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    terminated: bool = False                  # the interrupt was SIGTERM (litefer.inference.predict.Terminated)
     times: list[tuple[float, int]] = field(default_factory=list)   # (time.monotonic(), items so far) per part
 
 
@@ -169,8 +171,8 @@ def write_parquet(inputs, folder, address: str = "auto", *, workers=None, cpus_p
                     out.rows += parts.write(block)
                     out.items += len(parts.done) - before
                     out.times.append((time.monotonic(), out.items))
-        except KeyboardInterrupt:
-            out.interrupted = True
+        except KeyboardInterrupt as stop:
+            out.interrupted, out.terminated = True, isinstance(stop, Terminated)
         out.skipped = parts.write_skipped(job.problems)
         return out
     finally:
