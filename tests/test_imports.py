@@ -73,12 +73,12 @@ def test_no_import_cycles_in_litefer():
 # reached by name only (``litefer.inference.backends.TORCH_PLUGIN``), like an entry point.
 LAYERS = [
     ("litefer.version", "litefer.utils"), ("litefer.onnxproto", "litefer.preprocess"), ("litefer.card",), ("litefer.prior",),
-    ("litefer.inference",), ("litefer.fetch",),
+    ("litefer.inference",), ("litefer.fetch", "litefer.distributed"),
     ("litefer.models", "litefer.data", "litefer.losses"), ("litefer.weights",), ("litefer.export",),
     ("litefer.torch_backend", "litefer.profile"), ("litefer.train", "litefer.serve"), ("litefer.package",),
     ("litefer.reproduce",), ("litefer.cli",), ("litefer.__main__", "litefer"),
 ]
-TORCH_FREE = {u for layer in LAYERS[:LAYERS.index(("litefer.fetch",)) + 1] for u in layer} | {"litefer.serve"}
+TORCH_FREE = {u for layer in LAYERS[:LAYERS.index(("litefer.fetch", "litefer.distributed")) + 1] for u in layer} | {"litefer.serve"}
 
 
 def unit_of(module: str) -> str:

@@ -20,7 +20,8 @@ class MissingExtra(ImportError):
 # packages of the extras (pyproject.toml) -> the extra that installs them; the lean install has none
 EXTRA_OF = {"torch": "train", "torchvision": "train", "onnx": "train", "yaml": "train", "matplotlib": "train",
             "tensorboard": "train", "ptflops": "train", "pandas": "all", "fastapi": "serve", "uvicorn": "serve",
-            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve"}
+            "starlette": "serve", "pydantic": "serve", "multipart": "serve", "python_multipart": "serve",
+            "ray": "ray", "pyarrow": "ray"}
 
 
 def as_missing_extra(e: BaseException, what: str) -> BaseException:

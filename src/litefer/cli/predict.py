@@ -4,6 +4,7 @@
     litefer predict clip.mp4 --every 5 --csv clip.csv --save-annotated out/
     litefer predict photos/ --explain maps/                      # where the network looked, per face
     litefer predict --webcam 0 --max-frames 300 --json
+    litefer predict s3://bucket/photos/ talk.mp4 --ray auto --parquet out/    # on a Ray cluster
 
 Exit status: 0 every input processed, 1 none could be, 3 some were skipped (the rest processed),
 2 bad arguments or model (nothing run), 130 interrupted by Ctrl-C and 143 by SIGTERM (results up
@@ -16,13 +17,14 @@ import logging
 import signal
 
 from ..inference.signals import DEFAULT_SMOOTH
-from . import options
+from . import options, predict_ray
 from .options import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively) "
-                                                             "or glob patterns (quote them)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="images, videos, folders (searched recursively), "
+                                                             "glob patterns (quote them) or @FILE: a list file, one "
+                                                             "input a line; with --ray also URIs (s3://...)")
     p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="also read webcam INDEX "
                                                                              "(until --max-frames or Ctrl-C)")
     p.add_argument("--sample", action="store_true", help="add the packaged sample photo (NASA's public-domain portrait of Eileen Collins) to the inputs")
@@ -41,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "multiplied by the weights, renormalised); default: balanced:0.5 for weights that store "
                         "their class frequencies (the packaged ones do), else dataset")
     _add_output_arguments(p)
+    predict_ray.add_arguments(p)
 
 
 def _add_video_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,14 +108,21 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     specs = input_specs(args)
     prior = None if args.prior is None else parse_prior(args.prior)
+    if args.ray or args.parquet:
+        return _until_sigterm(lambda: predict_ray.main(args, specs, prior))
     rec = Recognizer(weights=args.weights, detector=args.detector, backend=args.backend, device=args.device,
                      min_face=args.min_face, batch_size=args.batch_size, tta=args.tta, threads=args.threads,
                      yunet_model=args.yunet_model, prior=prior)
     if args.explain:
         rec.backend.require_explain()            # weights that cannot explain: one line, exit 2, nothing run
+    return _until_sigterm(lambda: run_inputs(rec, specs, args, describe(rec.prior)))
+
+
+def _until_sigterm(run) -> int:
+    """``run()`` with SIGTERM turned into :class:`~litefer.inference.predict.Terminated`."""
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run_inputs(rec, specs, args, describe(rec.prior))
+        return run()
     finally:
         signal.signal(signal.SIGTERM, previous)
 

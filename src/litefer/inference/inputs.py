@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import stat
 import warnings
@@ -169,31 +170,46 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndar
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
     if size == 0:
         raise InputError(f"{path}: empty file (0 bytes)")
+    return _decode(path, str(path), max_pixels, lambda: _is_heif(path))
+
+
+def decode_image_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`read_image` for the bytes of a file read elsewhere (object storage: ``s3://...``), with
+    the same checks and messages, ``name`` first."""
+    if not data:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    is_heif = Path(name).suffix.lower() in HEIF_SUFFIXES or (data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS)
+    return _decode(io.BytesIO(data), name, max_pixels, lambda: is_heif)
+
+
+def _decode(source, name: str, max_pixels: int, heif) -> np.ndarray:
+    """Pillow's decoding of a path or file object, every failure an InputError naming ``name``;
+    ``heif()`` says whether an unidentified file is a HEIC/HEIF photo."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 w, h = im.size
                 if w * h > max_pixels:
-                    raise InputError(f"{path}: {w}x{h} image ({w * h / 1e6:.0f} MP) exceeds the "
+                    raise InputError(f"{name}: {w}x{h} image ({w * h / 1e6:.0f} MP) exceeds the "
                                      f"{max_pixels / 1e6:.0f} MP limit")
                 im.load()
-                return pil_to_bgr(im, str(path))
+                return pil_to_bgr(im, name)
     except InputError:
         raise
     except PermissionError:
-        raise InputError(f"{path}: cannot read (permission denied)") from None
+        raise InputError(f"{name}: cannot read (permission denied)") from None
     except UnidentifiedImageError:
-        if _is_heif(path):
-            raise InputError(f"{path}: {HEIF_UNSUPPORTED}") from None
-        raise InputError(f"{path}: not an image file (format not recognised)") from None
+        if heif():
+            raise InputError(f"{name}: {HEIF_UNSUPPORTED}") from None
+        raise InputError(f"{name}: not an image file (format not recognised)") from None
     except Image.DecompressionBombError as e:
-        raise InputError(f"{path}: image too large ({e})") from None
+        raise InputError(f"{name}: image too large ({e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower() or isinstance(e, EOFError):
-            raise InputError(f"{path}: truncated or corrupt image ({msg})") from None
-        raise InputError(f"{path}: cannot decode image ({type(e).__name__}: {msg})") from None
+            raise InputError(f"{name}: truncated or corrupt image ({msg})") from None
+        raise InputError(f"{name}: cannot decode image ({type(e).__name__}: {msg})") from None
 
 
 def load_image(src, color: str = "bgr", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -237,8 +253,10 @@ def open_video(source) -> tuple[cv2.VideoCapture, VideoInfo]:
     return cap, info
 
 
-def iter_frames(source, every: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Yield ``(frame index, time in s, BGR frame)`` for every ``every``-th frame, decoding only those.
+def iter_frames(source, every: int = 1, max_frames: int | None = None,
+                start: int = 0) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Yield ``(frame index, time in s, BGR frame)`` for every ``every``-th frame from frame ``start``
+    on (a multiple of ``every``: a range of a video split between workers), decoding only those.
 
     The video is opened at once (InputError here if it cannot be); frames in between are grabbed,
     not decoded to pixels. A video whose first frame cannot be decoded raises InputError when
@@ -248,14 +266,18 @@ def iter_frames(source, every: int = 1, max_frames: int | None = None) -> Iterat
         raise ValueError(f"every must be >= 1, got {every}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 (None: no limit), got {max_frames}")
+    if start < 0 or start % every:
+        raise ValueError(f"start must be a multiple of every ({every}) and >= 0, got {start}")
     cap, info = open_video(source)
+    if start:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, start)
     name = f"webcam {source}" if isinstance(source, int) else describe(source)
-    return _frames(cap, info, name, every, max_frames)
+    return _frames(cap, info, name, every, max_frames, start)
 
 
-def _frames(cap, info: VideoInfo, name: str, every: int, max_frames: int | None):
+def _frames(cap, info: VideoInfo, name: str, every: int, max_frames: int | None, start: int = 0):
     try:
-        index, yielded = 0, 0
+        index, yielded = start, 0
         while max_frames is None or yielded < max_frames:
             if index % every == 0:
                 ok, frame = cap.read()
@@ -300,7 +322,8 @@ def kind_of(path: str | os.PathLike) -> str:
 
 
 def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files named by paths, folders (searched recursively for images and videos) and glob patterns.
+    """Files named by paths, folders (searched recursively for images and videos), glob patterns and
+    list files (``@FILE``: :func:`read_list_file`).
 
     Returns (files in a stable order without duplicates, problems such as a pattern matching nothing).
     Files named explicitly are kept whatever their suffix, so a bad one is reported, not ignored.
@@ -317,7 +340,15 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
 
     for spec in specs:
         p = Path(spec)
-        if p.is_dir():
+        if is_list_file(spec):
+            try:
+                found, bad = expand_inputs(read_list_file(spec[1:]))
+            except InputError as e:
+                found, bad = [], [str(e)]
+            problems += bad
+            for q in found:
+                add(q)
+        elif p.is_dir():
             found, bad = walk_folder(p)
             problems += bad
             if not found and not bad:
@@ -335,6 +366,24 @@ def expand_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
         else:
             problems.append(f"{spec}: {_why_missing(p)}")
     return files, problems
+
+
+def is_list_file(spec: str) -> bool:
+    """``@FILE`` names a list file (:func:`read_list_file`), unless a file of that very name exists."""
+    return spec.startswith("@") and len(spec) > 1 and not Path(spec).exists()
+
+
+def read_list_file(path: str | os.PathLike) -> list[str]:
+    """The inputs a list file names, one a line (blank lines and lines starting with ``#`` skipped);
+    relative paths are taken from the list file's folder."""
+    p = Path(path)
+    _check_file(p, "a list file")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{p}: cannot read list file ({e})") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    return [e if "://" in e or Path(e).is_absolute() else str(p.parent / e) for e in entries]
 
 
 def _why_missing(p: Path) -> str:

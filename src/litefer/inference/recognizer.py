@@ -273,9 +273,10 @@ class Recognizer:
         return list(it)
 
     def iter_many(self, images: Iterable, color: str = "bgr", on_error: str = "skip",
-                  keep_images: bool = False, prior=None, explain: bool = False) -> Iterator[ImageResult]:
+                  keep_images: bool = False, prior=None, explain: bool = False, load=None) -> Iterator[ImageResult]:
         """Streaming :meth:`recognize_many`: yields results in input order as batches complete;
-        ``prior`` overrides the recognizer's own; ``explain`` as in :meth:`recognize`."""
+        ``prior`` overrides the recognizer's own; ``explain`` as in :meth:`recognize`. ``load(src)``
+        replaces :func:`~litefer.inference.inputs.load_image` as the reader (object storage URIs)."""
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         adjust = self._adjustment(prior)             # a bad prior fails before any input is read
@@ -284,16 +285,16 @@ class Recognizer:
 
         def items():
             for src in images:
-                yield ImageResult(describe(src)), (lambda s=src: load_image(s, color))
+                yield ImageResult(describe(src)), (lambda s=src: load(s) if load else load_image(s, color))
 
         yield from self._pipeline(items(), on_error, keep_images, adjust, explain=explain)
 
     def recognize_video(self, source, every: int = 1, max_frames: int | None = None,
                         keep_images: bool = False, detect_every: int = 1,
                         detect_scale: float = 1.0, explain: bool = False, smooth: float | None = None,
-                        centred: bool | None = None) -> Iterator[ImageResult]:
-        """Yield one :class:`ImageResult` per analysed frame (every ``every``-th frame) of a video
-        file or webcam index, with ``frame`` (index) and ``time`` (seconds) set.
+                        centred: bool | None = None, start: int = 0) -> Iterator[ImageResult]:
+        """Yield one :class:`ImageResult` per analysed frame (every ``every``-th frame, from frame
+        ``start`` on) of a video file or webcam index, with ``frame`` (index) and ``time`` (seconds) set.
 
         Every face gets a ``track`` id that stays with the person (:class:`~litefer.inference.track.TrackLinker`).
         ``smooth`` seconds (None: ``DEFAULT_SMOOTH``, 0: off) average each track's class probabilities
@@ -316,7 +317,7 @@ class Recognizer:
         tracker = None
         if detect_every != 1 or detect_scale != 1.0:
             tracker = FaceTracker(self.detector, detect_every, detect_scale)       # checks the values now
-        frames = iter_frames(source, every=every, max_frames=max_frames)   # raises now if unopenable
+        frames = iter_frames(source, every=every, max_frames=max_frames, start=start)   # raises now if unopenable
         name = f"webcam {source}" if isinstance(source, int) else describe(source)
         items = ((ImageResult(name, frame=idx, time=t), (lambda f=frame: f)) for idx, t, frame in frames)
         results = self._pipeline(items, "raise", keep_images, self._prior_logits, tracker, explain, TrackLinker())
@@ -431,6 +432,20 @@ COLUMNS = ["source", "frame", "time", "face", "track", "x", "y", "w", "h", "labe
            "detection_score"]
 TAIL_COLUMNS = ["face_px", "aligned", "angle", "issues", "error", "detector"]
 INT_COLUMNS = ("frame", "face", "track", "x", "y", "w", "h", "face_px")
+FLOAT_COLUMNS = ("time", "score", "valence", "raw_score", "detection_score", "angle")
+BOOL_COLUMNS = ("aligned",)
+
+
+def column_types(class_names: list[str]) -> dict[str, str]:
+    """Every column of the table in order (``frame`` and ``time`` included) -> ``"int"``, ``"float"``,
+    ``"bool"`` or ``"str"``: the typed tables (Parquet) take their schema from here, the class scores
+    (and their ``raw_`` twins for smoothed video faces) being floats."""
+    raw = ["raw_label", "raw_score"] + [f"raw_{c}" for c in class_names]
+
+    def kind(c):
+        return "int" if c in INT_COLUMNS else "float" if c in FLOAT_COLUMNS or c in class_names or c in raw[2:] else \
+            "bool" if c in BOOL_COLUMNS else "str"
+    return {c: kind(c) for c in COLUMNS + list(class_names) + raw + TAIL_COLUMNS}
 
 
 def table(results, include_empty: bool = True, class_names: list[str] | None = None) -> tuple[list[str], list[dict]]:
