@@ -58,8 +58,11 @@ def test_parquet_schema_is_the_csv_columns():
     from litefer.inference.recognizer import COLUMNS, TAIL_COLUMNS
 
     s = schema(["neutral", "happiness"], internal=False)
-    assert s.names == COLUMNS + ["neutral", "happiness"] + TAIL_COLUMNS
+    raw = ["raw_label", "raw_score", "raw_neutral", "raw_happiness"]        # smoothed video faces' own values
+    assert s.names == COLUMNS + ["neutral", "happiness"] + raw + TAIL_COLUMNS
     assert s.field("x").type == pa.int64() and s.field("happiness").type == pa.float64()
+    assert s.field("track").type == pa.int64() and s.field("raw_happiness").type == pa.float64()
+    assert s.field("valence").type == pa.float64() and s.field("raw_label").type == pa.string()
     assert s.field("aligned").type == pa.bool_() and s.field("label").type == pa.string()
 
 
