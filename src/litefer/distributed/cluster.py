@@ -5,6 +5,7 @@ import logging
 import re
 
 from ..utils import require
+from .sources import first_line
 
 ADDRESS_HELP = "local (start Ray on this machine), auto (RAY_ADDRESS or the running cluster) or HOST:PORT"
 # Ray Data's own tasks need a little CPU beside the actors: an actor holding a whole CPU on every core
@@ -43,8 +44,7 @@ def connect(address: str, runtime_env: dict | None = None) -> bool:
         else:
             ray.init(address=address, **kwargs)
     except ConnectionError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConnectionError(f"--ray {address}: cannot connect to a Ray cluster ({first})") from None
+        raise ConnectionError(f"--ray {address}: cannot connect to a Ray cluster ({first_line(e)})") from None
     return True
 
 

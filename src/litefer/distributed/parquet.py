@@ -41,6 +41,11 @@ def schema(class_names: list[str], internal: bool = True):
     return pa.schema(fields)
 
 
+def public_rows(block):
+    """An actor's block without the placeholders of items that have no rows, and without the internal columns."""
+    return block.filter(block.column("_keep")).drop_columns(list(INTERNAL))
+
+
 class PartsFolder:
     """``DIR`` for one run: locked against a second writer, stale temporary files removed, the items
     already written (and their notes) read from the parts' metadata."""
@@ -87,7 +92,7 @@ class PartsFolder:
         if not items:
             return 0
         notes = {k: n for k, n in zip(block.column("_item").to_pylist(), block.column("_note").to_pylist()) if n}
-        rows = block.filter(block.column("_keep")).drop_columns(list(INTERNAL))
+        rows = public_rows(block)
         meta = {ITEMS_KEY: json.dumps(items).encode(), NOTES_KEY: json.dumps(notes).encode()}
         rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), **meta})
         with atomic_open(self.folder / f"part-{self.next:06d}.parquet") as f:

@@ -2,18 +2,19 @@
 dataset), both built on one plan: list on the driver, split videos, run an actor pool."""
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..inference.detect import resolve_detector
 from ..inference.files import DEFAULT_FILES
+from ..inference.inputs import kind_of
 from ..inference.predict import Terminated
 from ..inference.recognizer import Recognizer
 from ..prior import describe as describe_prior
+from ..utils import sha256_file
 from .cluster import connect, pool_size, require_ray
-from .parquet import INTERNAL, PartsFolder
+from .parquet import PartsFolder, public_rows
 from .sources import list_inputs, plan, video_frames
 from .worker import RecognizerWorker
 
@@ -52,7 +53,7 @@ def _recognizer_files(options: dict) -> tuple[dict, dict]:
 def _settings(rec: Recognizer, options: dict, video: dict, frames_per_task: int) -> dict:
     """The options the rows depend on, by their CLI names, for the resume check."""
     weights = str(options.get("weights", "default"))
-    digest = weights if weights in DEFAULT_FILES else hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
+    digest = weights if weights in DEFAULT_FILES else sha256_file(weights)[:16]
     return {"weights": digest, "detector": rec.detector_name, "min-face": options.get("min_face"),
             "tta": rec.tta, "prior": describe_prior(rec.prior), "every": video["every"],
             "max-frames": video["max_frames"], "detect-every": video["detect_every"],
@@ -87,18 +88,12 @@ def _job(inputs, options: dict, video: dict, frames_per_task: int, images_per_ta
     found, problems = list_inputs([str(i) for i in ([inputs] if isinstance(inputs, (str, Path)) else inputs)])
     job = Job(found, problems, rec.class_names, _settings(rec, options, video, frames_per_task))
     parts = PartsFolder(folder, job.settings) if folder is not None else None
-    videos = [s for s in found if _is_video(s)]
+    videos = [s for s in found if kind_of(s) == "video"]
     count = ray.remote(num_cpus=0.1)(video_frames)
     frames = dict(zip(videos, ray.get([count.remote(v) for v in videos])))
     job.tasks = plan(found, frames, video["every"], video["max_frames"], frames_per_task, images_per_task,
                      parts.done if parts else set())
     return job, parts
-
-
-def _is_video(src: str) -> bool:
-    from ..inference.inputs import kind_of
-
-    return kind_of(src) == "video"
 
 
 def _video_options(every=1, max_frames=None, detect_every=1, detect_scale=1.0, smooth=None) -> dict:
@@ -130,12 +125,7 @@ def recognize(inputs, address: str = "auto", *, workers: int | None = None, cpus
     job, _ = _job(inputs, recognizer_options, video, frames_per_task, images_per_task)
     ds = _dataset(job, recognizer_options, video, workers, cpus_per_worker, gpus_per_worker,
                   recognizer_options.get("device", "cpu"), progress=False)
-    return ds.map_batches(_public_rows, batch_format="pyarrow", batch_size=None)
-
-
-def _public_rows(block):
-    """The rows of an actor's block without the placeholders and the internal columns."""
-    return block.filter(block.column("_keep")).drop_columns(list(INTERNAL))
+    return ds.map_batches(public_rows, batch_format="pyarrow", batch_size=None)
 
 
 @dataclass

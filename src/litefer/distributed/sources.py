@@ -18,6 +18,12 @@ from ..inference.inputs import (HEIF_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, I
 KNOWN_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES | HEIF_SUFFIXES
 
 
+def first_line(e: BaseException) -> str:
+    """An error's message in one line (pyarrow's and Ray's run to several), or its type when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def is_uri(spec: str) -> bool:
     return "://" in spec and not spec.startswith("file://")
 
@@ -85,7 +91,7 @@ def _list_uri(uri: str) -> tuple[list[str], list[str]]:
             return [], [f"{uri}: {'pattern matches no files' if magic else 'no such file'}"]
         listed = system.get_file_info(fs.FileSelector(base, recursive=True))
     except (OSError, ValueError) as e:
-        return [], [f"{uri}: cannot list ({str(e).strip().splitlines()[0]})"]
+        return [], [f"{uri}: cannot list ({first_line(e)})"]
     files = sorted(i.path for i in listed if i.type == fs.FileType.File and not i.base_name.startswith("."))
     if magic:
         files = [f for f in files if fnmatch.fnmatchcase(f, path)]
@@ -105,7 +111,7 @@ def read_bytes(uri: str) -> bytes:
     except FileNotFoundError:
         raise InputError(f"{uri}: no such file") from None
     except (OSError, ValueError) as e:
-        raise InputError(f"{uri}: cannot read ({str(e).strip().splitlines()[0]})") from None
+        raise InputError(f"{uri}: cannot read ({first_line(e)})") from None
 
 
 def load_image(src: str):
@@ -136,7 +142,7 @@ class VideoCopies:
                         shutil.copyfileobj(f, out, 1 << 20)
                 except (OSError, ValueError) as e:
                     os.unlink(tmp)
-                    raise InputError(f"{uri}: cannot read ({str(e).strip().splitlines()[0]})") from None
+                    raise InputError(f"{uri}: cannot read ({first_line(e)})") from None
             self.paths[uri] = tmp
         return self.paths[uri]
 
